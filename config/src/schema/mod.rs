@@ -1,0 +1,76 @@
+//! The operator-facing config schema: one YAML file that every Meridian process reads.
+//!
+//! These are the serde types exactly as operators write them. Every struct denies unknown fields so a
+//! typo is an error with a position instead of a silently ignored setting, and every default is the
+//! anchor default named in ARCHITECTURE.md section 3.
+
+mod control;
+mod dns;
+mod gateway;
+mod model;
+mod observability;
+mod region;
+
+pub use control::*;
+pub use dns::*;
+pub use gateway::*;
+pub use model::*;
+pub use observability::*;
+pub use region::*;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The whole Meridian config: regions, models and their routing, DNS, control and observability.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Regions with their zones, location and failover order, and the per-region gateway, DNS answer
+    /// addresses and control loop address.
+    pub regions: Vec<Region>,
+    /// Traffic policy shared by every model unless a model overrides a section.
+    #[serde(default)]
+    pub gateway: GatewayPolicy,
+    /// Models, their versions and endpoints, and how requests pick a version.
+    #[serde(default)]
+    pub models: Vec<Model>,
+    /// The authoritative DNS server and its global load-balancing names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Dns>,
+    /// Where the control loops read cluster and GPU health from.
+    #[serde(default)]
+    pub control: Control,
+    /// Progressive canary plans run by the control loop.
+    #[serde(default)]
+    pub canaries: Vec<CanaryPlan>,
+    /// Access logs and traces.
+    #[serde(default)]
+    pub observability: Observability,
+}
+
+/// The top-level keys and how to type-check each one on its own, so that one bad section does not
+/// hide errors in the others. Keep in step with [`Config`]'s fields.
+pub(crate) const SECTIONS: &[(&str, SectionKind)] = &[
+    ("regions", SectionKind::ListOf(check_as::<Region>)),
+    ("gateway", SectionKind::One(check_as::<GatewayPolicy>)),
+    ("models", SectionKind::ListOf(check_as::<Model>)),
+    ("dns", SectionKind::One(check_as::<Dns>)),
+    ("control", SectionKind::One(check_as::<Control>)),
+    ("canaries", SectionKind::ListOf(check_as::<CanaryPlan>)),
+    ("observability", SectionKind::One(check_as::<Observability>)),
+];
+
+/// A type check of one part of the document: the serde path and message of each error found.
+pub(crate) type SectionCheck = fn(&serde_json::Value) -> Vec<(String, String)>;
+
+/// How a top-level section is type-checked on its own.
+pub(crate) enum SectionKind {
+    /// The section is one value of a type.
+    One(SectionCheck),
+    /// The section is a list; each element is checked on its own.
+    ListOf(SectionCheck),
+}
+
+fn check_as<T: for<'de> Deserialize<'de>>(v: &serde_json::Value) -> Vec<(String, String)> {
+    crate::typecheck::all_errors::<T>(v)
+}

@@ -1,0 +1,121 @@
+//! Finding every type error in a value, not just the first one serde stops at.
+//!
+//! serde stops at the first error. To report the rest, the offending key is removed from a scratch
+//! copy and the value is checked again, until it passes or nothing more can be removed. A field that
+//! only went missing because an earlier pass removed it is not reported again.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::load::join;
+
+/// Most errors reported for one section, so a pathological file cannot loop for long.
+const MAX_ERRORS: usize = 64;
+
+/// Every type error in `value` as `T`, as (path, message) pairs relative to `value`.
+pub(crate) fn all_errors<T: for<'de> Deserialize<'de>>(value: &Value) -> Vec<(String, String)> {
+    let mut scratch = value.clone();
+    let mut removed: HashSet<String> = HashSet::new();
+    let mut out = Vec::new();
+    for _ in 0..MAX_ERRORS * 2 {
+        let Err(e) = serde_path_to_error::deserialize::<_, T>(&scratch) else {
+            break;
+        };
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let target = if let Some(field) = quoted_after(&message, "missing field `") {
+            // Reported unless an earlier pass removed it; either way, drop the parent to go on.
+            if !removed.contains(&join(&path, field)) {
+                out.push((path.clone(), message));
+            }
+            path
+        } else {
+            let target = quoted_after(&message, "unknown field `").map_or(path.clone(), |f| with_key(&path, f));
+            out.push((path, message));
+            target
+        };
+        let target = nearest_key(&target);
+        if target.is_empty() || !remove(&mut scratch, &target) || out.len() >= MAX_ERRORS {
+            break;
+        }
+        removed.insert(target);
+    }
+    out
+}
+
+/// `path` extended by `key`, unless serde already put the key at its end.
+pub(crate) fn with_key(path: &str, key: &str) -> String {
+    if path == key || path.ends_with(&format!(".{key}")) {
+        path.to_string()
+    } else {
+        join(path, key)
+    }
+}
+
+/// The text between `prefix` and the next backtick.
+fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message.strip_prefix(prefix).and_then(|rest| rest.split('`').next())
+}
+
+/// A list element cannot be removed without renumbering its siblings, so removal climbs to the
+/// nearest mapping key: `a.b[2].c` stays, `a.b[2]` becomes `a.b`.
+fn nearest_key(path: &str) -> String {
+    let mut p = path;
+    while p.ends_with(']') {
+        p = &p[..p.rfind('[').unwrap_or(0)];
+    }
+    if p == "." {
+        String::new()
+    } else {
+        p.to_string()
+    }
+}
+
+/// Removes the mapping entry at `path`; false when there is none.
+fn remove(value: &mut Value, path: &str) -> bool {
+    let (parent, key) = match path.rfind('.') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    };
+    let mut v = value;
+    for part in parent.split('.').filter(|s| !s.is_empty()) {
+        let (name, rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+        if !name.is_empty() {
+            let Some(next) = v.get_mut(name) else { return false };
+            v = next;
+        }
+        for idx in rest
+            .split('[')
+            .filter_map(|r| r.trim_end_matches(']').parse::<usize>().ok())
+        {
+            let Some(next) = v.get_mut(idx) else { return false };
+            v = next;
+        }
+    }
+    v.as_object_mut().is_some_and(|m| m.remove(key).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::GatewayPolicy;
+
+    #[test]
+    fn reports_every_type_error_in_a_section() {
+        let v: Value = serde_json::json!({
+            "timeouts": {"connect": 10},
+            "retries": {"atempts": 3, "budget_percent": "lots"},
+        });
+        let errs = all_errors::<GatewayPolicy>(&v);
+        let paths: Vec<_> = errs.iter().map(|(p, _)| p.as_str()).collect();
+        assert!(paths.contains(&"timeouts.connect"), "{errs:?}");
+        assert!(
+            paths.contains(&"retries.atempts"),
+            "an unknown field is reported at its key: {errs:?}"
+        );
+        assert!(paths.contains(&"retries.budget_percent"), "{errs:?}");
+        assert_eq!(errs.len(), 3, "{errs:?}");
+    }
+}

@@ -1,0 +1,88 @@
+//! `meridian`: one binary for every part of the system (gateway, DNS, control, GPU agent, simulated
+//! backend, config check, local lab), so operators deploy and version one artifact.
+
+mod check;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Edge gateway and global traffic router for ML inference.
+#[derive(Parser)]
+#[command(name = "meridian", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a region's L7 inference gateway.
+    Gateway {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Region whose listeners this gateway serves; optional when the config has one region with a gateway.
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Run the authoritative DNS server with global load balancing.
+    Dns {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a region's control loop (discovery, GPU health, state feed, canaries).
+    Control {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Region this control loop watches.
+        #[arg(long)]
+        region: String,
+    },
+    /// Run the NVML node agent that serves per-GPU health as JSON and Prometheus text.
+    GpuAgent {
+        /// Listen address.
+        #[arg(long, default_value = "0.0.0.0:9400")]
+        listen: String,
+    },
+    /// Run a simulated GPU model server (V1, V2 and OpenAI APIs) for demos, tests and load tests.
+    SimBackend,
+    /// Validate a config file: exit 0 with a summary, or exit 1 with one `FILE:LINE:COL: path: message` line per error.
+    Check {
+        /// Config file.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the config file, for editors.
+    Schema,
+    /// Start the complete local multi-region lab on loopback.
+    Lab,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file } => check::run(&file),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&meridian_config::json_schema()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Gateway { .. } => not_built("gateway", "issue 3"),
+        Command::SimBackend => not_built("sim-backend", "issue 3"),
+        Command::Dns { .. } => not_built("dns", "issue 6"),
+        Command::Control { .. } => not_built("control", "issue 7"),
+        Command::GpuAgent { .. } => not_built("gpu-agent", "issue 7"),
+        Command::Lab => not_built("lab", "issue 8"),
+    }
+}
+
+/// A subcommand whose part is not built yet says so plainly and exits 2, never pretending to run.
+fn not_built(what: &str, issue: &str) -> ExitCode {
+    eprintln!("meridian {what}: not built yet (tracked in {issue}); nothing was started");
+    ExitCode::from(2)
+}
