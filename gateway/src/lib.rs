@@ -1,1 +1,15 @@
-//! placeholder
+//! Meridian's L7 inference gateway.
+//!
+//! A functional core — [`classify`] (which API, model and version), [`select`] (version selection),
+//! [`locality`] and [`cluster`] (priority levels and the power-of-two-choices pick), [`outlier`]
+//! (ejection), [`budget`] (retry budget) — that is plain Rust with an injectable clock and RNG, and a
+//! thin shell that adapts it to pingora.
+
+pub mod budget;
+pub mod classify;
+pub mod clock;
+pub mod cluster;
+pub mod endpoint;
+pub mod locality;
+pub mod outlier;
+pub mod select;
