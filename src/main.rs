@@ -2,6 +2,7 @@
 //! backend, config check, local lab), so operators deploy and version one artifact.
 
 mod check;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ enum Command {
         /// Region whose listeners this gateway serves; optional when the config has one region with a gateway.
         #[arg(long)]
         region: Option<String>,
+        /// Zone this gateway runs in (priority level 0); the whole region is level 0 when absent.
+        #[arg(long, env = "MERIDIAN_ZONE")]
+        zone: Option<String>,
     },
     /// Run the authoritative DNS server with global load balancing.
     Dns {
@@ -49,7 +53,7 @@ enum Command {
         listen: String,
     },
     /// Run a simulated GPU model server (V1, V2 and OpenAI APIs) for demos, tests and load tests.
-    SimBackend,
+    SimBackend(sim::SimArgs),
     /// Validate a config file: exit 0 with a summary, or exit 1 with one `FILE:LINE:COL: path: message` line per error.
     Check {
         /// Config file.
@@ -72,8 +76,14 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Gateway { .. } => not_built("gateway", "issue 3"),
-        Command::SimBackend => not_built("sim-backend", "issue 3"),
+        Command::Gateway { config, region, zone } => {
+            init_logging();
+            exit(meridian_gateway::run(&config, region.as_deref(), zone.as_deref()))
+        }
+        Command::SimBackend(args) => {
+            init_logging();
+            exit(sim::run(args))
+        }
         Command::Dns { .. } => not_built("dns", "issue 6"),
         Command::Control { .. } => not_built("control", "issue 7"),
         Command::GpuAgent { .. } => not_built("gpu-agent", "issue 7"),
@@ -81,8 +91,27 @@ fn main() -> ExitCode {
     }
 }
 
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meridian: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// A subcommand whose part is not built yet says so plainly and exits 2, never pretending to run.
 fn not_built(what: &str, issue: &str) -> ExitCode {
     eprintln!("meridian {what}: not built yet (tracked in {issue}); nothing was started");
     ExitCode::from(2)
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -2,6 +2,7 @@
 //! requests, with a floor, so retries cannot multiply load on a struggling fleet.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Active requests and active retries, shared by every request of a gateway.
 #[derive(Debug, Default)]
@@ -12,9 +13,9 @@ pub struct RetryBudget {
 
 /// Counts one active request until dropped.
 #[derive(Debug)]
-pub struct Active<'a>(&'a RetryBudget);
+pub struct Active(Arc<RetryBudget>);
 
-impl Drop for Active<'_> {
+impl Drop for Active {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
@@ -22,9 +23,9 @@ impl Drop for Active<'_> {
 
 /// Counts one retry in flight until dropped.
 #[derive(Debug)]
-pub struct RetryToken<'a>(&'a RetryBudget);
+pub struct RetryToken(Arc<RetryBudget>);
 
-impl Drop for RetryToken<'_> {
+impl Drop for RetryToken {
     fn drop(&mut self) {
         self.0.retries.fetch_sub(1, Ordering::Relaxed);
     }
@@ -32,19 +33,19 @@ impl Drop for RetryToken<'_> {
 
 impl RetryBudget {
     /// Marks a request active.
-    pub fn request(&self) -> Active<'_> {
+    pub fn request(self: &Arc<Self>) -> Active {
         self.active.fetch_add(1, Ordering::Relaxed);
-        Active(self)
+        Active(self.clone())
     }
 
     /// Takes a retry if the budget allows: retries in flight stay under `percent` of active
     /// requests, or under `min_concurrent`, whichever is larger.
-    pub fn try_retry(&self, percent: f64, min_concurrent: u32) -> Option<RetryToken<'_>> {
+    pub fn try_retry(self: &Arc<Self>, percent: f64, min_concurrent: u32) -> Option<RetryToken> {
         let active = self.active.load(Ordering::Relaxed) as f64;
         let allowed = ((active * percent / 100.0) as u64).max(u64::from(min_concurrent));
         let prev = self.retries.fetch_add(1, Ordering::Relaxed);
         if prev < allowed {
-            Some(RetryToken(self))
+            Some(RetryToken(self.clone()))
         } else {
             self.retries.fetch_sub(1, Ordering::Relaxed);
             None
@@ -63,7 +64,7 @@ mod tests {
 
     #[test]
     fn floor_then_percent() {
-        let b = RetryBudget::default();
+        let b = Arc::new(RetryBudget::default());
         let _reqs: Vec<_> = (0..5).map(|_| b.request()).collect();
         let t: Vec<_> = (0..3).filter_map(|_| b.try_retry(20.0, 3)).collect();
         assert_eq!(t.len(), 3);

@@ -5,11 +5,22 @@
 //! (ejection), [`budget`] (retry budget) — that is plain Rust with an injectable clock and RNG, and a
 //! thin shell that adapts it to pingora.
 
+pub mod admin;
 pub mod budget;
 pub mod classify;
 pub mod clock;
 pub mod cluster;
 pub mod endpoint;
+pub mod errors;
+pub mod health;
 pub mod locality;
 pub mod outlier;
+pub mod proxy;
+pub mod routes;
 pub mod select;
+pub mod server;
+pub mod shadow;
+pub mod state;
+pub mod tasks;
+
+pub use server::run;

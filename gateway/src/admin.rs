@@ -1,0 +1,176 @@
+//! The gateway's admin API on its own listener: health, readiness, the running config (secrets
+//! redacted), endpoint state, reload and drain. Loopback clients need no token; any other client
+//! must send `Authorization: Bearer <token>`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::endpoint::flags;
+use crate::state::{Gateway, ReloadError};
+
+/// Serves the admin API until the task is aborted.
+pub async fn serve(gw: Arc<Gateway>) {
+    let addr = {
+        let routes = gw.routes.load();
+        routes.snap.config.regions[routes.origin.region]
+            .gateway
+            .as_ref()
+            .map(|g| g.admin.address)
+    };
+    let Some(addr) = addr else { return };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("admin listener {addr}: {e}");
+            return;
+        }
+    };
+    tracing::info!("admin listening on {addr}");
+    let app = router(gw);
+    let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+}
+
+/// The admin routes.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/config", get(config))
+        .route("/endpoints", get(endpoints))
+        .route("/reload", post(reload))
+        .route("/endpoints/{id}/drain", post(drain))
+        .route("/endpoints/{id}/undrain", post(undrain))
+        .layer(middleware::from_fn_with_state(gw.clone(), authorize))
+        .with_state(gw)
+}
+
+async fn authorize(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if peer.ip().is_loopback() {
+        return next.run(req).await;
+    }
+    let expected = {
+        let routes = gw.routes.load();
+        routes.snap.config.regions[routes.origin.region]
+            .gateway
+            .as_ref()
+            .and_then(|g| g.admin.token.as_ref().map(|t| t.expose().to_string()))
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (expected, given) {
+        (Some(want), Some(got)) if constant_time_eq(want.as_bytes(), got.as_bytes()) => next.run(req).await,
+        _ => error(StatusCode::UNAUTHORIZED, "a bearer token is required off loopback"),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn error(status: StatusCode, msg: &str) -> Response {
+    (status, Json(json!({ "error": msg }))).into_response()
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let ready = gw.ready.load(Ordering::Relaxed);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+async fn config(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+    let routes = gw.routes.load();
+    Json(json!({
+        "generation": routes.generation,
+        "file": routes.snap.file,
+        "region": gw.region,
+        "zone": gw.zone,
+        "reloads": {"ok": gw.reloads_ok.load(Ordering::Relaxed), "failed": gw.reloads_failed.load(Ordering::Relaxed),
+                    "last_error": *gw.last_reload_error.lock()},
+        "config": routes.snap.config,
+    }))
+}
+
+async fn endpoints(State(gw): State<Arc<Gateway>>) -> Json<Value> {
+    let routes = gw.routes.load();
+    let now = gw.clock.now();
+    let epoch = gw.registry.epoch();
+    let mut out = Vec::new();
+    for (m, versions) in routes.clusters.iter().enumerate() {
+        let model = &routes.snap.models[m];
+        for (v, cluster) in versions.iter().enumerate() {
+            let loads = cluster.level_loads(epoch);
+            for (li, level) in cluster.levels.iter().enumerate() {
+                for (ep, weight) in &level.members {
+                    let f = ep.flags();
+                    out.push(json!({
+                        "id": &*ep.id, "address": ep.address, "model": &*model.name, "version": &*model.versions[v].name,
+                        "locality": level.kind.label(), "level": li, "level_share": loads.get(li).map(|l| l.share),
+                        "panic": loads.get(li).map(|l| l.panic),
+                        "weight": weight, "available": f == 0,
+                        "healthy": f & flags::UNHEALTHY == 0, "ejected": f & flags::EJECTED != 0,
+                        "drained": f & flags::DRAINED != 0,
+                        "ejections": ep.outlier.total_ejections.load(Ordering::Relaxed),
+                        "in_flight": ep.in_flight(), "ewma_ms": ep.latency(now) / 1e6, "headroom": ep.headroom(),
+                    }));
+                }
+            }
+        }
+    }
+    Json(json!({ "generation": routes.generation, "endpoints": out }))
+}
+
+async fn reload(State(gw): State<Arc<Gateway>>) -> Response {
+    let gw2 = gw.clone();
+    match tokio::task::spawn_blocking(move || gw2.reload()).await {
+        Ok(Ok(generation)) => Json(json!({ "generation": generation })).into_response(),
+        Ok(Err(ReloadError::Invalid(errors))) => {
+            let lines: Vec<_> = errors.0.iter().map(ToString::to_string).collect();
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": "config rejected; the previous config keeps serving", "errors": lines })),
+            )
+                .into_response()
+        }
+        Ok(Err(ReloadError::Unfit(e))) => error(StatusCode::BAD_REQUEST, &e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed"),
+    }
+}
+
+async fn drain(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    set_drain(&gw, &id, true)
+}
+
+async fn undrain(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    set_drain(&gw, &id, false)
+}
+
+fn set_drain(gw: &Gateway, id: &str, on: bool) -> Response {
+    match gw.registry.by_id(id) {
+        Some(ep) => {
+            gw.registry.set_flag(&ep, flags::DRAINED, on);
+            Json(json!({ "id": id, "drained": on })).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, &format!("endpoint {id} not found")),
+    }
+}

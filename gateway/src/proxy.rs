@@ -1,0 +1,376 @@
+//! The pingora adapter: each request is classified, routed, balanced, retried and accounted by the
+//! core; this file only moves data between pingora's callbacks and the core.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use meridian_config::schema::RetryOn;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+use rand::Rng;
+
+use crate::budget::{Active, RetryToken};
+use crate::classify::{classify, ClassifyError, Target};
+use crate::clock::Nanos;
+use crate::cluster::Pick;
+use crate::endpoint::InFlight;
+use crate::errors::Reply;
+use crate::outlier::Outcome;
+use crate::routes::Routes;
+use crate::select::{select, SelectError};
+use crate::state::Gateway;
+
+/// The proxy service: stateless itself, everything lives in [`Gateway`].
+pub struct Proxy {
+    /// Shared gateway state.
+    pub gw: Arc<Gateway>,
+}
+
+/// Per-request state carried across pingora's callbacks.
+#[derive(Default)]
+pub struct Ctx {
+    /// The routing table this request uses from start to end, even if a reload swaps another in.
+    routes: Option<Arc<Routes>>,
+    model: usize,
+    version: usize,
+    /// The endpoint of the current attempt.
+    pick: Option<Pick>,
+    in_flight: Option<InFlight>,
+    tried: Vec<SocketAddr>,
+    attempt_started: Nanos,
+    /// Outcome of the current attempt already fed to outlier detection.
+    recorded: bool,
+    _active: Option<Active>,
+    _retry: Option<RetryToken>,
+    /// Set when an upstream 503 is being retried, so the error is not reconsidered.
+    retrying_503: bool,
+    /// Message for the error the gateway answers with, when it answers one.
+    error: Option<(u16, String)>,
+    /// Version that gets a mirrored copy, and the body buffered for it.
+    shadow: Option<Shadow>,
+}
+
+/// A request being mirrored: the copy goes out once the client's request is complete.
+struct Shadow {
+    version: usize,
+    body: Vec<bytes::Bytes>,
+    size: usize,
+    limit: usize,
+    overflow: bool,
+}
+
+impl Proxy {
+    /// Feeds one attempt's outcome to outlier detection, once.
+    fn record(&self, ctx: &mut Ctx, outcome: Outcome) {
+        if ctx.recorded {
+            return;
+        }
+        ctx.recorded = true;
+        let (Some(routes), Some(pick)) = (ctx.routes.as_ref(), ctx.pick.as_ref()) else {
+            return;
+        };
+        let cfg = &routes.snap.models[ctx.model].policy.outlier_detection;
+        let ep = &pick.endpoint;
+        if let Some(reason) = self.gw.detector.record(ep, outcome, cfg) {
+            let cluster = &routes.clusters[ctx.model][ctx.version];
+            let members: Vec<_> = cluster.endpoints().collect();
+            if self
+                .gw
+                .detector
+                .eject(&self.gw.registry, &members, ep, self.gw.clock.now(), cfg)
+            {
+                tracing::warn!(endpoint = %ep.id, ?reason, "endpoint ejected");
+            }
+        }
+    }
+
+    /// Whether another attempt is allowed for `why`; takes a retry from the budget if so.
+    fn may_retry(&self, ctx: &mut Ctx, why: RetryOn, session: &Session) -> bool {
+        let Some(routes) = ctx.routes.as_ref() else {
+            return false;
+        };
+        let r = &routes.snap.models[ctx.model].policy.retries;
+        let attempts = ctx.tried.len() as u32;
+        if attempts > r.attempts || !r.on.contains(&why) || session.response_written().is_some() {
+            return false;
+        }
+        if session.as_ref().retry_buffer_truncated() {
+            return false; // the body streamed past the replay buffer; it cannot be sent again
+        }
+        match self.gw.budget.try_retry(r.budget_percent, r.min_concurrent) {
+            Some(token) => {
+                ctx._retry = Some(token);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn answer_locally(&self, routes: &Routes, target: Target<'_>) -> Option<Reply> {
+        use serde_json::json;
+        match target {
+            Target::ServerLive => Some(Reply::json(200, json!({"live": true}))),
+            Target::ServerReady => {
+                let ready = self.gw.ready.load(std::sync::atomic::Ordering::Relaxed);
+                Some(Reply::json(if ready { 200 } else { 503 }, json!({"ready": ready})))
+            }
+            Target::ServerMetadata => Some(Reply::json(
+                200,
+                json!({"name": "meridian", "version": env!("CARGO_PKG_VERSION"), "extensions": []}),
+            )),
+            Target::ListModels => {
+                let names: Vec<_> = routes.snap.models.iter().map(|m| m.name.as_ref()).collect();
+                Some(Reply::json(200, json!({ "models": names })))
+            }
+            Target::OpenAi => Some(Reply::error(
+                501,
+                "OpenAI-compatible routing by body `model` is not built yet",
+            )),
+            Target::Model { .. } => None,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        let routes = self.gw.routes.load_full();
+        let req = session.req_header();
+        let (reply, chosen) = match classify(&req.method, req.uri.path()) {
+            Err(ClassifyError::UnknownPath) => (
+                Some(Reply::error(404, format!("no inference route for {}", req.uri.path()))),
+                None,
+            ),
+            Err(ClassifyError::MethodNotAllowed) => (
+                Some(Reply::error(405, format!("{} is not allowed here", req.method))),
+                None,
+            ),
+            Ok(Target::Model { model, version, .. }) => match routes.snap.model(model) {
+                None => (Some(Reply::error(404, format!("model {model} not found"))), None),
+                Some(m) => {
+                    let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+                    let key = match client {
+                        Some(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
+                        Some(std::net::IpAddr::V6(ip)) => ip.octets().to_vec(),
+                        None => Vec::new(),
+                    };
+                    let draw: f64 = rand::rng().random();
+                    match select(&routes.snap.models[m], version, &req.headers, &key, draw) {
+                        Ok(sel) => (None, Some((m, sel))),
+                        Err(SelectError::UnknownVersion(v)) => (
+                            Some(Reply::error(404, format!("version {v} of model {model} not found"))),
+                            None,
+                        ),
+                        Err(SelectError::NoRoute) => (
+                            Some(Reply::error(404, format!("no routing rule of model {model} matches"))),
+                            None,
+                        ),
+                    }
+                }
+            },
+            Ok(other) => (self.answer_locally(&routes, other), None),
+        };
+        if let Some(reply) = reply {
+            reply.send(session).await?;
+            return Ok(true);
+        }
+        if let Some((m, sel)) = chosen {
+            ctx.model = m;
+            ctx.version = sel.version;
+            ctx.shadow = sel.shadow.map(|version| Shadow {
+                version,
+                body: Vec::new(),
+                size: 0,
+                limit: routes.snap.models[m].policy.retries.buffer_body.bytes() as usize,
+                overflow: false,
+            });
+        }
+        ctx.routes = Some(routes);
+        ctx._active = Some(self.gw.budget.request());
+        session.as_mut().enable_retry_buffering();
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+        let Some(routes) = ctx.routes.clone() else {
+            return Err(Error::explain(ErrorType::InternalError, "no routing table"));
+        };
+        let cluster = &routes.clusters[ctx.model][ctx.version];
+        let now = self.gw.clock.now();
+        let pick = cluster.pick(self.gw.registry.epoch(), now, &mut rand::rng(), &ctx.tried);
+        let Some(pick) = pick else {
+            let m = &routes.snap.models[ctx.model];
+            let msg = format!(
+                "no healthy endpoint for model {} version {}",
+                m.name, m.versions[ctx.version].name
+            );
+            ctx.error = Some((503, msg.clone()));
+            return Err(Error::explain(ErrorType::HTTPStatus(503), msg));
+        };
+        let ep = pick.endpoint.clone();
+        ctx.in_flight = Some(ep.start());
+        ctx.tried.push(ep.address);
+        ctx.attempt_started = now;
+        ctx.recorded = false;
+        ctx.retrying_503 = false;
+        ctx.pick = Some(pick);
+        let policy = &routes.snap.models[ctx.model].policy;
+        let upstream = &routes.snap.models[ctx.model].versions[ctx.version].upstream;
+        let mut peer = HttpPeer::new(ep.address, false, String::new());
+        let t = &policy.timeouts;
+        peer.options.connection_timeout = Some(t.connect.get());
+        peer.options.read_timeout = Some(t.first_byte.get());
+        peer.options.write_timeout = Some(t.idle.get());
+        peer.options.idle_timeout = Some(t.idle.get());
+        if upstream.h2 {
+            peer.options.set_http_version(2, 2);
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+        {
+            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip,
+            };
+            req.insert_header("x-forwarded-for", xff)?;
+        }
+        req.insert_header("x-forwarded-proto", "http")?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let (Some(sh), Some(chunk)) = (ctx.shadow.as_mut(), body.as_ref()) {
+            sh.size += chunk.len();
+            if sh.size > sh.limit {
+                sh.overflow = true;
+                sh.body.clear();
+            } else if !sh.overflow {
+                sh.body.push(chunk.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let status = resp.status.as_u16();
+        let now = self.gw.clock.now();
+        if let Some(p) = &ctx.pick {
+            p.endpoint.observe_latency(now, now.saturating_sub(ctx.attempt_started));
+        }
+        self.record(ctx, Outcome::of_status(status));
+        if status == 503 && self.may_retry(ctx, RetryOn::Unavailable, session) && has_other(ctx) {
+            ctx.retrying_503 = true;
+            let mut e = Error::explain(ErrorType::HTTPStatus(503), "backend unavailable, retrying elsewhere");
+            e.set_retry(true);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        self.record(ctx, Outcome::GatewayFailure);
+        ctx.in_flight = None;
+        let retry = self.may_retry(ctx, RetryOn::ConnectFailure, session);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("endpoint {peer}"));
+        if ctx.retrying_503 {
+            e.set_retry(true);
+            return e;
+        }
+        self.record(ctx, Outcome::GatewayFailure);
+        let reset = matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::H2Error
+        ) && *e.esource() == ErrorSource::Upstream;
+        let retry = reset && self.may_retry(ctx, RetryOn::Reset, session);
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (status, msg) = match (ctx.error.take(), e.etype()) {
+            (Some(x), _) => x,
+            (None, ErrorType::HTTPStatus(503)) if ctx.retrying_503 => (503, "every endpoint tried answered 503".into()),
+            (None, ErrorType::HTTPStatus(c)) => (*c, format!("request failed with status {c}")),
+            (None, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => (504, "upstream timed out".into()),
+            (
+                None,
+                ErrorType::ConnectTimedout
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectNoRoute
+                | ErrorType::ConnectError,
+            ) => (502, "upstream connect error".into()),
+            (None, _) => match e.esource() {
+                ErrorSource::Upstream => (502, "upstream error".into()),
+                ErrorSource::Downstream => (0, String::new()),
+                _ => (500, "internal error".into()),
+            },
+        };
+        if status > 0 && session.response_written().is_none() {
+            let _ = Reply::error(status, msg).send(session).await;
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.in_flight = None;
+        if let (Some(sh), Some(routes)) = (ctx.shadow.take(), ctx.routes.as_ref()) {
+            if !sh.overflow {
+                crate::shadow::send(&self.gw, routes, ctx.model, sh.version, session.req_header(), sh.body);
+            }
+        }
+    }
+}
+
+/// Whether the cluster has an endpoint this request has not tried.
+fn has_other(ctx: &Ctx) -> bool {
+    let Some(routes) = &ctx.routes else { return false };
+    routes.clusters[ctx.model][ctx.version]
+        .endpoints()
+        .any(|e| e.available() && !ctx.tried.contains(&e.address))
+}

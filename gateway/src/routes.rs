@@ -1,0 +1,73 @@
+//! The gateway's routing table: one compiled config snapshot plus, for every model version, its
+//! endpoints grouped by locality as seen from this gateway. Built off the request path on each
+//! (re)load and swapped whole through arc-swap.
+
+use std::sync::Arc;
+
+use meridian_config::Snapshot;
+
+use crate::cluster::{Cluster, Origin};
+use crate::endpoint::Registry;
+
+/// An immutable routing table.
+#[derive(Debug)]
+pub struct Routes {
+    /// The config it was built from.
+    pub snap: Arc<Snapshot>,
+    /// Increases with every successful load.
+    pub generation: u64,
+    /// Where this gateway runs.
+    pub origin: Origin,
+    /// Clusters by model and version index.
+    pub clusters: Vec<Vec<Arc<Cluster>>>,
+}
+
+impl Routes {
+    /// Builds the table for a gateway in `region` (and `zone`, when known).
+    pub fn build(
+        snap: Arc<Snapshot>,
+        generation: u64,
+        region: &str,
+        zone: Option<&str>,
+        registry: &Registry,
+    ) -> Result<Routes, String> {
+        let r = snap
+            .region(region)
+            .ok_or_else(|| format!("region `{region}` is not in the config"))?;
+        if snap.config.regions[r].gateway.is_none() {
+            return Err(format!("region `{region}` has no gateway section"));
+        }
+        let zone = match zone {
+            Some(z) => match snap.zone(z) {
+                Some(id) if snap.zones[id].region == r => Some(id),
+                _ => return Err(format!("zone `{z}` is not a zone of region `{region}`")),
+            },
+            None => None,
+        };
+        let origin = Origin { region: r, zone };
+        let clusters = snap
+            .models
+            .iter()
+            .map(|m| {
+                m.versions
+                    .iter()
+                    .map(|v| {
+                        Arc::new(Cluster::build(
+                            &snap,
+                            origin,
+                            &v.endpoints,
+                            registry,
+                            &m.policy.locality,
+                        ))
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Routes {
+            snap,
+            generation,
+            origin,
+            clusters,
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! The gateway's shared state: the current routing table and everything that outlives it
+//! (endpoint states, outlier detector, retry budget), plus reload.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use meridian_config::{ConfigErrors, Snapshot};
+use parking_lot::Mutex;
+
+use crate::budget::RetryBudget;
+use crate::clock::Clock;
+use crate::endpoint::Registry;
+use crate::outlier::Detector;
+use crate::routes::Routes;
+
+/// Everything the proxy, the admin API and the background tasks share.
+pub struct Gateway {
+    /// Config file, re-read on reload.
+    pub config_path: PathBuf,
+    /// Region this gateway serves.
+    pub region: String,
+    /// Zone this gateway runs in, when known.
+    pub zone: Option<String>,
+    /// The current routing table; readers load it without locking.
+    pub routes: ArcSwap<Routes>,
+    /// Endpoint states, by address.
+    pub registry: Registry,
+    /// Outlier detection.
+    pub detector: Detector,
+    /// Retry budget.
+    pub budget: Arc<RetryBudget>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Successful reloads since start.
+    pub reloads_ok: AtomicU64,
+    /// Rejected reloads since start.
+    pub reloads_failed: AtomicU64,
+    /// Why the last reload was rejected, if it was.
+    pub last_reload_error: Mutex<Option<String>>,
+    /// HTTP client for mirrored requests.
+    pub shadow_client: reqwest::Client,
+    /// Set once the first active health check round finished.
+    pub ready: AtomicBool,
+    reload_lock: Mutex<()>,
+}
+
+/// A reload that did not take effect.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file is invalid.
+    Invalid(ConfigErrors),
+    /// The file is valid but does not fit this gateway (its region is gone, say).
+    Unfit(String),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Invalid(e) => write!(f, "{e}"),
+            ReloadError::Unfit(e) => f.write_str(e),
+        }
+    }
+}
+
+impl Gateway {
+    /// Loads the config and builds the first routing table.
+    pub fn start(
+        path: &Path,
+        region: Option<&str>,
+        zone: Option<&str>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Gateway> {
+        let snap = Snapshot::load(path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+        let region = match region {
+            Some(r) => r.to_string(),
+            None => {
+                let with: Vec<_> = snap
+                    .config
+                    .regions
+                    .iter()
+                    .filter(|r| r.gateway.is_some())
+                    .map(|r| r.name.clone())
+                    .collect();
+                match with.as_slice() {
+                    [one] => one.clone(),
+                    _ => anyhow::bail!(
+                        "pass --region: the config has gateways in {} regions ({})",
+                        with.len(),
+                        with.join(", ")
+                    ),
+                }
+            }
+        };
+        let registry = Registry::default();
+        let routes = Routes::build(Arc::new(snap), 1, &region, zone, &registry).map_err(anyhow::Error::msg)?;
+        Ok(Gateway {
+            config_path: path.to_path_buf(),
+            region,
+            zone: zone.map(str::to_string),
+            routes: ArcSwap::from_pointee(routes),
+            registry,
+            detector: Detector::default(),
+            budget: Arc::new(RetryBudget::default()),
+            clock,
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            last_reload_error: Mutex::new(None),
+            shadow_client: reqwest::Client::new(),
+            ready: AtomicBool::new(false),
+            reload_lock: Mutex::new(()),
+        })
+    }
+
+    /// Re-reads the config file and swaps in a new routing table; on any error the current table
+    /// keeps serving. Returns the new generation.
+    pub fn reload(&self) -> Result<u64, ReloadError> {
+        let _one_at_a_time = self.reload_lock.lock();
+        let result = Snapshot::load(&self.config_path)
+            .map_err(ReloadError::Invalid)
+            .and_then(|snap| {
+                let generation = self.routes.load().generation + 1;
+                Routes::build(
+                    Arc::new(snap),
+                    generation,
+                    &self.region,
+                    self.zone.as_deref(),
+                    &self.registry,
+                )
+                .map_err(ReloadError::Unfit)
+            });
+        match result {
+            Ok(routes) => {
+                let generation = routes.generation;
+                let keep = routes
+                    .clusters
+                    .iter()
+                    .flatten()
+                    .flat_map(|c| c.endpoints().map(|e| e.address))
+                    .collect();
+                self.routes.store(Arc::new(routes));
+                self.registry.retain(&keep);
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                *self.last_reload_error.lock() = None;
+                tracing::info!(generation, "config reloaded");
+                Ok(generation)
+            }
+            Err(e) => {
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                *self.last_reload_error.lock() = Some(e.to_string());
+                tracing::error!("config reload rejected, the previous config keeps serving:\n{e}");
+                Err(e)
+            }
+        }
+    }
+}

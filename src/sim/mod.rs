@@ -1,0 +1,90 @@
+//! `meridian sim-backend`: a simulated GPU model server for demos, tests and load tests.
+//!
+//! It speaks KServe V1, Open Inference Protocol V2 and the OpenAI-style API for one model version,
+//! says in every answer which endpoint and version served it, takes a configurable latency, and
+//! exposes Triton- and vLLM-style metrics that move with its load. Failures are injected at run time
+//! through `POST /sim/control` (error rate, hang, close the connection, go unready), so tests and the
+//! lab's chaos mode can break a backend without restarting it.
+
+mod handlers;
+mod metrics;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use state::SimState;
+
+/// Options of `meridian sim-backend`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Model name served.
+    #[arg(long, default_value = "sklearn-iris")]
+    pub model: String,
+    /// Model version served.
+    #[arg(long, default_value = "v1")]
+    pub version: String,
+    /// Endpoint id echoed in answers (`x-served-by`); the listen address when absent.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Mean latency of an inference, e.g. 5ms.
+    #[arg(long, default_value = "2ms", value_parser = humantime::parse_duration)]
+    pub latency: std::time::Duration,
+    /// Uniform jitter added to or taken from the latency, e.g. 1ms.
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub jitter: std::time::Duration,
+    /// Requests served at once before queueing (the simulated GPU's batch slots).
+    #[arg(long, default_value_t = 8)]
+    pub capacity: u32,
+    /// Share of inferences answered with an error, 0..=1.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Status of injected errors.
+    #[arg(long, default_value_t = 500)]
+    pub error_status: u16,
+}
+
+/// Runs the simulated backend until the process is stopped.
+pub fn run(args: SimArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(args, None))
+}
+
+/// Serves until the process ends; prints `listening on ADDR` once bound, as a readiness signal.
+pub async fn serve(args: SimArgs, ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(SimState::new(&args, addr));
+    println!(
+        "sim-backend {} {}/{} listening on {addr}",
+        state.id, args.model, args.version
+    );
+    if let Some(tx) = ready {
+        let _ = tx.send(addr);
+    }
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handlers::handle(state.clone(), req));
+            // An error here is a connection the simulator closed on purpose or the peer dropped.
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

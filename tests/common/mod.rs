@@ -1,0 +1,218 @@
+//! Shared harness of the end-to-end tests: real `meridian` processes on distinct loopback
+//! addresses, readiness by signals (a printed line, an admin endpoint), never by sleeping.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// Kills the process now (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by name, e.g. "HUP".
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {}", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_meridian")
+}
+
+/// Starts a simulated backend and waits for its `listening on` line.
+pub fn sim(addr: &str, id: &str, model: &str, version: &str, extra: &[&str]) -> Proc {
+    let mut child = Command::new(bin())
+        .args([
+            "sim-backend",
+            "--listen",
+            addr,
+            "--id",
+            id,
+            "--model",
+            model,
+            "--version",
+            version,
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sim-backend");
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .expect("read sim-backend stdout");
+    assert!(
+        line.contains("listening on"),
+        "sim-backend {id} did not start: {line:?}"
+    );
+    Proc {
+        child,
+        name: format!("sim {id}"),
+    }
+}
+
+/// A scratch folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("meridian-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Writes a config file atomically (write, then rename), as a config management tool would.
+pub fn write_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Starts a gateway and waits until its admin API says ready and its public listener answers.
+pub fn gateway(config: &Path, region: &str, zone: Option<&str>, admin: &str, public: &str) -> Proc {
+    let log = std::fs::File::create(config.with_extension(format!("{region}.log"))).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["gateway", "--config"]).arg(config).args(["--region", region]);
+    if let Some(z) = zone {
+        cmd.args(["--zone", z]);
+    }
+    let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn gateway");
+    let p = Proc {
+        child,
+        name: format!("gateway {region}"),
+    };
+    let c = client();
+    wait_until("gateway ready", Duration::from_secs(30), || {
+        c.get(format!("http://{admin}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+            && c.get(format!("http://{public}/v2/health/live"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+    });
+    p
+}
+
+/// A blocking HTTP client with a bound on every request (a hang fails the test instead of stalling it).
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap()
+}
+
+/// Polls a condition on observable state until it holds, failing the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The answer to one inference request.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub served_by: String,
+    pub version: String,
+}
+
+/// POSTs a V2 inference with the given headers.
+pub fn infer(c: &reqwest::blocking::Client, public: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut req = c.post(format!("http://{public}{path}")).body(r#"{"inputs":[]}"#);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match req.send() {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body: Value = r.json().unwrap_or(Value::Null);
+            let served_by = body["served_by"].as_str().unwrap_or_default().to_string();
+            let version = body["model_version"].as_str().unwrap_or_default().to_string();
+            Answer {
+                status,
+                body,
+                served_by,
+                version,
+            }
+        }
+        Err(e) => Answer {
+            status: 0,
+            body: Value::String(e.to_string()),
+            served_by: String::new(),
+            version: String::new(),
+        },
+    }
+}
+
+/// Changes a sim backend's faults.
+pub fn sim_control(addr: &str, patch: Value) {
+    let r = client()
+        .post(format!("http://{addr}/sim/control"))
+        .json(&patch)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// A sim backend's state (served counts, faults).
+pub fn sim_state(addr: &str) -> Value {
+    client()
+        .get(format!("http://{addr}/sim/state"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// The gateway's endpoint view from its admin API.
+pub fn endpoints(admin: &str) -> Vec<Value> {
+    let v: Value = client()
+        .get(format!("http://{admin}/endpoints"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["endpoints"].as_array().cloned().unwrap_or_default()
+}
+
+/// One endpoint's state by id (the first occurrence).
+pub fn endpoint(admin: &str, id: &str) -> Value {
+    endpoints(admin)
+        .into_iter()
+        .find(|e| e["id"] == id)
+        .unwrap_or(Value::Null)
+}
+
+/// POSTs to the admin API.
+pub fn admin_post(admin: &str, path: &str) -> (u16, Value) {
+    let r = client().post(format!("http://{admin}{path}")).send().unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
