@@ -41,6 +41,9 @@ pub struct Gateway {
     pub last_reload_error: Mutex<Option<String>>,
     /// HTTP client for mirrored requests.
     pub shadow_client: reqwest::Client,
+    /// The config file's bytes as last read by any reload trigger, so the file watcher reacts only
+    /// to content nobody has read yet.
+    pub last_read: Mutex<Vec<u8>>,
     /// Set once the first active health check round finished.
     pub ready: AtomicBool,
     reload_lock: Mutex<()>,
@@ -108,28 +111,43 @@ impl Gateway {
             reloads_failed: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
             shadow_client: reqwest::Client::new(),
+            last_read: Mutex::new(std::fs::read(path).unwrap_or_default()),
             ready: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
         })
+    }
+
+    /// Reads and validates the config file, remembering the bytes read.
+    fn read_config(&self) -> Result<Snapshot, ConfigErrors> {
+        let file = self.config_path.display().to_string();
+        let bytes = std::fs::read(&self.config_path)
+            .map_err(|e| ConfigErrors::file(&file, format!("cannot read config file: {e}")))?;
+        *self.last_read.lock() = bytes.clone();
+        let text = String::from_utf8(bytes).map_err(|_| ConfigErrors::file(&file, "the config file is not UTF-8"))?;
+        let base = self.config_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        meridian_config::load_str(&text, &file, &base).map(Snapshot::compile)
+    }
+
+    /// Whether the file on disk differs from what was last read.
+    pub fn file_changed(&self) -> bool {
+        std::fs::read(&self.config_path).is_ok_and(|now| now != *self.last_read.lock())
     }
 
     /// Re-reads the config file and swaps in a new routing table; on any error the current table
     /// keeps serving. Returns the new generation.
     pub fn reload(&self) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock();
-        let result = Snapshot::load(&self.config_path)
-            .map_err(ReloadError::Invalid)
-            .and_then(|snap| {
-                let generation = self.routes.load().generation + 1;
-                Routes::build(
-                    Arc::new(snap),
-                    generation,
-                    &self.region,
-                    self.zone.as_deref(),
-                    &self.registry,
-                )
-                .map_err(ReloadError::Unfit)
-            });
+        let result = self.read_config().map_err(ReloadError::Invalid).and_then(|snap| {
+            let generation = self.routes.load().generation + 1;
+            Routes::build(
+                Arc::new(snap),
+                generation,
+                &self.region,
+                self.zone.as_deref(),
+                &self.registry,
+            )
+            .map_err(ReloadError::Unfit)
+        });
         match result {
             Ok(routes) => {
                 let generation = routes.generation;

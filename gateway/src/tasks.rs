@@ -71,13 +71,9 @@ async fn outlier_interval(gw: Arc<Gateway>) {
 /// Reloads when the config file's content changes. Polling the content (not inotify) also follows
 /// Kubernetes ConfigMap updates, which swap a symlink rather than write the file.
 async fn watch_file(gw: Arc<Gateway>) {
-    let read = || std::fs::read(&gw.config_path).ok();
-    let mut last = read();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = read();
-        if now.is_some() && now != last {
-            last = now;
+        if gw.file_changed() {
             let _ = gw.reload();
         }
     }

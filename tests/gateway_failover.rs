@@ -1,0 +1,279 @@
+//! Gateway failover end to end: locality spill, panic mode, outlier ejection and return, and a
+//! backend killed under load.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn tally(c: &reqwest::blocking::Client, public: &str, n: usize) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for _ in 0..n {
+        let a = infer(c, public, "/v2/models/m/infer", &[]);
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        *out.entry(a.served_by).or_default() += 1;
+    }
+    out
+}
+
+fn healthy_is<'a>(admin: &'a str, id: &str, want: bool) -> impl FnMut() -> bool + 'a {
+    let id = id.to_string();
+    move || endpoint(admin, &id)["healthy"] == want
+}
+
+#[test]
+fn zone_then_region_then_failover_region_then_panic() {
+    let dir = scratch("locality");
+    let cfg = dir.join("meridian.yaml");
+    write_config(
+        &cfg,
+        "
+regions:
+  - name: us
+    zones: [us-a, us-b]
+    failover: [eu]
+    gateway:
+      listeners: [{ name: public, address: 127.30.0.1:8080 }]
+      admin: { address: 127.30.0.1:9901 }
+  - name: eu
+    zones: [eu-a]
+gateway:
+  health_check: { interval: 100ms, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 1 }
+  outlier_detection: { enabled: false }
+models:
+  - name: m
+    versions:
+      - name: v1
+        endpoints:
+          - { id: a1, address: 127.30.1.1:8000, region: us, zone: us-a }
+          - { id: a2, address: 127.30.1.2:8000, region: us, zone: us-a }
+          - { id: b1, address: 127.30.2.1:8000, region: us, zone: us-b }
+          - { id: e1, address: 127.30.3.1:8000, region: eu, zone: eu-a }
+",
+    );
+    let addrs = [
+        ("a1", "127.30.1.1:8000"),
+        ("a2", "127.30.1.2:8000"),
+        ("b1", "127.30.2.1:8000"),
+        ("e1", "127.30.3.1:8000"),
+    ];
+    let _sims: Vec<_> = addrs.iter().map(|(id, a)| sim(a, id, "m", "v1", &[])).collect();
+    let (public, admin) = ("127.30.0.1:8080", "127.30.0.1:9901");
+    let _gw = gateway(&cfg, "us", Some("us-a"), admin, public);
+    let c = client();
+    let unready = |i: usize, down: bool| {
+        sim_control(addrs[i].1, json!({"ready": !down}));
+        wait_until(
+            "health to follow",
+            Duration::from_secs(10),
+            healthy_is(admin, addrs[i].0, !down),
+        );
+    };
+
+    // Everything healthy: the gateway's own zone takes all traffic.
+    let t = tally(&c, public, 200);
+    assert_eq!(t.get("a1").unwrap_or(&0) + t.get("a2").unwrap_or(&0), 200, "{t:?}");
+
+    // Half the zone down: zone health 50% x 1.4 = 70%, so 30% spills to the other zone.
+    unready(0, true);
+    let t = tally(&c, public, 2000);
+    assert_eq!(t.get("a1"), None, "{t:?}");
+    let spilled = *t.get("b1").unwrap_or(&0);
+    assert!(
+        (500..=700).contains(&spilled),
+        "expected ~600 of 2000 in us-b (sd 20): {t:?}"
+    );
+
+    // The whole zone down: the rest of the region takes everything.
+    unready(1, true);
+    assert_eq!(tally(&c, public, 100).get("b1"), Some(&100));
+
+    // The whole region down: the failover region takes everything.
+    unready(2, true);
+    assert_eq!(tally(&c, public, 100).get("e1"), Some(&100));
+
+    // Nothing healthy anywhere: panic mode spreads over the zone's endpoints, healthy or not.
+    unready(3, true);
+    let t = tally(&c, public, 200);
+    assert_eq!(t.get("a1").unwrap_or(&0) + t.get("a2").unwrap_or(&0), 200, "{t:?}");
+    assert!(endpoints(admin).iter().any(|e| e["panic"] == true));
+
+    // Recovery: back to the zone.
+    for i in 0..4 {
+        unready(i, false);
+    }
+    let t = tally(&c, public, 200);
+    assert_eq!(t.get("a1").unwrap_or(&0) + t.get("a2").unwrap_or(&0), 200, "{t:?}");
+}
+
+#[test]
+fn outliers_are_ejected_within_max_percent_and_return() {
+    let dir = scratch("outlier");
+    let cfg = dir.join("meridian.yaml");
+    write_config(
+        &cfg,
+        "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners: [{ name: public, address: 127.31.0.1:8080 }]
+      admin: { address: 127.31.0.1:9901 }
+gateway:
+  health_check: { enabled: false }
+  outlier_detection:
+    consecutive_5xx: 3
+    interval: 200ms
+    base_ejection_time: 1s
+    max_ejection_percent: 50
+  retries: { attempts: 0 }
+models:
+  - name: m
+    versions:
+      - name: v1
+        endpoints:
+          - { id: o1, address: 127.31.1.1:8000, region: r, zone: r-a }
+          - { id: o2, address: 127.31.1.2:8000, region: r, zone: r-a }
+          - { id: o3, address: 127.31.1.3:8000, region: r, zone: r-a }
+          - { id: o4, address: 127.31.1.4:8000, region: r, zone: r-a }
+",
+    );
+    let addrs = [
+        "127.31.1.1:8000",
+        "127.31.1.2:8000",
+        "127.31.1.3:8000",
+        "127.31.1.4:8000",
+    ];
+    let _sims: Vec<_> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| sim(a, &format!("o{}", i + 1), "m", "v1", &[]))
+        .collect();
+    let (public, admin) = ("127.31.0.1:8080", "127.31.0.1:9901");
+    let _gw = gateway(&cfg, "r", None, admin, public);
+    let c = client();
+    // Three of four backends start failing every request with 500.
+    for a in &addrs[..3] {
+        sim_control(a, json!({"error_rate": 1.0, "error_status": 500}));
+    }
+    let ejected = || endpoints(admin).iter().filter(|e| e["ejected"] == true).count();
+    wait_until("two ejections", Duration::from_secs(20), || {
+        for _ in 0..20 {
+            infer(&c, public, "/v2/models/m/infer", &[]);
+        }
+        ejected() == 2
+    });
+    // Max ejection percent 50%: the third failing backend stays in, whatever it answers.
+    for _ in 0..100 {
+        infer(&c, public, "/v2/models/m/infer", &[]);
+    }
+    assert_eq!(ejected(), 2, "never more than 50% of 4 endpoints out");
+    assert_eq!(
+        endpoint(admin, "o4")["ejected"],
+        false,
+        "the good endpoint is never ejected"
+    );
+    // Ejected endpoints get no traffic.
+    let out: Vec<String> = endpoints(admin)
+        .iter()
+        .filter(|e| e["ejected"] == true)
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    let t = tally_any(&c, public, 100);
+    for id in &out {
+        assert_eq!(t.get(id), None, "ejected {id} got traffic: {t:?}");
+    }
+    // Backends recover; ejections end after the base ejection time and traffic returns.
+    for a in &addrs[..3] {
+        sim_control(a, json!({"error_rate": 0.0}));
+    }
+    wait_until("ejections end", Duration::from_secs(20), || ejected() == 0);
+    wait_until("traffic returns to the ejected", Duration::from_secs(20), || {
+        let t = tally_any(&c, public, 100);
+        out.iter().all(|id| t.contains_key(id))
+    });
+}
+
+fn tally_any(c: &reqwest::blocking::Client, public: &str, n: usize) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for _ in 0..n {
+        let a = infer(c, public, "/v2/models/m/infer", &[]);
+        *out.entry(a.served_by).or_default() += 1;
+    }
+    out
+}
+
+#[test]
+fn a_backend_killed_under_load_costs_almost_nothing() {
+    let dir = scratch("kill");
+    let cfg = dir.join("meridian.yaml");
+    write_config(
+        &cfg,
+        "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners: [{ name: public, address: 127.32.0.1:8080 }]
+      admin: { address: 127.32.0.1:9901 }
+gateway:
+  health_check: { interval: 200ms, timeout: 500ms }
+models:
+  - name: m
+    versions:
+      - name: v1
+        endpoints:
+          - { id: k1, address: 127.32.1.1:8000, region: r, zone: r-a }
+          - { id: k2, address: 127.32.1.2:8000, region: r, zone: r-a }
+          - { id: k3, address: 127.32.1.3:8000, region: r, zone: r-a }
+",
+    );
+    let mut victim = sim("127.32.1.1:8000", "k1", "m", "v1", &["--latency", "3ms"]);
+    let _others = [
+        sim("127.32.1.2:8000", "k2", "m", "v1", &["--latency", "3ms"]),
+        sim("127.32.1.3:8000", "k3", "m", "v1", &["--latency", "3ms"]),
+    ];
+    let (public, admin) = ("127.32.0.1:8080", "127.32.0.1:9901");
+    let _gw = gateway(&cfg, "r", None, admin, public);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let c = client();
+                while !stop.load(Ordering::Relaxed) {
+                    let a = infer(&c, public, "/v2/models/m/infer", &[]);
+                    if a.status == 200 { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    wait_until("load flowing", Duration::from_secs(10), || {
+        ok.load(Ordering::Relaxed) >= 1000
+    });
+    victim.kill();
+    let at_kill = ok.load(Ordering::Relaxed);
+    wait_until("more load after the kill", Duration::from_secs(30), || {
+        ok.load(Ordering::Relaxed) >= at_kill + 3000
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let total = ok + failed;
+    println!(
+        "kill under load: {failed} failed of {total} ({:.4}%)",
+        failed as f64 * 100.0 / total as f64
+    );
+    assert!(failed * 1000 < total, "{failed} of {total} failed; must be < 0.1%");
+    wait_until("the dead backend is marked unhealthy", Duration::from_secs(10), || {
+        endpoint(admin, "k1")["healthy"] == false
+    });
+}
