@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the proxy allocates per request (headers, buffers); a thread-caching allocator cut the
+/// gateway's malloc/free share of CPU under load (see benches/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Edge gateway and global traffic router for ML inference.
 #[derive(Parser)]
 #[command(name = "meridian", version, about, long_about = None)]
@@ -30,6 +35,9 @@ enum Command {
         /// Zone this gateway runs in (priority level 0); the whole region is level 0 when absent.
         #[arg(long, env = "MERIDIAN_ZONE")]
         zone: Option<String>,
+        /// Worker threads of the proxy; the number of CPUs when absent.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Run the authoritative DNS server with global load balancing.
     Dns {
@@ -76,9 +84,9 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Gateway { config, region, zone } => {
+        Command::Gateway { config, region, zone, threads } => {
             init_logging();
-            exit(meridian_gateway::run(&config, region.as_deref(), zone.as_deref()))
+            exit(meridian_gateway::run(&config, region.as_deref(), zone.as_deref(), threads))
         }
         Command::SimBackend(args) => {
             init_logging();

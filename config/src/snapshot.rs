@@ -101,6 +101,9 @@ pub struct Policy {
 pub struct VersionEntry {
     /// Version name.
     pub name: Arc<str>,
+    /// Stable hash of the name (xxh3), the per-version seed of sticky split hashing; the same in
+    /// every process and build, so all gateway replicas agree.
+    pub name_hash: u64,
     /// Static endpoints.
     pub endpoints: Vec<EndpointSpec>,
     /// How to connect to them.
@@ -232,6 +235,7 @@ impl Snapshot {
                 .iter()
                 .map(|v| VersionEntry {
                     name: v.name.as_str().into(),
+                    name_hash: xxhash_rust::xxh3::xxh3_64(v.name.as_bytes()),
                     endpoints: v
                         .endpoints
                         .iter()

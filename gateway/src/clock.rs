@@ -1,7 +1,6 @@
 //! Time as the core sees it: monotonic nanoseconds from an injectable clock, so ejection timelines
 //! and EWMA decay are unit-tested deterministically with a fake clock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -23,28 +22,6 @@ impl Clock for SystemClock {
         static ORIGIN: OnceLock<Instant> = OnceLock::new();
         let origin = *ORIGIN.get_or_init(Instant::now);
         u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-}
-
-/// A clock that moves only when told to, for tests.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    /// A clock at `start` nanoseconds.
-    pub fn at(start: Nanos) -> Self {
-        ManualClock(AtomicU64::new(start))
-    }
-    /// Moves the clock forward.
-    pub fn advance(&self, d: std::time::Duration) {
-        self.0
-            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Nanos {
-        self.0.load(Ordering::SeqCst)
     }
 }
 

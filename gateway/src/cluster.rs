@@ -171,8 +171,8 @@ impl Cluster {
         self.loads_at(epoch).levels.clone()
     }
 
-    fn loads_at(&self, epoch: u64) -> Arc<Loads> {
-        let cached = self.loads.load_full();
+    fn loads_at(&self, epoch: u64) -> arc_swap::Guard<Arc<Loads>> {
+        let cached = self.loads.load();
         if cached.epoch == epoch {
             return cached;
         }
@@ -197,8 +197,8 @@ impl Cluster {
                 self.locality.panic_threshold,
             ),
         });
-        self.loads.store(fresh.clone());
-        fresh
+        self.loads.store(fresh);
+        self.loads.load()
     }
 
     /// Picks an endpoint, avoiding `exclude` (endpoints this request already tried) unless nothing

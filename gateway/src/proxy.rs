@@ -41,6 +41,8 @@ pub struct Ctx {
     in_flight: Option<InFlight>,
     tried: Vec<SocketAddr>,
     attempt_started: Nanos,
+    /// When the request arrived; the whole-request timeout counts from here across retries.
+    started: Nanos,
     /// Outcome of the current attempt already fed to outlier detection.
     recorded: bool,
     _active: Option<Active>,
@@ -195,6 +197,7 @@ impl ProxyHttp for Proxy {
             });
         }
         ctx.routes = Some(routes);
+        ctx.started = self.gw.clock.now();
         ctx._active = Some(self.gw.budget.request());
         session.as_mut().enable_retry_buffering();
         Ok(false)
@@ -206,6 +209,13 @@ impl ProxyHttp for Proxy {
         };
         let cluster = &routes.clusters[ctx.model][ctx.version];
         let now = self.gw.clock.now();
+        let policy = &routes.snap.models[ctx.model].policy;
+        // Whole-request deadline: each retry gets only what is left of it.
+        let left = policy.timeouts.request.get().saturating_sub(std::time::Duration::from_nanos(now.saturating_sub(ctx.started)));
+        if left.is_zero() {
+            ctx.error = Some((504, "request timed out".into()));
+            return Err(Error::explain(ErrorType::HTTPStatus(504), "request deadline passed"));
+        }
         let pick = cluster.pick(self.gw.registry.epoch(), now, &mut rand::rng(), &ctx.tried);
         let Some(pick) = pick else {
             let m = &routes.snap.models[ctx.model];
@@ -223,12 +233,11 @@ impl ProxyHttp for Proxy {
         ctx.recorded = false;
         ctx.retrying_503 = false;
         ctx.pick = Some(pick);
-        let policy = &routes.snap.models[ctx.model].policy;
         let upstream = &routes.snap.models[ctx.model].versions[ctx.version].upstream;
         let mut peer = HttpPeer::new(ep.address, false, String::new());
         let t = &policy.timeouts;
         peer.options.connection_timeout = Some(t.connect.get());
-        peer.options.read_timeout = Some(t.first_byte.get());
+        peer.options.read_timeout = Some(t.first_byte.get().min(left));
         peer.options.write_timeout = Some(t.idle.get());
         peer.options.idle_timeout = Some(t.idle.get());
         if upstream.h2 {

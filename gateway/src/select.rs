@@ -120,8 +120,7 @@ pub fn rendezvous(model: &ModelEntry, weights: &[(VersionId, u32)], key: &[u8]) 
         if w == 0 {
             continue;
         }
-        let seed = xxhash_rust::xxh3::xxh3_64(model.versions[v].name.as_bytes());
-        let h = xxhash_rust::xxh3::xxh3_64_with_seed(key, seed);
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(key, model.versions[v].name_hash);
         // Top 53 bits to (0, 1]: never 0, so ln is finite.
         let u = ((h >> 11) + 1) as f64 / (1u64 << 53) as f64;
         let score = -u.ln() / f64::from(w);

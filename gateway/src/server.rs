@@ -15,14 +15,14 @@ use crate::tasks::Tasks;
 
 /// Runs `meridian gateway` until SIGTERM (graceful: in-flight requests finish within the grace
 /// period) or SIGINT.
-pub fn run(config: &Path, region: Option<&str>, zone: Option<&str>) -> anyhow::Result<()> {
+pub fn run(config: &Path, region: Option<&str>, zone: Option<&str>, threads: Option<usize>) -> anyhow::Result<()> {
     let gw = Arc::new(Gateway::start(config, region, zone, Arc::new(SystemClock))?);
     let routes = gw.routes.load_full();
     let Some(spec) = routes.snap.config.regions[routes.origin.region].gateway.clone() else {
         anyhow::bail!("region {} has no gateway", gw.region);
     };
     let conf = ServerConf {
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(10),
         ..ServerConf::default()

@@ -1,0 +1,130 @@
+//! The per-request routing decision at scale: classify the path, select the version (header rules
+//! then a sticky weighted split), and pick an endpoint (locality levels + power of two choices).
+//! Target (ARCHITECTURE.md): < 1 us at 1,000 models x 1,000 endpoints.
+//!
+//! `cargo bench --bench routing` runs the full size; under `cargo test` the same code runs once at a
+//! small size, so it stays compiled and correct.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, Method};
+use meridian_config::schema::{Config, Endpoint, HeaderMatch, Model, Region, Route, RouteMatch, StickyKey, Version, WeightedVersion};
+use meridian_config::{Loaded, Snapshot};
+use meridian_gateway::classify::{classify, Target};
+use meridian_gateway::cluster::{Cluster, Origin};
+use meridian_gateway::endpoint::Registry;
+use meridian_gateway::select::select;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+fn region(name: &str, zones: &[&str], failover: &[&str]) -> Region {
+    Region {
+        name: name.into(),
+        zones: zones.iter().map(|z| z.to_string()).collect(),
+        location: None,
+        failover: failover.iter().map(|f| f.to_string()).collect(),
+        gateway: None,
+        control: None,
+    }
+}
+
+/// `models` models, each with a v1 and a v2 of `endpoints / 2` endpoints spread over 2 regions x 2 zones.
+fn config(models: usize, endpoints: usize) -> Config {
+    let mut cfg = Config {
+        regions: vec![region("us", &["us-a", "us-b"], &["eu"]), region("eu", &["eu-a", "eu-b"], &["us"])],
+        ..Config::default()
+    };
+    let zones = [("us", "us-a"), ("us", "us-b"), ("eu", "eu-a"), ("eu", "eu-b")];
+    let mut n: u32 = 0;
+    for m in 0..models {
+        let mut versions = Vec::new();
+        for v in ["v1", "v2"] {
+            let eps = (0..endpoints / 2)
+                .map(|i| {
+                    n += 1;
+                    let (r, z) = zones[i % 4];
+                    Endpoint {
+                        id: None,
+                        address: SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 8000)),
+                        region: r.into(),
+                        zone: z.into(),
+                        weight: 1,
+                        metrics_url: None,
+                    }
+                })
+                .collect();
+            versions.push(Version { name: v.into(), endpoints: eps, discovery: None, upstream: Default::default() });
+        }
+        cfg.models.push(Model {
+            name: format!("model-{m}"),
+            versions,
+            routes: vec![
+                Route {
+                    matches: Some(RouteMatch {
+                        headers: vec![HeaderMatch { name: "x-user-segment".into(), exact: Some("premium".into()), ..Default::default() }],
+                    }),
+                    version: Some("v2".into()),
+                    ..Default::default()
+                },
+                Route {
+                    split: vec![
+                        WeightedVersion { version: "v1".into(), weight: 90 },
+                        WeightedVersion { version: "v2".into(), weight: 10 },
+                    ],
+                    sticky: Some(StickyKey::Header("x-user-id".into())),
+                    ..Default::default()
+                },
+            ],
+            health_check: None,
+            outlier_detection: None,
+            retries: None,
+            timeouts: None,
+            limits: None,
+        });
+    }
+    cfg
+}
+
+fn bench(c: &mut Criterion) {
+    let full = std::env::args().any(|a| a == "--bench");
+    // MERIDIAN_BENCH_SIZE=models,endpoints overrides the full size, to see how the cost scales.
+    let size = std::env::var("MERIDIAN_BENCH_SIZE").ok().and_then(|s| {
+        let (m, e) = s.split_once(',')?;
+        Some((m.parse().ok()?, e.parse().ok()?))
+    });
+    let (models, endpoints) = match (full, size) {
+        (true, Some(s)) => s,
+        (true, None) => (1000, 1000),
+        (false, _) => (10, 20),
+    };
+    let snap = Snapshot::compile(Loaded { config: config(models, endpoints), file: "bench".into(), base_dir: PathBuf::new() });
+    let registry = Registry::default();
+    let origin = Origin { region: 0, zone: snap.zone("us-a") };
+    let clusters: Vec<Vec<Cluster>> = snap
+        .models
+        .iter()
+        .map(|m| m.versions.iter().map(|v| Cluster::build(&snap, origin, &v.endpoints, &registry, &m.policy.locality)).collect())
+        .collect();
+    let paths: Vec<String> = (0..models).map(|m| format!("/v2/models/model-{m}/infer")).collect();
+    let mut headers = HeaderMap::new();
+    headers.insert("x-user-id", "user-12345".parse().unwrap());
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut i = 0usize;
+    let epoch = registry.epoch();
+    c.bench_function(&format!("route+pick {models} models x {endpoints} endpoints"), |b| {
+        b.iter(|| {
+            i = (i + 7919) % models;
+            let Ok(Target::Model { model, version, .. }) = classify(&Method::POST, black_box(&paths[i])) else { unreachable!() };
+            let m = snap.model(model).unwrap();
+            let sel = select(&snap.models[m], version, &headers, b"10.0.0.1", 0.5).unwrap();
+            let pick = clusters[m][sel.version].pick(epoch, 1, &mut rng, &[]).unwrap();
+            black_box(pick.endpoint.address)
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
