@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, Method};
-use meridian_config::schema::{Config, Endpoint, HeaderMatch, Model, Region, Route, RouteMatch, StickyKey, Version, WeightedVersion};
+use meridian_config::schema::{
+    Config, Endpoint, HeaderMatch, Model, Region, Route, RouteMatch, StickyKey, Version, WeightedVersion,
+};
 use meridian_config::{Loaded, Snapshot};
 use meridian_gateway::classify::{classify, Target};
 use meridian_gateway::cluster::{Cluster, Origin};
@@ -34,7 +36,10 @@ fn region(name: &str, zones: &[&str], failover: &[&str]) -> Region {
 /// `models` models, each with a v1 and a v2 of `endpoints / 2` endpoints spread over 2 regions x 2 zones.
 fn config(models: usize, endpoints: usize) -> Config {
     let mut cfg = Config {
-        regions: vec![region("us", &["us-a", "us-b"], &["eu"]), region("eu", &["eu-a", "eu-b"], &["us"])],
+        regions: vec![
+            region("us", &["us-a", "us-b"], &["eu"]),
+            region("eu", &["eu-a", "eu-b"], &["us"]),
+        ],
         ..Config::default()
     };
     let zones = [("us", "us-a"), ("us", "us-b"), ("eu", "eu-a"), ("eu", "eu-b")];
@@ -56,7 +61,12 @@ fn config(models: usize, endpoints: usize) -> Config {
                     }
                 })
                 .collect();
-            versions.push(Version { name: v.into(), endpoints: eps, discovery: None, upstream: Default::default() });
+            versions.push(Version {
+                name: v.into(),
+                endpoints: eps,
+                discovery: None,
+                upstream: Default::default(),
+            });
         }
         cfg.models.push(Model {
             name: format!("model-{m}"),
@@ -64,15 +74,25 @@ fn config(models: usize, endpoints: usize) -> Config {
             routes: vec![
                 Route {
                     matches: Some(RouteMatch {
-                        headers: vec![HeaderMatch { name: "x-user-segment".into(), exact: Some("premium".into()), ..Default::default() }],
+                        headers: vec![HeaderMatch {
+                            name: "x-user-segment".into(),
+                            exact: Some("premium".into()),
+                            ..Default::default()
+                        }],
                     }),
                     version: Some("v2".into()),
                     ..Default::default()
                 },
                 Route {
                     split: vec![
-                        WeightedVersion { version: "v1".into(), weight: 90 },
-                        WeightedVersion { version: "v2".into(), weight: 10 },
+                        WeightedVersion {
+                            version: "v1".into(),
+                            weight: 90,
+                        },
+                        WeightedVersion {
+                            version: "v2".into(),
+                            weight: 10,
+                        },
                     ],
                     sticky: Some(StickyKey::Header("x-user-id".into())),
                     ..Default::default()
@@ -100,13 +120,25 @@ fn bench(c: &mut Criterion) {
         (true, None) => (1000, 1000),
         (false, _) => (10, 20),
     };
-    let snap = Snapshot::compile(Loaded { config: config(models, endpoints), file: "bench".into(), base_dir: PathBuf::new() });
+    let snap = Snapshot::compile(Loaded {
+        config: config(models, endpoints),
+        file: "bench".into(),
+        base_dir: PathBuf::new(),
+    });
     let registry = Registry::default();
-    let origin = Origin { region: 0, zone: snap.zone("us-a") };
+    let origin = Origin {
+        region: 0,
+        zone: snap.zone("us-a"),
+    };
     let clusters: Vec<Vec<Cluster>> = snap
         .models
         .iter()
-        .map(|m| m.versions.iter().map(|v| Cluster::build(&snap, origin, &v.endpoints, &registry, &m.policy.locality)).collect())
+        .map(|m| {
+            m.versions
+                .iter()
+                .map(|v| Cluster::build(&snap, origin, &v.endpoints, &registry, &m.policy.locality))
+                .collect()
+        })
         .collect();
     let paths: Vec<String> = (0..models).map(|m| format!("/v2/models/model-{m}/infer")).collect();
     let mut headers = HeaderMap::new();
@@ -117,7 +149,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function(&format!("route+pick {models} models x {endpoints} endpoints"), |b| {
         b.iter(|| {
             i = (i + 7919) % models;
-            let Ok(Target::Model { model, version, .. }) = classify(&Method::POST, black_box(&paths[i])) else { unreachable!() };
+            let Ok(Target::Model { model, version, .. }) = classify(&Method::POST, black_box(&paths[i])) else {
+                unreachable!()
+            };
             let m = snap.model(model).unwrap();
             let sel = select(&snap.models[m], version, &headers, b"10.0.0.1", 0.5).unwrap();
             let pick = clusters[m][sel.version].pick(epoch, 1, &mut rng, &[]).unwrap();

@@ -84,9 +84,19 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Gateway { config, region, zone, threads } => {
+        Command::Gateway {
+            config,
+            region,
+            zone,
+            threads,
+        } => {
             init_logging();
-            exit(meridian_gateway::run(&config, region.as_deref(), zone.as_deref(), threads))
+            exit(meridian_gateway::run(
+                &config,
+                region.as_deref(),
+                zone.as_deref(),
+                threads,
+            ))
         }
         Command::SimBackend(args) => {
             init_logging();

@@ -211,7 +211,11 @@ impl ProxyHttp for Proxy {
         let now = self.gw.clock.now();
         let policy = &routes.snap.models[ctx.model].policy;
         // Whole-request deadline: each retry gets only what is left of it.
-        let left = policy.timeouts.request.get().saturating_sub(std::time::Duration::from_nanos(now.saturating_sub(ctx.started)));
+        let left = policy
+            .timeouts
+            .request
+            .get()
+            .saturating_sub(std::time::Duration::from_nanos(now.saturating_sub(ctx.started)));
         if left.is_zero() {
             ctx.error = Some((504, "request timed out".into()));
             return Err(Error::explain(ErrorType::HTTPStatus(504), "request deadline passed"));
