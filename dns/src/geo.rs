@@ -15,7 +15,7 @@ pub struct CidrMap {
 impl CidrMap {
     /// A map from (prefix, region index) pairs.
     pub fn new(mut entries: Vec<(IpNet, usize)>) -> Self {
-        entries.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0.prefix_len()));
         CidrMap { entries }
     }
 
