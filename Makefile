@@ -8,8 +8,9 @@ BIN := target/debug/meridian
 
 .PHONY: demo test deps build lint fmt bench
 
-# Debian packages the build and the tests need: cmake builds pingora's zlib-ng.
-DEB_PACKAGES := cmake
+# Debian packages the build and the tests need: cmake builds pingora's zlib-ng; prometheus
+# brings promtool, which the metrics tests run.
+DEB_PACKAGES := cmake prometheus
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -277,3 +277,39 @@ models:
         endpoint(admin, "k1")["healthy"] == false
     });
 }
+
+#[test]
+fn a_hanging_backend_answers_504_within_the_timeouts() {
+    let dir = scratch("timeout");
+    let cfg = dir.join("meridian.yaml");
+    write_config(
+        &cfg,
+        "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners: [{ name: public, address: 127.33.0.1:8080 }]
+      admin: { address: 127.33.0.1:9901 }
+gateway:
+  timeouts: { first_byte: 300ms, request: 1s }
+  retries: { attempts: 0 }
+models:
+  - name: m
+    versions:
+      - name: v1
+        endpoints: [{ id: h1, address: 127.33.1.1:8000, region: r, zone: r-a }]
+",
+    );
+    let _sim = sim("127.33.1.1:8000", "h1", "m", "v1", &[]);
+    let (public, admin) = ("127.33.0.1:8080", "127.33.0.1:9901");
+    let _gw = gateway(&cfg, "r", None, admin, public);
+    sim_control("127.33.1.1:8000", json!({"hang": true}));
+    let a = infer(&client(), public, "/v2/models/m/infer", &[]);
+    assert_eq!(
+        (a.status, a.body["error"].as_str()),
+        (504, Some("upstream timed out")),
+        "{:?}",
+        a.body
+    );
+}

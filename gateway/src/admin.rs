@@ -45,6 +45,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/config", get(config))
+        .route("/metrics", get(metrics))
         .route("/endpoints", get(endpoints))
         .route("/reload", post(reload))
         .route("/endpoints/{id}/drain", post(drain))
@@ -96,6 +97,11 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let text = gw.metrics.render(&gw);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn config(State(gw): State<Arc<Gateway>>) -> Json<Value> {

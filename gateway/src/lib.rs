@@ -5,6 +5,7 @@
 //! (ejection), [`budget`] (retry budget) — that is plain Rust with an injectable clock and RNG, and a
 //! thin shell that adapts it to pingora.
 
+pub mod accesslog;
 pub mod admin;
 pub mod budget;
 pub mod classify;
@@ -14,6 +15,7 @@ pub mod endpoint;
 pub mod errors;
 pub mod health;
 pub mod locality;
+pub mod metrics;
 pub mod outlier;
 pub mod proxy;
 pub mod routes;

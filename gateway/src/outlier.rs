@@ -52,6 +52,17 @@ pub enum Reason {
     SuccessRate,
 }
 
+impl Reason {
+    /// Label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Consecutive5xx => "consecutive_5xx",
+            Reason::ConsecutiveGatewayFailure => "consecutive_gateway_failure",
+            Reason::SuccessRate => "success_rate",
+        }
+    }
+}
+
 /// The detector: counters live in each endpoint; this serializes ejection decisions (writers only;
 /// the request path's pick never waits on it).
 #[derive(Debug, Default)]

@@ -53,6 +53,12 @@ pub struct Ctx {
     error: Option<(u16, String)>,
     /// Version that gets a mirrored copy, and the body buffered for it.
     shadow: Option<Shadow>,
+    /// Whether the request named a model the config knows (for metric labels).
+    known_model: bool,
+    /// Whether a version was selected.
+    known_version: bool,
+    /// Request body bytes seen.
+    bytes_in: usize,
 }
 
 /// A request being mirrored: the copy goes out once the client's request is complete.
@@ -76,6 +82,17 @@ impl Proxy {
         };
         let cfg = &routes.snap.models[ctx.model].policy.outlier_detection;
         let ep = &pick.endpoint;
+        let m = &routes.snap.models[ctx.model];
+        let label = match outcome {
+            Outcome::Success => "success",
+            Outcome::ServerError => "server_error",
+            Outcome::GatewayFailure => "gateway_failure",
+        };
+        self.gw
+            .metrics
+            .attempts
+            .with_label_values(&[&m.name, &m.versions[ctx.version].name, &ep.id, label])
+            .inc();
         if let Some(reason) = self.gw.detector.record(ep, outcome, cfg) {
             let cluster = &routes.clusters[ctx.model][ctx.version];
             let members: Vec<_> = cluster.endpoints().collect();
@@ -85,6 +102,11 @@ impl Proxy {
                 .eject(&self.gw.registry, &members, ep, self.gw.clock.now(), cfg)
             {
                 tracing::warn!(endpoint = %ep.id, ?reason, "endpoint ejected");
+                self.gw
+                    .metrics
+                    .ejections
+                    .with_label_values(&[&ep.id, reason.label()])
+                    .inc();
             }
         }
     }
@@ -105,6 +127,17 @@ impl Proxy {
         match self.gw.budget.try_retry(r.budget_percent, r.min_concurrent) {
             Some(token) => {
                 ctx._retry = Some(token);
+                let reason = match why {
+                    RetryOn::ConnectFailure => "connect-failure",
+                    RetryOn::RefusedStream => "refused-stream",
+                    RetryOn::Reset => "reset",
+                    RetryOn::Unavailable => "unavailable",
+                };
+                self.gw
+                    .metrics
+                    .retries
+                    .with_label_values(&[&routes.snap.models[ctx.model].name, reason])
+                    .inc();
                 true
             }
             None => false,
@@ -145,6 +178,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        ctx.started = self.gw.clock.now();
         let routes = self.gw.routes.load_full();
         let req = session.req_header();
         let (reply, chosen) = match classify(&req.method, req.uri.path()) {
@@ -159,6 +193,8 @@ impl ProxyHttp for Proxy {
             Ok(Target::Model { model, version, .. }) => match routes.snap.model(model) {
                 None => (Some(Reply::error(404, format!("model {model} not found"))), None),
                 Some(m) => {
+                    ctx.known_model = true;
+                    ctx.model = m;
                     let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
                     let key = match client {
                         Some(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
@@ -181,6 +217,7 @@ impl ProxyHttp for Proxy {
             },
             Ok(other) => (self.answer_locally(&routes, other), None),
         };
+        ctx.routes = Some(routes.clone());
         if let Some(reply) = reply {
             reply.send(session).await?;
             return Ok(true);
@@ -188,6 +225,7 @@ impl ProxyHttp for Proxy {
         if let Some((m, sel)) = chosen {
             ctx.model = m;
             ctx.version = sel.version;
+            ctx.known_version = true;
             ctx.shadow = sel.shadow.map(|version| Shadow {
                 version,
                 body: Vec::new(),
@@ -196,8 +234,7 @@ impl ProxyHttp for Proxy {
                 overflow: false,
             });
         }
-        ctx.routes = Some(routes);
-        ctx.started = self.gw.clock.now();
+
         ctx._active = Some(self.gw.budget.request());
         session.as_mut().enable_retry_buffering();
         Ok(false)
@@ -278,6 +315,7 @@ impl ProxyHttp for Proxy {
         _end: bool,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        ctx.bytes_in += body.as_ref().map_or(0, |b| b.len());
         if let (Some(sh), Some(chunk)) = (ctx.shadow.as_mut(), body.as_ref()) {
             sh.size += chunk.len();
             if sh.size > sh.limit {
@@ -299,7 +337,11 @@ impl ProxyHttp for Proxy {
         let status = resp.status.as_u16();
         let now = self.gw.clock.now();
         if let Some(p) = &ctx.pick {
-            p.endpoint.observe_latency(now, now.saturating_sub(ctx.attempt_started));
+            let rtt = now.saturating_sub(ctx.attempt_started);
+            p.endpoint.observe_latency(now, rtt);
+            if let Some(series) = ctx.routes.as_ref().map(|r| &r.series[ctx.model][ctx.version]) {
+                series.attempt_latency.observe(rtt as f64 / 1e9);
+            }
         }
         self.record(ctx, Outcome::of_status(status));
         if status == 503 && self.may_retry(ctx, RetryOn::Unavailable, session) && has_other(ctx) {
@@ -372,10 +414,59 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         ctx.in_flight = None;
+        self.account(session, ctx);
         if let (Some(sh), Some(routes)) = (ctx.shadow.take(), ctx.routes.as_ref()) {
             if !sh.overflow {
                 crate::shadow::send(&self.gw, routes, ctx.model, sh.version, session.req_header(), sh.body);
             }
+        }
+    }
+}
+
+impl Proxy {
+    /// Metrics and the access log line of a finished request.
+    fn account(&self, session: &Session, ctx: &Ctx) {
+        let Some(routes) = ctx.routes.as_ref() else { return };
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let seconds = self.gw.clock.now().saturating_sub(ctx.started) as f64 / 1e9;
+        let model = routes.snap.models.get(ctx.model).filter(|_| ctx.known_model);
+        let model_name = model.map_or(crate::metrics::UNKNOWN_MODEL, |m| &m.name);
+        let version = model
+            .filter(|_| ctx.known_version)
+            .map_or("", |m| &m.versions[ctx.version].name);
+        let series = (ctx.known_version && ctx.pick.is_some()).then(|| &routes.series[ctx.model][ctx.version]);
+        self.gw.metrics.request(series, model_name, version, status, seconds);
+        let log = &routes.snap.config.observability.access_log;
+        if !log.enabled {
+            return;
+        }
+        let req = session.req_header();
+        let level = ctx
+            .pick
+            .as_ref()
+            .and_then(|p| routes.clusters[ctx.model][ctx.version].levels.get(p.level));
+        let entry = crate::accesslog::Entry {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            trace_id: req
+                .headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::accesslog::trace_id),
+            client: session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            model: model.map_or("", |m| &m.name),
+            version,
+            endpoint: ctx.pick.as_ref().map_or("", |p| &p.endpoint.id),
+            locality: level.map_or("", |l| l.kind.label()),
+            status,
+            duration_ms: seconds * 1e3,
+            retries: ctx.tried.len().saturating_sub(1),
+            bytes_in: ctx.bytes_in,
+            bytes_out: session.body_bytes_sent(),
+        };
+        if !self.gw.access_log.write(&entry, log.format) {
+            self.gw.metrics.access_log_dropped.inc();
         }
     }
 }

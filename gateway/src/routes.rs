@@ -8,6 +8,7 @@ use meridian_config::Snapshot;
 
 use crate::cluster::{Cluster, Origin};
 use crate::endpoint::Registry;
+use crate::metrics::{Metrics, VersionSeries};
 
 /// An immutable routing table.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct Routes {
     pub origin: Origin,
     /// Clusters by model and version index.
     pub clusters: Vec<Vec<Arc<Cluster>>>,
+    /// Metric series by model and version index.
+    pub series: Vec<Vec<VersionSeries>>,
 }
 
 impl Routes {
@@ -30,6 +33,7 @@ impl Routes {
         region: &str,
         zone: Option<&str>,
         registry: &Registry,
+        metrics: &Metrics,
     ) -> Result<Routes, String> {
         let r = snap
             .region(region)
@@ -63,11 +67,22 @@ impl Routes {
                     .collect()
             })
             .collect();
+        let series = snap
+            .models
+            .iter()
+            .map(|m| {
+                m.versions
+                    .iter()
+                    .map(|v| metrics.version_series(&m.name, &v.name))
+                    .collect()
+            })
+            .collect();
         Ok(Routes {
             snap,
             generation,
             origin,
             clusters,
+            series,
         })
     }
 }

@@ -9,9 +9,11 @@ use arc_swap::ArcSwap;
 use meridian_config::{ConfigErrors, Snapshot};
 use parking_lot::Mutex;
 
+use crate::accesslog::AccessLog;
 use crate::budget::RetryBudget;
 use crate::clock::Clock;
 use crate::endpoint::Registry;
+use crate::metrics::Metrics;
 use crate::outlier::Detector;
 use crate::routes::Routes;
 
@@ -39,6 +41,10 @@ pub struct Gateway {
     pub reloads_failed: AtomicU64,
     /// Why the last reload was rejected, if it was.
     pub last_reload_error: Mutex<Option<String>>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Access log sink.
+    pub access_log: AccessLog,
     /// HTTP client for mirrored requests.
     pub shadow_client: reqwest::Client,
     /// The config file's bytes as last read by any reload trigger, so the file watcher reacts only
@@ -97,7 +103,9 @@ impl Gateway {
             }
         };
         let registry = Registry::default();
-        let routes = Routes::build(Arc::new(snap), 1, &region, zone, &registry).map_err(anyhow::Error::msg)?;
+        let metrics = Metrics::new();
+        let routes =
+            Routes::build(Arc::new(snap), 1, &region, zone, &registry, &metrics).map_err(anyhow::Error::msg)?;
         Ok(Gateway {
             config_path: path.to_path_buf(),
             region,
@@ -110,6 +118,8 @@ impl Gateway {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
+            metrics,
+            access_log: AccessLog::stdout(),
             shadow_client: reqwest::Client::new(),
             last_read: Mutex::new(std::fs::read(path).unwrap_or_default()),
             ready: AtomicBool::new(false),
@@ -145,6 +155,7 @@ impl Gateway {
                 &self.region,
                 self.zone.as_deref(),
                 &self.registry,
+                &self.metrics,
             )
             .map_err(ReloadError::Unfit)
         });
@@ -160,12 +171,14 @@ impl Gateway {
                 self.routes.store(Arc::new(routes));
                 self.registry.retain(&keep);
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reloads.with_label_values(&["success"]).inc();
                 *self.last_reload_error.lock() = None;
                 tracing::info!(generation, "config reloaded");
                 Ok(generation)
             }
             Err(e) => {
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reloads.with_label_values(&["failure"]).inc();
                 *self.last_reload_error.lock() = Some(e.to_string());
                 tracing::error!("config reload rejected, the previous config keeps serving:\n{e}");
                 Err(e)

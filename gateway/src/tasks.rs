@@ -59,6 +59,7 @@ async fn outlier_interval(gw: Arc<Gateway>) {
                 let members: Vec<_> = c.endpoints().collect();
                 for e in gw.detector.tick_cluster(&gw.registry, &members, now, cfg) {
                     tracing::warn!(endpoint = %e.id, "endpoint ejected for its success rate");
+                    gw.metrics.ejections.with_label_values(&[&e.id, "success_rate"]).inc();
                 }
             }
         }

@@ -100,7 +100,8 @@ pub fn gateway(config: &Path, region: &str, zone: Option<&str>, admin: &str, pub
     if let Some(z) = zone {
         cmd.args(["--zone", z]);
     }
-    let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawn gateway");
+    let out = std::fs::File::create(config.with_extension(format!("{region}.out"))).unwrap();
+    let child = cmd.stdout(out).stderr(log).spawn().expect("spawn gateway");
     let p = Proc {
         child,
         name: format!("gateway {region}"),
