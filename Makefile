@@ -9,8 +9,8 @@ BIN := target/debug/meridian
 .PHONY: demo test deps build lint fmt bench
 
 # Debian packages the build and the tests need: cmake builds pingora's zlib-ng; prometheus
-# brings promtool, which the metrics tests run.
-DEB_PACKAGES := cmake prometheus
+# brings promtool, which the metrics tests run; bind9-dnsutils brings dig for the DNS tests.
+DEB_PACKAGES := cmake prometheus bind9-dnsutils
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -102,7 +102,10 @@ fn main() -> ExitCode {
             init_logging();
             exit(sim::run(args))
         }
-        Command::Dns { .. } => not_built("dns", "issue 6"),
+        Command::Dns { config } => {
+            init_logging();
+            exit(meridian_dns::run(&config))
+        }
         Command::Control { .. } => not_built("control", "issue 7"),
         Command::GpuAgent { .. } => not_built("gpu-agent", "issue 7"),
         Command::Lab => not_built("lab", "issue 8"),

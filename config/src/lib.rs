@@ -14,12 +14,14 @@ pub mod source;
 mod typecheck;
 pub mod units;
 mod validate;
+pub mod watch;
 
 pub use error::{ConfigErrors, Diagnostic};
 pub use load::{load_file, load_str, Loaded};
 pub use schema::Config;
 pub use snapshot::Snapshot;
 pub use validate::tls::{certs as read_cert_chain, key as read_private_key};
+pub use watch::ConfigFile;
 
 /// The JSON Schema of the config file, for editors that validate YAML as it is typed.
 pub fn json_schema() -> serde_json::Value {

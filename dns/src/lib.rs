@@ -1,9 +1,20 @@
 //! Meridian's authoritative DNS with global server load balancing.
 //!
-//! [`gslb`] is the answer core: given a GSLB name's policy, each region's health and addresses, and
-//! what is known of the client (EDNS Client Subnet or the resolver's address), it decides which
-//! regions answer and with which ECS scope. It is plain Rust with no I/O, tested for every policy and
-//! health combination; the hickory-server adapter (issue 6) only moves packets to and from it.
+//! The functional core — [`gslb`] (which regions answer a GSLB name), [`geo`] (client placement),
+//! [`zones`] (compiled zone data) and [`answer`] (one query to one answer: static records, GSLB names,
+//! NXDOMAIN vs NODATA, REFUSED) — is plain Rust without I/O and is tested for every policy and health
+//! combination. The shell adapts it to hickory-server ([`handler`], [`server`]) and runs region probes
+//! ([`probe`]), reloads ([`state`]) and the admin API ([`admin`]).
 
+pub mod admin;
+pub mod answer;
 pub mod geo;
 pub mod gslb;
+pub mod handler;
+pub mod metrics;
+pub mod probe;
+pub mod server;
+pub mod state;
+pub mod zones;
+
+pub use server::run;

@@ -1,12 +1,12 @@
 //! The gateway's shared state: the current routing table and everything that outlives it
 //! (endpoint states, outlier detector, retry budget), plus reload.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use meridian_config::{ConfigErrors, Snapshot};
+use meridian_config::{ConfigErrors, ConfigFile};
 use parking_lot::Mutex;
 
 use crate::accesslog::AccessLog;
@@ -20,7 +20,7 @@ use crate::routes::Routes;
 /// Everything the proxy, the admin API and the background tasks share.
 pub struct Gateway {
     /// Config file, re-read on reload.
-    pub config_path: PathBuf,
+    pub config: ConfigFile,
     /// Region this gateway serves.
     pub region: String,
     /// Zone this gateway runs in, when known.
@@ -47,9 +47,6 @@ pub struct Gateway {
     pub access_log: AccessLog,
     /// HTTP client for mirrored requests.
     pub shadow_client: reqwest::Client,
-    /// The config file's bytes as last read by any reload trigger, so the file watcher reacts only
-    /// to content nobody has read yet.
-    pub last_read: Mutex<Vec<u8>>,
     /// Set once the first active health check round finished.
     pub ready: AtomicBool,
     reload_lock: Mutex<()>,
@@ -81,7 +78,13 @@ impl Gateway {
         zone: Option<&str>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Gateway> {
-        let snap = Snapshot::load(path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+        let config = ConfigFile::new(path);
+        let snap = config.load().map_err(|e| {
+            anyhow::anyhow!(
+                "invalid config:
+{e}"
+            )
+        })?;
         let region = match region {
             Some(r) => r.to_string(),
             None => {
@@ -107,7 +110,7 @@ impl Gateway {
         let routes =
             Routes::build(Arc::new(snap), 1, &region, zone, &registry, &metrics).map_err(anyhow::Error::msg)?;
         Ok(Gateway {
-            config_path: path.to_path_buf(),
+            config,
             region,
             zone: zone.map(str::to_string),
             routes: ArcSwap::from_pointee(routes),
@@ -121,33 +124,21 @@ impl Gateway {
             metrics,
             access_log: AccessLog::stdout(),
             shadow_client: reqwest::Client::new(),
-            last_read: Mutex::new(std::fs::read(path).unwrap_or_default()),
             ready: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
         })
     }
 
-    /// Reads and validates the config file, remembering the bytes read.
-    fn read_config(&self) -> Result<Snapshot, ConfigErrors> {
-        let file = self.config_path.display().to_string();
-        let bytes = std::fs::read(&self.config_path)
-            .map_err(|e| ConfigErrors::file(&file, format!("cannot read config file: {e}")))?;
-        *self.last_read.lock() = bytes.clone();
-        let text = String::from_utf8(bytes).map_err(|_| ConfigErrors::file(&file, "the config file is not UTF-8"))?;
-        let base = self.config_path.parent().map(Path::to_path_buf).unwrap_or_default();
-        meridian_config::load_str(&text, &file, &base).map(Snapshot::compile)
-    }
-
     /// Whether the file on disk differs from what was last read.
     pub fn file_changed(&self) -> bool {
-        std::fs::read(&self.config_path).is_ok_and(|now| now != *self.last_read.lock())
+        self.config.changed()
     }
 
     /// Re-reads the config file and swaps in a new routing table; on any error the current table
     /// keeps serving. Returns the new generation.
     pub fn reload(&self) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock();
-        let result = self.read_config().map_err(ReloadError::Invalid).and_then(|snap| {
+        let result = self.config.load().map_err(ReloadError::Invalid).and_then(|snap| {
             let generation = self.routes.load().generation + 1;
             Routes::build(
                 Arc::new(snap),

@@ -1,0 +1,73 @@
+//! The DNS server's admin API: `/healthz`, `/metrics`, and `/regions` (each region's health as this
+//! server sees it, with the reason), plus `POST /reload`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::state::DnsState;
+
+/// Serves the admin API on `addr` until the task is aborted.
+pub async fn serve(state: Arc<DnsState>, addr: SocketAddr) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("dns admin listener {addr}: {e}");
+            return;
+        }
+    };
+    let app = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .route("/regions", get(regions))
+        .route("/reload", post(reload))
+        .with_state(state);
+    let _ = axum::serve(listener, app).await;
+}
+
+fn region_view(state: &DnsState) -> Vec<(String, bool, String)> {
+    let zones = state.zones.load();
+    let health = state.by_index.load();
+    zones
+        .regions
+        .iter()
+        .zip(health.iter())
+        .map(|(r, h)| {
+            (
+                r.name.to_string(),
+                h.healthy.load(Ordering::Relaxed),
+                h.reason.lock().map(|s| s.clone()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn metrics(State(state): State<Arc<DnsState>>) -> Response {
+    let regions: Vec<(String, bool)> = region_view(&state).into_iter().map(|(n, h, _)| (n, h)).collect();
+    let text = state.metrics.render(&regions);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn regions(State(state): State<Arc<DnsState>>) -> Json<serde_json::Value> {
+    let list: Vec<_> = region_view(&state)
+        .into_iter()
+        .map(|(name, healthy, reason)| json!({"region": name, "healthy": healthy, "reason": reason}))
+        .collect();
+    Json(json!({ "serial": state.serial(), "regions": list }))
+}
+
+async fn reload(State(state): State<Arc<DnsState>>) -> Response {
+    let s = state.clone();
+    match tokio::task::spawn_blocking(move || s.reload()).await {
+        Ok(Ok(serial)) => Json(json!({ "serial": serial })).into_response(),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, Json(json!({ "error": "config rejected; the previous zones keep answering", "errors": e.lines().collect::<Vec<_>>() }))).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "reload task failed"}))).into_response(),
+    }
+}

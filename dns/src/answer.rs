@@ -1,0 +1,222 @@
+//! Answering one query from a [`ZoneSet`] and the regions' health: authoritative data, GSLB names,
+//! NXDOMAIN vs NODATA with the SOA, REFUSED outside our zones. Pure: no sockets, so every case is
+//! unit-tested.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{LowerName, RData, Record, RecordType};
+
+use crate::gslb::{decide, Candidate, Client};
+use crate::zones::{is_address, ZoneSet};
+
+/// The answer to one question.
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// Response code.
+    pub rcode: ResponseCode,
+    /// Whether we are authoritative for the name (AA).
+    pub authoritative: bool,
+    /// Answer section.
+    pub answers: Vec<Record>,
+    /// Authority section (the SOA of negative answers).
+    pub authority: Vec<Record>,
+    /// ECS scope prefix to return, when the answer came from GSLB.
+    pub scope: Option<u8>,
+    /// Regions that answered a GSLB name (for metrics).
+    pub regions: Vec<usize>,
+}
+
+/// Answers `name`/`qtype` given each region's health (by region index).
+pub fn answer(zs: &ZoneSet, name: &LowerName, qtype: RecordType, healthy: &[bool], client: &Client) -> Answer {
+    let Some(zone) = zs.zone_of(name) else {
+        return Answer {
+            rcode: ResponseCode::Refused,
+            ..Answer::default()
+        };
+    };
+    let mut out = Answer {
+        authoritative: true,
+        ..Answer::default()
+    };
+    let negative = |mut soa: Record| {
+        soa.ttl = zone.negative_ttl;
+        soa
+    };
+    if let Some(g) = zone.gslb.get(name) {
+        let candidates: Vec<Candidate> = g
+            .candidates
+            .iter()
+            .map(|&(r, weight)| Candidate {
+                region: r,
+                healthy: healthy.get(r).copied().unwrap_or(false),
+                weight,
+                location: zs.regions[r].location,
+            })
+            .collect();
+        let d = decide(&g.policy, &candidates, client, &zs.cidrs);
+        out.scope = Some(d.scope);
+        if is_address(qtype) || qtype == RecordType::ANY {
+            for &r in &d.regions {
+                for ip in &zs.regions[r].addresses {
+                    let data = match (ip, qtype) {
+                        (std::net::IpAddr::V4(v4), RecordType::A | RecordType::ANY) => RData::A(A(*v4)),
+                        (std::net::IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => RData::AAAA(AAAA(*v6)),
+                        _ => continue,
+                    };
+                    out.answers.push(Record::from_rdata(g.name.clone(), g.ttl, data));
+                }
+            }
+            out.regions = d.regions;
+        }
+        if out.answers.is_empty() {
+            out.authority.push(negative(zone.soa.clone()));
+        }
+        return out;
+    }
+    if *name == zone.apex && matches!(qtype, RecordType::SOA | RecordType::ANY) {
+        out.answers.push(zone.soa.clone());
+    }
+    if let Some(rs) = zone.records.get(name) {
+        let cname: Vec<_> = rs
+            .iter()
+            .filter(|r| r.record_type() == RecordType::CNAME)
+            .cloned()
+            .collect();
+        if !cname.is_empty() && qtype != RecordType::CNAME {
+            // A CNAME answers every type; follow it once when the target is ours.
+            out.answers.extend(cname.iter().cloned());
+            if let Some(RData::CNAME(target)) = cname.first().map(|r| &r.data) {
+                let inner = answer(zs, &LowerName::new(&target.0), qtype, healthy, client);
+                if inner.rcode == ResponseCode::NoError {
+                    out.answers.extend(inner.answers);
+                    out.scope = inner.scope.or(out.scope);
+                }
+            }
+            return out;
+        }
+        out.answers.extend(
+            rs.iter()
+                .filter(|r| qtype == RecordType::ANY || r.record_type() == qtype)
+                .cloned(),
+        );
+    }
+    if out.answers.is_empty() {
+        if !zone.names.contains(name) {
+            out.rcode = ResponseCode::NXDomain;
+        }
+        out.authority.push(negative(zone.soa.clone()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::Name;
+    use meridian_config::{load_str, Snapshot};
+    use std::str::FromStr;
+    use std::sync::Arc;
+
+    const CFG: &str = "
+regions:
+  - name: us
+    zones: [us-a]
+    location: { lat: 38.9, lon: -77.0 }
+    gateway: { listeners: [{ name: p, address: 127.0.1.1:8080 }], admin: { address: 127.0.1.1:9901 }, public_addresses: [127.0.1.1, '::1'] }
+  - name: eu
+    zones: [eu-a]
+    location: { lat: 53.3, lon: -6.3 }
+    gateway: { listeners: [{ name: p, address: 127.0.2.1:8080 }], admin: { address: 127.0.2.1:9901 }, public_addresses: [127.0.2.1] }
+dns:
+  listen: [127.0.0.1:5353]
+  zones:
+    - name: meridian.test
+      soa: { mname: ns1.meridian.test, rname: hostmaster.meridian.test, minimum: 60s }
+      ns: [ns1.meridian.test]
+      records:
+        - { name: ns1, type: A, value: 127.0.0.1 }
+        - { name: www, type: CNAME, value: api.meridian.test }
+        - { name: a.b.c, type: TXT, value: deep }
+  gslb:
+    - { name: api.meridian.test, policy: failover, regions: [us, eu] }
+  cidr_map:
+    - { cidr: 10.2.0.0/16, region: eu }
+";
+
+    fn zs() -> ZoneSet {
+        let snap = Snapshot::compile(load_str(CFG, "t", std::path::Path::new(".")).unwrap());
+        ZoneSet::build(Arc::new(snap), 7).unwrap()
+    }
+
+    fn q(zs: &ZoneSet, name: &str, t: RecordType, health: &[bool]) -> Answer {
+        let client = Client {
+            resolver: "192.0.2.1".parse().unwrap(),
+            subnet: None,
+        };
+        answer(zs, &LowerName::new(&Name::from_str(name).unwrap()), t, health, &client)
+    }
+
+    #[test]
+    fn static_records_soa_and_ns() {
+        let z = zs();
+        let a = q(&z, "ns1.meridian.test.", RecordType::A, &[true, true]);
+        assert_eq!(
+            (a.rcode, a.authoritative, a.answers.len()),
+            (ResponseCode::NoError, true, 1)
+        );
+        let soa = q(&z, "meridian.test.", RecordType::SOA, &[true, true]);
+        match &soa.answers[0].data {
+            RData::SOA(s) => assert_eq!(s.serial, 7),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(q(&z, "meridian.test.", RecordType::NS, &[true, true]).answers.len(), 1);
+    }
+
+    #[test]
+    fn nxdomain_nodata_and_refused() {
+        let z = zs();
+        let nx = q(&z, "nope.meridian.test.", RecordType::A, &[true, true]);
+        assert_eq!(
+            (nx.rcode, nx.authoritative, nx.authority.len()),
+            (ResponseCode::NXDomain, true, 1)
+        );
+        assert_eq!(nx.authority[0].ttl, 60, "negative TTL from the SOA minimum");
+        let nodata = q(&z, "ns1.meridian.test.", RecordType::MX, &[true, true]);
+        assert_eq!(
+            (nodata.rcode, nodata.answers.len(), nodata.authority.len()),
+            (ResponseCode::NoError, 0, 1)
+        );
+        let ent = q(&z, "b.c.meridian.test.", RecordType::A, &[true, true]);
+        assert_eq!(
+            ent.rcode,
+            ResponseCode::NoError,
+            "an empty non-terminal is NODATA, not NXDOMAIN"
+        );
+        let unknown_type = q(&z, "ns1.meridian.test.", RecordType::CAA, &[true, true]);
+        assert_eq!(
+            (unknown_type.rcode, unknown_type.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        let refused = q(&z, "example.com.", RecordType::A, &[true, true]);
+        assert_eq!((refused.rcode, refused.authoritative), (ResponseCode::Refused, false));
+    }
+
+    #[test]
+    fn gslb_answers_follow_health() {
+        let z = zs();
+        let a = q(&z, "api.meridian.test.", RecordType::A, &[true, true]);
+        assert_eq!(&a.answers[0].data, &RData::A(A("127.0.1.1".parse().unwrap())));
+        assert_eq!((a.regions, a.scope), (vec![0], Some(0)));
+        let aaaa = q(&z, "api.meridian.test.", RecordType::AAAA, &[true, true]);
+        assert_eq!(aaaa.answers.len(), 1);
+        let failed_over = q(&z, "api.meridian.test.", RecordType::A, &[false, true]);
+        assert_eq!(&failed_over.answers[0].data, &RData::A(A("127.0.2.1".parse().unwrap())));
+        let no_v6 = q(&z, "api.meridian.test.", RecordType::AAAA, &[false, true]);
+        assert_eq!(
+            (no_v6.rcode, no_v6.answers.len(), no_v6.authority.len()),
+            (ResponseCode::NoError, 0, 1)
+        );
+        let www = q(&z, "www.meridian.test.", RecordType::A, &[true, true]);
+        assert_eq!(www.answers.len(), 2, "CNAME plus the GSLB answer it points to");
+    }
+}

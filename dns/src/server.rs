@@ -1,0 +1,78 @@
+//! `meridian dns --config FILE`: the authoritative server on every listen address over UDP and TCP,
+//! with probes, reload triggers (file change, SIGHUP, admin) and the admin API.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hickory_server::Server;
+
+use crate::handler::Handler;
+use crate::state::DnsState;
+
+/// Runs the DNS server until SIGTERM or SIGINT.
+pub fn run(config: &Path) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let state = Arc::new(DnsState::start(config)?);
+        let dns = state
+            .zones
+            .load()
+            .snap
+            .config
+            .dns
+            .clone()
+            .context("the config has no dns section")?;
+        let mut server = Server::new(Handler { state: state.clone() });
+        for addr in &dns.listen {
+            let udp = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding UDP {addr}"))?;
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding TCP {addr}"))?;
+            server.register_socket(udp);
+            server.register_listener(tcp, Duration::from_secs(10), 64);
+            println!("dns listening on {addr} (udp, tcp)");
+        }
+        println!("dns admin on {}", dns.admin.address);
+        let tasks = [
+            tokio::spawn(crate::probe::supervise(state.clone())),
+            tokio::spawn(crate::admin::serve(state.clone(), dns.admin.address)),
+            tokio::spawn(watch(state.clone())),
+            tokio::spawn(on_sighup(state.clone())),
+        ];
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        for t in tasks {
+            t.abort();
+        }
+        let _ = server.shutdown_gracefully().await;
+        Ok(())
+    })
+}
+
+async fn watch(state: Arc<DnsState>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if state.config.changed() {
+            let _ = state.reload();
+        }
+    }
+}
+
+async fn on_sighup(state: Arc<DnsState>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let _ = state.reload();
+    }
+}

@@ -1,0 +1,283 @@
+//! The DNS server end to end over real UDP and TCP sockets, with a Rust client (hickory-proto
+//! messages on std sockets) and the real `dig`; region health from real probes of real HTTP servers.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+use common::*;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{Name, RData, RecordType};
+use serde_json::json;
+
+const DNS: &str = "127.70.0.1:5353";
+const ADMIN: &str = "127.70.0.1:9953";
+
+fn config(extra_record: &str) -> String {
+    let big: String = (0..40)
+        .map(|i| {
+            format!(
+                "        - {{ name: big, type: TXT, value: \"chunk-{i:02}-{}\" }}\n",
+                "x".repeat(40)
+            )
+        })
+        .collect();
+    format!(
+        "
+regions:
+  - name: us
+    zones: [us-a]
+    location: {{ lat: 38.9, lon: -77.0 }}
+    gateway:
+      listeners: [{{ name: p, address: 127.70.1.1:8080 }}]
+      admin: {{ address: 127.70.1.1:9901 }}
+      public_addresses: [127.70.1.1, 'fd00::1']
+      health_url: http://127.70.1.1:8000/v2/health/ready
+  - name: eu
+    zones: [eu-a]
+    location: {{ lat: 53.3, lon: -6.3 }}
+    gateway:
+      listeners: [{{ name: p, address: 127.70.2.1:8080 }}]
+      admin: {{ address: 127.70.2.1:9901 }}
+      public_addresses: [127.70.2.1]
+      health_url: http://127.70.2.1:8000/v2/health/ready
+dns:
+  listen: [{DNS}]
+  admin: {{ address: {ADMIN} }}
+  probe: {{ interval: 100ms, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2 }}
+  zones:
+    - name: meridian.test
+      soa: {{ mname: ns1.meridian.test, rname: hostmaster.meridian.test, minimum: 60s }}
+      ns: [ns1.meridian.test]
+      records:
+        - {{ name: ns1, type: A, value: 127.0.0.1 }}
+        - {{ name: www, type: CNAME, value: api.meridian.test }}
+        - {{ name: '@', type: MX, value: 10 mail.meridian.test }}
+        - {{ name: '@', type: TXT, value: v=spf1 -all }}
+{big}{extra_record}
+  gslb:
+    - {{ name: api.meridian.test, policy: failover, regions: [us, eu] }}
+    - {{ name: near.meridian.test, policy: nearest, regions: [us, eu] }}
+  cidr_map:
+    - {{ cidr: 10.2.0.0/16, region: eu }}
+    - {{ cidr: 10.1.0.0/16, region: us }}
+"
+    )
+}
+
+fn query(name: &str, t: RecordType, edns: Option<Edns>) -> Vec<u8> {
+    let mut m = Message::new(0x4d52, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_str(name).unwrap(), t));
+    if let Some(e) = edns {
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+fn udp(q: &[u8]) -> Message {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.send_to(q, DNS).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+fn tcp(q: &[u8]) -> Message {
+    let mut s = TcpStream::connect(DNS).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+    s.write_all(q).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).unwrap();
+    Message::from_vec(&buf).unwrap()
+}
+
+fn a_records(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn dig(args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args(["@127.70.0.1", "-p", "5353", "+time=3", "+tries=1"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .output()
+        .expect("dig (Debian bind9-dnsutils) must be installed; make test installs it");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn authoritative_answers_gslb_failover_ecs_truncation_and_reload() {
+    let dir = scratch("dns");
+    let cfg = dir.join("meridian.yaml");
+    write_config(&cfg, &config(""));
+    // The regions' gateway health endpoints: sim backends whose readiness the test switches.
+    let _us = sim("127.70.1.1:8000", "us-gw", "m", "v1", &[]);
+    let _eu = sim("127.70.2.1:8000", "eu-gw", "m", "v1", &[]);
+    let log = std::fs::File::create(dir.join("dns.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["dns", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _dns = Proc {
+        child,
+        name: "dns".into(),
+    };
+    let c = client();
+    wait_until("dns admin", Duration::from_secs(20), || {
+        c.get(format!("http://{ADMIN}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    wait_until("dns answers", Duration::from_secs(20), || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.send_to(&query("ns1.meridian.test.", RecordType::A, None), DNS)
+            .is_ok()
+            && s.recv_from(&mut [0u8; 512]).is_ok()
+    });
+
+    // Static records, AA, NXDOMAIN and NODATA with the SOA, REFUSED outside our zones.
+    let m = udp(&query("ns1.meridian.test.", RecordType::A, None));
+    assert!(m.metadata.authoritative);
+    assert_eq!(a_records(&m), ["127.0.0.1"]);
+    let nx = udp(&query("nope.meridian.test.", RecordType::A, None));
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    assert!(nx.metadata.authoritative);
+    assert_eq!(nx.authorities.first().map(|r| r.record_type()), Some(RecordType::SOA));
+    let nodata = udp(&query("ns1.meridian.test.", RecordType::AAAA, None));
+    assert_eq!(
+        (nodata.metadata.response_code, nodata.answers.len()),
+        (ResponseCode::NoError, 0)
+    );
+    assert_eq!(
+        nodata.authorities.first().map(|r| r.record_type()),
+        Some(RecordType::SOA)
+    );
+    let refused = udp(&query("example.com.", RecordType::A, None));
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(udp(&query("meridian.test.", RecordType::MX, None)).answers.len(), 1);
+    assert_eq!(
+        udp(&query("www.meridian.test.", RecordType::A, None)).answers.len(),
+        2,
+        "CNAME + target"
+    );
+    let v6 = udp(&query("api.meridian.test.", RecordType::AAAA, None));
+    assert!(matches!(v6.answers.first().map(|r| &r.data), Some(RData::AAAA(_))));
+
+    // Malformed packets never crash the server.
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for junk in [&b"\x00"[..], b"garbage that is not dns at all", &[0xffu8; 40]] {
+        s.send_to(junk, DNS).unwrap();
+    }
+    assert_eq!(
+        a_records(&udp(&query("ns1.meridian.test.", RecordType::A, None))),
+        ["127.0.0.1"]
+    );
+
+    // A large answer: TC over plain UDP (512 bytes), complete over TCP, and dig retries over TCP itself.
+    let big = udp(&query("big.meridian.test.", RecordType::TXT, None));
+    assert!(
+        big.metadata.truncation,
+        "TC must be set when the answer does not fit 512 bytes"
+    );
+    assert_eq!(
+        tcp(&query("big.meridian.test.", RecordType::TXT, None)).answers.len(),
+        40
+    );
+    let mut e = Edns::new();
+    e.set_max_payload(4096);
+    let edns_big = udp(&query("big.meridian.test.", RecordType::TXT, Some(e)));
+    assert!(
+        edns_big.metadata.truncation,
+        "our max_udp_payload is 1232, below 40 x ~55 bytes"
+    );
+    let d = dig(&["big.meridian.test", "TXT"]);
+    assert!(d.contains("ANSWER: 40"), "dig falls back to TCP: {d}");
+
+    // GSLB failover: us while its probes pass, eu once they fail, us again on recovery.
+    assert_eq!(
+        a_records(&udp(&query("api.meridian.test.", RecordType::A, None))),
+        ["127.70.1.1"]
+    );
+    sim_control("127.70.1.1:8000", json!({"ready": false}));
+    wait_until("failover to eu", Duration::from_secs(10), || {
+        a_records(&udp(&query("api.meridian.test.", RecordType::A, None))) == ["127.70.2.1"]
+    });
+    let regions: serde_json::Value = c.get(format!("http://{ADMIN}/regions")).send().unwrap().json().unwrap();
+    let us = regions["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == "us")
+        .unwrap()
+        .clone();
+    assert_eq!(us["healthy"], false);
+    assert!(us["reason"].as_str().unwrap().contains("503"), "{us}");
+    sim_control("127.70.1.1:8000", json!({"ready": true}));
+    wait_until("failback to us", Duration::from_secs(10), || {
+        a_records(&udp(&query("api.meridian.test.", RecordType::A, None))) == ["127.70.1.1"]
+    });
+
+    // nearest + ECS: the client subnet picks the region and the scope is echoed (RFC 7871).
+    let mut e = Edns::new();
+    e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+        "10.2.3.0".parse().unwrap(),
+        24,
+        0,
+    )));
+    let m = udp(&query("near.meridian.test.", RecordType::A, Some(e)));
+    assert_eq!(a_records(&m), ["127.70.2.1"]);
+    match m.edns.as_ref().and_then(|e| e.options().get(EdnsCode::Subnet)) {
+        Some(EdnsOption::Subnet(s)) => assert_eq!((s.source_prefix(), s.scope_prefix()), (24, 16)),
+        other => panic!("ECS not echoed: {other:?}"),
+    }
+    let d = dig(&["near.meridian.test", "A", "+subnet=10.1.7.0/24"]);
+    assert!(d.contains("127.70.1.1") && d.contains("10.1.7.0/24/16"), "{d}");
+    assert!(d.contains("flags: qr aa"), "{d}");
+
+    // Reload by file change: a new record appears and the SOA serial moves.
+    let serial = |m: &Message| match m.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(s)) => s.serial,
+        _ => 0,
+    };
+    let before = serial(&udp(&query("meridian.test.", RecordType::SOA, None)));
+    write_config(&cfg, &config("        - { name: added, type: A, value: 127.0.0.99 }\n"));
+    wait_until("reload", Duration::from_secs(10), || {
+        a_records(&udp(&query("added.meridian.test.", RecordType::A, None))) == ["127.0.0.99"]
+    });
+    assert!(serial(&udp(&query("meridian.test.", RecordType::SOA, None))) > before);
+
+    // Metrics count queries by type and rcode, and GSLB answers by region.
+    let text = c.get(format!("http://{ADMIN}/metrics")).send().unwrap().text().unwrap();
+    assert!(
+        text.contains(r#"meridian_dns_queries_total{protocol="udp",qtype="A",rcode="NXDOMAIN"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"meridian_dns_queries_total{protocol="tcp",qtype="TXT",rcode="NOERROR"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"meridian_dns_gslb_answers_total{name="api.meridian.test.",region="eu"}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"meridian_dns_region_healthy{region="us"} 1"#), "{text}");
+}
