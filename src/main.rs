@@ -44,6 +44,9 @@ enum Command {
         /// Config file.
         #[arg(long)]
         config: PathBuf,
+        /// Worker threads; 2 when absent.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Run a region's control loop (discovery, GPU health, state feed, canaries).
     Control {
@@ -102,9 +105,9 @@ fn main() -> ExitCode {
             init_logging();
             exit(sim::run(args))
         }
-        Command::Dns { config } => {
+        Command::Dns { config, threads } => {
             init_logging();
-            exit(meridian_dns::run(&config))
+            exit(meridian_dns::run(&config, threads))
         }
         Command::Control { .. } => not_built("control", "issue 7"),
         Command::GpuAgent { .. } => not_built("gpu-agent", "issue 7"),

@@ -80,9 +80,13 @@ fn query(name: &str, t: RecordType, edns: Option<Edns>) -> Vec<u8> {
 }
 
 fn udp(q: &[u8]) -> Message {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp_from(DNS, "127.0.0.1:0", q)
+}
+
+fn udp_from(dns: &str, from: &str, q: &[u8]) -> Message {
+    let s = UdpSocket::bind(from).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.send_to(q, DNS).unwrap();
+    s.send_to(q, dns).unwrap();
     let mut buf = [0u8; 4096];
     let (n, _) = s.recv_from(&mut buf).unwrap();
     Message::from_vec(&buf[..n]).unwrap()
@@ -280,4 +284,207 @@ fn authoritative_answers_gslb_failover_ecs_truncation_and_reload() {
         "{text}"
     );
     assert!(text.contains(r#"meridian_dns_region_healthy{region="us"} 1"#), "{text}");
+}
+
+const DNS2: &str = "127.71.0.1:5353";
+const ADMIN2: &str = "127.71.0.1:9953";
+
+fn config2() -> String {
+    "
+regions:
+  - name: us
+    zones: [us-a]
+    location: { lat: 38.9, lon: -77.0 }
+    gateway:
+      listeners: [{ name: p, address: 127.71.1.1:8080 }]
+      admin: { address: 127.71.1.1:9901 }
+      public_addresses: [127.71.1.1]
+      health_url: http://127.71.1.1:8000/v2/health/ready
+  - name: eu
+    zones: [eu-a]
+    location: { lat: 53.3, lon: -6.3 }
+    gateway:
+      listeners: [{ name: p, address: 127.71.2.1:8080 }]
+      admin: { address: 127.71.2.1:9901 }
+      public_addresses: [127.71.2.1]
+      health_url: http://127.71.2.1:8000/v2/health/ready
+models:
+  - name: m
+    versions: [{ name: v1, endpoints: [{ address: 127.71.1.9:8000, region: us, zone: us-a }, { address: 127.71.2.9:8000, region: eu, zone: eu-a }] }]
+dns:
+  listen: [127.71.0.1:5353]
+  admin: { address: 127.71.0.1:9953 }
+  probe: { interval: 100ms, timeout: 300ms, healthy_threshold: 1, unhealthy_threshold: 2 }
+  zones:
+    - name: meridian.test
+      soa: { mname: ns1.meridian.test, rname: hostmaster.meridian.test }
+      ns: [ns1.meridian.test]
+  gslb:
+    - { name: open.meridian.test, policy: failover, regions: [us, eu] }
+    - { name: closed.meridian.test, policy: failover, regions: [us, eu], when_all_down: fail-closed }
+    - { name: all.meridian.test, policy: all-healthy }
+    - { name: weighted.meridian.test, policy: weighted, weights: { us: 50, eu: 50 } }
+    - { name: near.meridian.test, policy: nearest, regions: [us, eu], models: [m] }
+  cidr_map:
+    - { cidr: 127.71.9.0/24, region: eu }
+"
+    .to_string()
+}
+
+fn ask(name: &str) -> Vec<String> {
+    a_records(&udp_from(DNS2, "127.0.0.1:0", &query(name, RecordType::A, None)))
+}
+
+#[test]
+fn every_policy_fail_open_closed_reports_source_placement_and_fuzz() {
+    let dir = scratch("dns2");
+    let cfg = dir.join("meridian.yaml");
+    write_config(&cfg, &config2());
+    let mut us = sim("127.71.1.1:8000", "us-gw", "m", "v1", &[]);
+    let _eu = sim("127.71.2.1:8000", "eu-gw", "m", "v1", &[]);
+    let log = std::fs::File::create(dir.join("dns.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["dns", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut dns = Proc {
+        child,
+        name: "dns".into(),
+    };
+    let c = client();
+    wait_until("dns admin", Duration::from_secs(20), || {
+        c.get(format!("http://{ADMIN2}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    let both = |v: Vec<String>| {
+        let mut v = v;
+        v.sort();
+        v
+    };
+    wait_until("first answers", Duration::from_secs(10), || {
+        ask("open.meridian.test.") == ["127.71.1.1"]
+    });
+
+    // Every policy with both regions up.
+    assert_eq!(both(ask("all.meridian.test.")), ["127.71.1.1", "127.71.2.1"]);
+    let w = ask("weighted.meridian.test.");
+    assert_eq!(w.len(), 1);
+    for _ in 0..10 {
+        assert_eq!(
+            ask("weighted.meridian.test."),
+            w,
+            "weighted is stable for one client subnet"
+        );
+    }
+    assert_eq!(
+        ask("near.meridian.test."),
+        ["127.71.1.1"],
+        "an unplaced client gets the first healthy region"
+    );
+    // nearest by the resolver's own address (no ECS): 127.71.9.0/24 is mapped to eu.
+    let from_eu = udp_from(DNS2, "127.71.9.5:0", &query("near.meridian.test.", RecordType::A, None));
+    assert_eq!(a_records(&from_eu), ["127.71.2.1"]);
+
+    // A control report of no healthy capacity for the name's model takes us out of `near` only.
+    let put = |body: serde_json::Value| {
+        c.put(format!("http://{ADMIN2}/regions/us/report"))
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(put(json!({"models": {"m": 0}})), 200);
+    assert_eq!(ask("near.meridian.test."), ["127.71.2.1"]);
+    assert_eq!(
+        ask("open.meridian.test."),
+        ["127.71.2.1"],
+        "a name for all models needs some capacity: us reported none at all"
+    );
+    assert_eq!(put(json!({"models": {"m": 3}})), 200);
+    assert_eq!(ask("near.meridian.test."), ["127.71.1.1"]);
+    assert_eq!(
+        c.put(format!("http://{ADMIN2}/regions/mars/report"))
+            .json(&json!({"models": {}}))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // us's gateway stops answering altogether (the process dies): failover to eu.
+    us.kill();
+    wait_until("failover", Duration::from_secs(10), || {
+        ask("open.meridian.test.") == ["127.71.2.1"]
+    });
+    assert_eq!(ask("all.meridian.test."), ["127.71.2.1"]);
+    assert_eq!(ask("weighted.meridian.test."), ["127.71.2.1"]);
+
+    // Everything down: fail open answers as if all were up, fail closed answers nothing.
+    sim_control("127.71.2.1:8000", json!({"ready": false}));
+    wait_until("eu down", Duration::from_secs(10), || {
+        ask("closed.meridian.test.").is_empty()
+    });
+    let closed = udp_from(
+        DNS2,
+        "127.0.0.1:0",
+        &query("closed.meridian.test.", RecordType::A, None),
+    );
+    assert_eq!(
+        (closed.metadata.response_code, closed.answers.len()),
+        (ResponseCode::NoError, 0)
+    );
+    assert_eq!(
+        closed.authorities.first().map(|r| r.record_type()),
+        Some(RecordType::SOA)
+    );
+    assert_eq!(
+        ask("open.meridian.test."),
+        ["127.71.1.1"],
+        "fail open: the first region in order"
+    );
+    assert_eq!(both(ask("all.meridian.test.")), ["127.71.1.1", "127.71.2.1"]);
+
+    // Failback once us answers again.
+    let _us2 = sim("127.71.1.1:8000", "us-gw", "m", "v1", &[]);
+    wait_until("failback", Duration::from_secs(10), || {
+        ask("closed.meridian.test.") == ["127.71.1.1"]
+    });
+
+    // Fuzz: random packets and every truncation of a valid EDNS+ECS query; the server lives on.
+    let mut e = Edns::new();
+    e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+        "10.9.8.0".parse().unwrap(),
+        24,
+        0,
+    )));
+    let valid = query("near.meridian.test.", RecordType::A, Some(e));
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for cut in 0..valid.len() {
+        s.send_to(&valid[..cut], DNS2).unwrap();
+    }
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..2000 {
+        let len = 1 + (i % 300);
+        let pkt: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        s.send_to(&pkt, DNS2).unwrap();
+    }
+    let mut tcp_junk = TcpStream::connect(DNS2).unwrap();
+    let _ = tcp_junk.write_all(&[0x00, 0x40, 1, 2, 3]);
+    drop(tcp_junk);
+    assert!(
+        dns.child.try_wait().unwrap().is_none(),
+        "the DNS server must survive malformed input"
+    );
+    assert_eq!(ask("closed.meridian.test."), ["127.71.1.1"]);
 }

@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -28,11 +29,13 @@ pub async fn serve(state: Arc<DnsState>, addr: SocketAddr) {
         .route("/metrics", get(metrics))
         .route("/regions", get(regions))
         .route("/reload", post(reload))
+        .route("/regions/{region}/report", put(report))
         .with_state(state);
     let _ = axum::serve(listener, app).await;
 }
 
 fn region_view(state: &DnsState) -> Vec<(String, bool, String)> {
+    // Probe view only; control reports are shown by `regions`.
     let zones = state.zones.load();
     let health = state.by_index.load();
     zones
@@ -56,11 +59,39 @@ async fn metrics(State(state): State<Arc<DnsState>>) -> Response {
 }
 
 async fn regions(State(state): State<Arc<DnsState>>) -> Json<serde_json::Value> {
+    let health = state.health();
     let list: Vec<_> = region_view(&state)
         .into_iter()
-        .map(|(name, healthy, reason)| json!({"region": name, "healthy": healthy, "reason": reason}))
+        .enumerate()
+        .map(|(i, (name, probes_pass, reason))| {
+            json!({
+                "region": name,
+                "healthy": health.up(i, &[]),
+                "probes_pass": probes_pass,
+                "reason": reason,
+                "control_report": health.capacity.get(i).cloned().flatten(),
+            })
+        })
         .collect();
     Json(json!({ "serial": state.serial(), "regions": list }))
+}
+
+/// A control loop's report: healthy endpoints per model in the region.
+#[derive(serde::Deserialize)]
+struct Report {
+    models: std::collections::HashMap<String, u32>,
+}
+
+async fn report(State(state): State<Arc<DnsState>>, Path(region): Path<String>, Json(r): Json<Report>) -> Response {
+    if state.report(&region, r.models) {
+        Json(json!({ "region": region, "accepted": true })).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("region {region} not found") })),
+        )
+            .into_response()
+    }
 }
 
 async fn reload(State(state): State<Arc<DnsState>>) -> Response {

@@ -2,6 +2,8 @@
 //! NXDOMAIN vs NODATA with the SOA, REFUSED outside our zones. Pure: no sockets, so every case is
 //! unit-tested.
 
+use std::collections::HashMap;
+
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
@@ -26,8 +28,39 @@ pub struct Answer {
     pub regions: Vec<usize>,
 }
 
-/// Answers `name`/`qtype` given each region's health (by region index).
-pub fn answer(zs: &ZoneSet, name: &LowerName, qtype: RecordType, healthy: &[bool], client: &Client) -> Answer {
+/// Region health as the answer core sees it, by region index.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    /// Whether the region's gateway passes this server's probes.
+    pub probes: Vec<bool>,
+    /// The latest fresh control report of healthy endpoints per model, if any.
+    pub capacity: Vec<Option<HashMap<String, u32>>>,
+}
+
+impl Health {
+    /// Health from probes alone.
+    pub fn probes(probes: &[bool]) -> Health {
+        Health {
+            probes: probes.to_vec(),
+            capacity: Vec::new(),
+        }
+    }
+
+    /// Whether `region` may answer for a name serving `models` (all models when empty): its probes
+    /// pass, and a fresh control report, if there is one, shows healthy capacity for them.
+    pub fn up(&self, region: usize, models: &[String]) -> bool {
+        let probed = self.probes.get(region).copied().unwrap_or(false);
+        let reported = match self.capacity.get(region) {
+            Some(Some(c)) if models.is_empty() => c.values().any(|n| *n > 0),
+            Some(Some(c)) => models.iter().any(|m| c.get(m).is_some_and(|n| *n > 0)),
+            _ => true,
+        };
+        probed && reported
+    }
+}
+
+/// Answers `name`/`qtype` given the regions' health.
+pub fn answer(zs: &ZoneSet, name: &LowerName, qtype: RecordType, health: &Health, client: &Client) -> Answer {
     let Some(zone) = zs.zone_of(name) else {
         return Answer {
             rcode: ResponseCode::Refused,
@@ -48,7 +81,7 @@ pub fn answer(zs: &ZoneSet, name: &LowerName, qtype: RecordType, healthy: &[bool
             .iter()
             .map(|&(r, weight)| Candidate {
                 region: r,
-                healthy: healthy.get(r).copied().unwrap_or(false),
+                healthy: health.up(r, &g.models),
                 weight,
                 location: zs.regions[r].location,
             })
@@ -86,7 +119,7 @@ pub fn answer(zs: &ZoneSet, name: &LowerName, qtype: RecordType, healthy: &[bool
             // A CNAME answers every type; follow it once when the target is ours.
             out.answers.extend(cname.iter().cloned());
             if let Some(RData::CNAME(target)) = cname.first().map(|r| &r.data) {
-                let inner = answer(zs, &LowerName::new(&target.0), qtype, healthy, client);
+                let inner = answer(zs, &LowerName::new(&target.0), qtype, health, client);
                 if inner.rcode == ResponseCode::NoError {
                     out.answers.extend(inner.answers);
                     out.scope = inner.scope.or(out.scope);
@@ -153,7 +186,13 @@ dns:
             resolver: "192.0.2.1".parse().unwrap(),
             subnet: None,
         };
-        answer(zs, &LowerName::new(&Name::from_str(name).unwrap()), t, health, &client)
+        answer(
+            zs,
+            &LowerName::new(&Name::from_str(name).unwrap()),
+            t,
+            &Health::probes(health),
+            &client,
+        )
     }
 
     #[test]
@@ -199,6 +238,42 @@ dns:
         );
         let refused = q(&z, "example.com.", RecordType::A, &[true, true]);
         assert_eq!((refused.rcode, refused.authoritative), (ResponseCode::Refused, false));
+    }
+
+    #[test]
+    fn control_reports_take_a_region_out_for_its_models() {
+        let z = zs();
+        let client = Client {
+            resolver: "192.0.2.1".parse().unwrap(),
+            subnet: None,
+        };
+        let name = LowerName::new(&Name::from_str("api.meridian.test.").unwrap());
+        let no_capacity = HashMap::from([("sklearn-iris".to_string(), 0)]);
+        let h = Health {
+            probes: vec![true, true],
+            capacity: vec![Some(no_capacity), None],
+        };
+        let a = answer(&z, &name, RecordType::A, &h, &client);
+        assert_eq!(a.regions, vec![1], "us passes probes but reports no healthy capacity");
+        assert!(!h.up(0, &["sklearn-iris".into()]));
+        assert!(
+            !h.up(0, &["other".into()]),
+            "a model the report does not list has no capacity there"
+        );
+        let some = HashMap::from([("sklearn-iris".to_string(), 2)]);
+        let h = Health {
+            probes: vec![true, true],
+            capacity: vec![Some(some), None],
+        };
+        assert!(h.up(0, &[]) && h.up(0, &["sklearn-iris".into()]));
+        assert!(
+            !Health {
+                probes: vec![false, true],
+                capacity: vec![]
+            }
+            .up(0, &[]),
+            "probes still count"
+        );
     }
 
     #[test]

@@ -61,8 +61,8 @@ impl RequestHandler for Handler {
                         resolver: request.src().ip(),
                         subnet: ecs.map(|s| (s.addr(), s.source_prefix())),
                     };
-                    let healthy = self.state.healthy();
-                    let a: Answer = answer(&zones, q.name(), q.query_type(), &healthy, &client);
+
+                    let a: Answer = answer(&zones, q.name(), q.query_type(), &self.state.health(), &client);
                     for r in &a.regions {
                         self.state
                             .metrics

@@ -12,9 +12,9 @@ use crate::handler::Handler;
 use crate::state::DnsState;
 
 /// Runs the DNS server until SIGTERM or SIGINT.
-pub fn run(config: &Path) -> anyhow::Result<()> {
+pub fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads.unwrap_or(2).max(1))
         .enable_all()
         .build()?;
     rt.block_on(async {

@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use meridian_config::{ConfigErrors, ConfigFile};
 
+use crate::answer::Health;
 use crate::metrics::DnsMetrics;
 use crate::zones::ZoneSet;
 
@@ -21,6 +23,8 @@ pub struct RegionHealth {
     pub streak: Mutex<i32>,
     /// Why the region is in its state (last probe outcome).
     pub reason: Mutex<String>,
+    /// The latest control report: when it came and healthy endpoints per model.
+    pub report: Mutex<Option<(Instant, HashMap<String, u32>)>>,
 }
 
 impl Default for RegionHealth {
@@ -29,6 +33,7 @@ impl Default for RegionHealth {
             healthy: AtomicBool::new(true),
             streak: Mutex::new(0),
             reason: Mutex::new("not probed yet".into()),
+            report: Mutex::new(None),
         }
     }
 }
@@ -86,13 +91,37 @@ impl DnsState {
         self.by_index.store(Arc::new(v));
     }
 
-    /// Health of each region of the current zones, by index.
-    pub fn healthy(&self) -> Vec<bool> {
-        self.by_index
-            .load()
-            .iter()
-            .map(|h| h.healthy.load(Ordering::Relaxed))
-            .collect()
+    /// Health of each region of the current zones, by index: probes, and control reports younger
+    /// than the control loop's stale bound (telemetry interval x stale_after_intervals).
+    pub fn health(&self) -> Health {
+        let zones = self.zones.load();
+        let t = &zones.snap.config.control.telemetry;
+        let stale = t.interval.get() * t.stale_after_intervals;
+        let regions = self.by_index.load();
+        Health {
+            probes: regions.iter().map(|h| h.healthy.load(Ordering::Relaxed)).collect(),
+            capacity: regions
+                .iter()
+                .map(|h| {
+                    let r = h.report.lock().unwrap_or_else(|p| p.into_inner());
+                    r.as_ref()
+                        .filter(|(at, _)| at.elapsed() <= stale)
+                        .map(|(_, c)| c.clone())
+                })
+                .collect(),
+        }
+    }
+
+    /// Records a control loop's report of healthy endpoints per model in `region`.
+    pub fn report(&self, region: &str, capacity: HashMap<String, u32>) -> bool {
+        let map = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(region) {
+            Some(h) => {
+                *h.report.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), capacity));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Re-reads the config; on any error the current zones keep answering. The SOA serial moves.

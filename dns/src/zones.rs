@@ -69,6 +69,8 @@ pub struct GslbEntry {
     pub candidates: Vec<(usize, u32)>,
     /// Answer TTL in seconds.
     pub ttl: u32,
+    /// Models whose healthy capacity (from control reports) keeps a region up; all when empty.
+    pub models: Vec<String>,
 }
 
 fn fqdn(n: &str) -> Result<Name, String> {
@@ -194,6 +196,7 @@ impl ZoneSet {
                         },
                         candidates,
                         ttl: secs(g.ttl),
+                        models: g.models.clone(),
                     },
                 );
             }
