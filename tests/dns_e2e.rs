@@ -83,13 +83,18 @@ fn udp(q: &[u8]) -> Message {
     udp_from(DNS, "127.0.0.1:0", q)
 }
 
+/// One UDP exchange, retried like a resolver does (UDP may drop a datagram, e.g. after a flood).
 fn udp_from(dns: &str, from: &str, q: &[u8]) -> Message {
     let s = UdpSocket::bind(from).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.send_to(q, dns).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut buf = [0u8; 4096];
-    let (n, _) = s.recv_from(&mut buf).unwrap();
-    Message::from_vec(&buf[..n]).unwrap()
+    for _ in 0..3 {
+        s.send_to(q, dns).unwrap();
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            return Message::from_vec(&buf[..n]).unwrap();
+        }
+    }
+    panic!("no answer from {dns} after 3 tries");
 }
 
 fn tcp(q: &[u8]) -> Message {
