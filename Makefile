@@ -39,4 +39,4 @@ fmt:
 	$(CARGO) fmt --all
 
 demo: build
-	./scripts/demo.sh
+	$(BIN) lab

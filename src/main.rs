@@ -2,6 +2,7 @@
 //! backend, config check, local lab), so operators deploy and version one artifact.
 
 mod check;
+mod lab;
 mod sim;
 
 use std::path::PathBuf;
@@ -73,7 +74,7 @@ enum Command {
     /// Print the JSON Schema of the config file, for editors.
     Schema,
     /// Start the complete local multi-region lab on loopback.
-    Lab,
+    Lab(lab::LabArgs),
 }
 
 fn main() -> ExitCode {
@@ -111,7 +112,10 @@ fn main() -> ExitCode {
         }
         Command::Control { .. } => not_built("control", "issue 7"),
         Command::GpuAgent { .. } => not_built("gpu-agent", "issue 7"),
-        Command::Lab => not_built("lab", "issue 8"),
+        Command::Lab(args) => {
+            init_logging();
+            exit(lab::run(args))
+        }
     }
 }
 
