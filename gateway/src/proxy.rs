@@ -181,6 +181,20 @@ impl ProxyHttp for Proxy {
         ctx.started = self.gw.clock.now();
         let routes = self.gw.routes.load_full();
         let req = session.req_header();
+        // 431 before anything else: the whole header block counts (the default limit is 64KiB).
+        let header_limit = routes.snap.config.gateway.limits.max_request_headers.bytes() as usize;
+        let header_bytes = req.uri.path_and_query().map_or(0, |p| p.as_str().len())
+            + req
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if header_bytes > header_limit {
+            ctx.routes = Some(routes.clone());
+            let msg = format!("request headers are {header_bytes} bytes, more than the {header_limit} allowed");
+            Reply::error(431, msg).send(session).await?;
+            return Ok(true);
+        }
         let (reply, chosen) = match classify(&req.method, req.uri.path()) {
             Err(ClassifyError::UnknownPath) => (
                 Some(Reply::error(404, format!("no inference route for {}", req.uri.path()))),
@@ -221,6 +235,25 @@ impl ProxyHttp for Proxy {
         if let Some(reply) = reply {
             reply.send(session).await?;
             return Ok(true);
+        }
+        if let Some((m, _)) = chosen {
+            // 413 for a declared body over the model's limit; streamed bodies are counted as they come.
+            let limit = routes.snap.models[m].policy.limits.max_request_body.bytes();
+            let declared = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if let Some(len) = declared.filter(|len| *len > limit) {
+                ctx.routes = Some(routes.clone());
+                Reply::error(
+                    413,
+                    format!("request body is {len} bytes, more than the {limit} allowed"),
+                )
+                .send(session)
+                .await?;
+                return Ok(true);
+            }
         }
         if let Some((m, sel)) = chosen {
             ctx.model = m;
@@ -316,6 +349,14 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.bytes_in += body.as_ref().map_or(0, |b| b.len());
+        if let Some(routes) = ctx.routes.as_ref() {
+            let limit = routes.snap.models[ctx.model].policy.limits.max_request_body.bytes();
+            if ctx.bytes_in as u64 > limit {
+                let msg = format!("request body is over the {limit} bytes allowed");
+                ctx.error = Some((413, msg.clone()));
+                return Err(Error::explain(ErrorType::HTTPStatus(413), msg));
+            }
+        }
         if let (Some(sh), Some(chunk)) = (ctx.shadow.as_mut(), body.as_ref()) {
             sh.size += chunk.len();
             if sh.size > sh.limit {
@@ -372,6 +413,11 @@ impl ProxyHttp for Proxy {
         let mut e = e.more_context(format!("endpoint {peer}"));
         if ctx.retrying_503 {
             e.set_retry(true);
+            return e;
+        }
+        if ctx.error.is_some() {
+            // Our own refusal (a body over the limit): not the endpoint's failure, and final.
+            e.set_retry(false);
             return e;
         }
         self.record(ctx, Outcome::GatewayFailure);

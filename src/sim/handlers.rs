@@ -182,6 +182,7 @@ async fn control(st: Arc<SimState>, req: Request<Incoming>) -> Result<Response<B
     }
     match serde_json::from_value::<Faults>(current) {
         Ok(f) => {
+            st.gate.send_replace(!f.stream_gate);
             *st.faults.write() = f;
             Ok(state(&st))
         }
@@ -308,15 +309,19 @@ fn token_stream(st: Arc<SimState>, latency_ms: f64, busy: Busy) -> Response<Body
     const TOKENS: u32 = 8;
     let id = st.id.clone();
     let version = st.version.clone();
+    let gate_of = st.clone();
     let events = stream::unfold((0u32, busy), move |(i, busy)| {
         let id = id.clone();
         let version = version.clone();
+        let mut gate = gate_of.gate.subscribe();
         async move {
             if i > TOKENS {
                 drop(busy);
                 return None;
             }
             if i > 0 {
+                // A closed gate holds the stream after its first event, until a test opens it.
+                let _ = gate.wait_for(|open| *open).await;
                 tokio::time::sleep(Duration::from_secs_f64(latency_ms.max(1.0) / 1000.0)).await;
             }
             let line = if i == TOKENS {

@@ -27,6 +27,9 @@ pub struct Faults {
     pub latency_ms: f64,
     /// Uniform jitter in milliseconds.
     pub jitter_ms: f64,
+    /// Token streams stop after their first event until this is set back to false (lets tests prove
+    /// a proxy forwards a stream's first byte without waiting for the rest).
+    pub stream_gate: bool,
 }
 
 impl Default for Faults {
@@ -39,6 +42,7 @@ impl Default for Faults {
             ready: true,
             latency_ms: 0.0,
             jitter_ms: 0.0,
+            stream_gate: false,
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct SimState {
     pub failed: AtomicU64,
     /// Prometheus registry of the Triton- and vLLM-style metrics.
     pub metrics: SimMetrics,
+    /// Open (true) unless `stream_gate` holds token streams after their first event.
+    pub gate: tokio::sync::watch::Sender<bool>,
 }
 
 impl SimState {
@@ -84,6 +90,7 @@ impl SimState {
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             metrics: SimMetrics::new(&args.model, &args.version),
+            gate: tokio::sync::watch::Sender::new(true),
         }
     }
 

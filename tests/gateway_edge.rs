@@ -1,0 +1,143 @@
+//! The gateway as a public edge: streaming without buffering, request size limits, HTTP/2 cleartext.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const CONFIG: &str = "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners: [{ name: public, address: 127.90.0.1:8080, protocols: [http1, h2c] }]
+      admin: { address: 127.90.0.1:9901 }
+gateway:
+  limits: { max_request_headers: 2KiB, max_request_body: 1KiB }
+  retries: { attempts: 0 }
+models:
+  - name: llm
+    versions: [{ name: v1, endpoints: [{ id: s1, address: 127.90.1.1:8000, region: r, zone: r-a }] }]
+";
+
+#[test]
+fn streams_limits_and_h2c() {
+    let dir = scratch("edge");
+    let cfg = dir.join("meridian.yaml");
+    write_config(&cfg, CONFIG);
+    let _sim = sim("127.90.1.1:8000", "s1", "llm", "v1", &["--latency", "1ms"]);
+    let (public, admin) = ("127.90.0.1:8080", "127.90.0.1:9901");
+    let _gw = gateway(&cfg, "r", None, admin, public);
+    let c = client();
+
+    // Streaming: the backend holds its token stream after the first event until the test opens the
+    // gate. The first event must reach the client through the gateway while the backend is still
+    // holding: a buffering proxy would deadlock here (and fail at the client's 20 s bound).
+    sim_control("127.90.1.1:8000", json!({"stream_gate": true}));
+    let mut resp = c
+        .post(format!("http://{public}/v2/models/llm/generate_stream"))
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut got = String::new();
+    let mut buf = [0u8; 1024];
+    while !got.contains("\n\n") {
+        let n = resp.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended before its first event: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        got.starts_with("data: {") && got.contains("\"token\":0") && !got.contains("[DONE]"),
+        "{got}"
+    );
+    sim_control("127.90.1.1:8000", json!({"stream_gate": false}));
+    let mut rest = String::new();
+    resp.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("\"token\":7") && rest.trim_end().ends_with("data: [DONE]"),
+        "{rest}"
+    );
+
+    // 413: a declared body over the 1KiB limit, and a streamed (chunked) one.
+    let big = "x".repeat(4096);
+    let r = c
+        .post(format!("http://{public}/v2/models/llm/infer"))
+        .body(big.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["error"], "request body is 4096 bytes, more than the 1024 allowed");
+    let chunks = std::iter::repeat_n(bytes_of(&big[..512]), 8);
+    let r = c
+        .post(format!("http://{public}/v2/models/llm/infer"))
+        .body(reqwest::blocking::Body::new(ChunkReader::new(chunks.collect())))
+        .send();
+    match r {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => panic!("a streamed body over the limit must get 413, got {e}"),
+    }
+    // 431: a header block over the 2KiB limit.
+    let r = c
+        .post(format!("http://{public}/v2/models/llm/infer"))
+        .header("x-padding", "p".repeat(3000))
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    // Requests under the limits pass, and the backend was not blamed for the client's oversize bodies.
+    assert_eq!(infer(&c, public, "/v2/models/llm/infer", &[]).status, 200);
+    assert_eq!(endpoint(admin, "s1")["ejected"], false);
+
+    // HTTP/2 with prior knowledge (h2c) on the same listener.
+    let h2 = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let r = h2
+        .post(format!("http://{public}/v2/models/llm/infer"))
+        .body(r#"{"inputs":[]}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["served_by"], "s1");
+}
+
+fn bytes_of(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+/// A body of unknown length, so the client sends it chunked.
+struct ChunkReader {
+    chunks: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl ChunkReader {
+    fn new(chunks: Vec<Vec<u8>>) -> Self {
+        ChunkReader { chunks: chunks.into() }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.chunks.pop_front() {
+            Some(c) => {
+                let n = c.len().min(buf.len());
+                buf[..n].copy_from_slice(&c[..n]);
+                if n < c.len() {
+                    self.chunks.push_front(c[n..].to_vec());
+                }
+                Ok(n)
+            }
+            None => Ok(0),
+        }
+    }
+}
