@@ -141,3 +141,60 @@ impl Read for ChunkReader {
         }
     }
 }
+
+#[test]
+fn tls_termination_with_alpn_h2() {
+    let dir = scratch("tls");
+    let cfg = dir.join("meridian.yaml");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/tls");
+    write_config(
+        &cfg,
+        &format!(
+            "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners:
+        - name: tls
+          address: 127.91.0.1:8443
+          protocols: [http1, h2]
+          tls:
+            certificates: [{{ server_names: [api.example.com], cert: {examples}/api.pem, key: {examples}/api.key }}]
+        - {{ name: plain, address: 127.91.0.1:8080 }}
+      admin: {{ address: 127.91.0.1:9901 }}
+models:
+  - name: llm
+    versions: [{{ name: v1, endpoints: [{{ id: t1, address: 127.91.1.1:8000, region: r, zone: r-a }}] }}]
+"
+        ),
+    );
+    let _sim = sim("127.91.1.1:8000", "t1", "llm", "v1", &[]);
+    let _gw = gateway(&cfg, "r", None, "127.91.0.1:9901", "127.91.0.1:8080");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(format!("{examples}/ca.pem")).unwrap()).unwrap();
+    let tls = reqwest::blocking::Client::builder()
+        .add_root_certificate(ca)
+        .resolve("api.example.com", "127.91.0.1:8443".parse().unwrap())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let r = tls
+        .post("https://api.example.com:8443/v2/models/llm/infer")
+        .body(r#"{"inputs":[]}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN negotiates h2");
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["served_by"], "t1");
+    // A client that does not trust the CA is refused at the handshake.
+    let untrusting = reqwest::blocking::Client::builder()
+        .resolve("api.example.com", "127.91.0.1:8443".parse().unwrap())
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    assert!(untrusting
+        .get("https://api.example.com:8443/v2/health/live")
+        .send()
+        .is_err());
+}

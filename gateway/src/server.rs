@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -47,13 +48,18 @@ pub fn run(config: &Path, region: Option<&str>, zone: Option<&str>, threads: Opt
         match &l.tls {
             None => proxy.add_tcp(&l.address.to_string()),
             Some(tls) => {
+                // One certificate for now (the first); SNI selection across several, hot reload and
+                // client certificates go through TlsSettings' cert resolver and verifier (issue 4).
                 let Some(cert) = tls.certificates.first() else { continue };
                 let base = &routes.snap.base_dir;
-                proxy.add_tls(
-                    &l.address.to_string(),
+                let mut settings = TlsSettings::intermediate(
                     &base.join(&cert.cert).to_string_lossy(),
                     &base.join(&cert.key).to_string_lossy(),
                 )?;
+                if l.protocols.contains(&meridian_config::schema::Protocol::H2) {
+                    settings.enable_h2();
+                }
+                proxy.add_tls_with_settings(&l.address.to_string(), None, settings);
             }
         }
         println!("gateway {} listening on {} ({})", gw.region, l.address, l.name);
