@@ -178,7 +178,7 @@ dns:
 
     fn zs() -> ZoneSet {
         let snap = Snapshot::compile(load_str(CFG, "t", std::path::Path::new(".")).unwrap());
-        ZoneSet::build(Arc::new(snap), 7).unwrap()
+        ZoneSet::build(Arc::new(snap), 7, &crate::metrics::DnsMetrics::new()).unwrap()
     }
 
     fn q(zs: &ZoneSet, name: &str, t: RecordType, health: &[bool]) -> Answer {

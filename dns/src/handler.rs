@@ -1,20 +1,16 @@
-//! The hickory-server adapter: decodes the client's EDNS (payload size, Client Subnet), asks the
-//! answer core, and encodes the response with AA, the SOA on negative answers, the ECS option echoed
-//! with its scope (RFC 7871), and TC when the answer does not fit the client's UDP buffer (hickory
-//! truncates to the response EDNS payload size).
+//! The hickory-server adapter: hands each request to [`reply`](crate::reply::reply) and encodes the
+//! result with hickory's response builder, which also sets TC when the answer does not fit the
+//! response EDNS payload size.
 
 use std::sync::Arc;
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use crate::answer::{answer, Answer};
-use crate::gslb::Client;
-use crate::metrics::{qtype_label, rcode_label};
+use crate::reply::reply;
 use crate::state::DnsState;
 
 /// Answers queries from the shared state.
@@ -36,87 +32,31 @@ fn failed(request: &Request, code: ResponseCode) -> ResponseInfo {
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
         let zones = self.state.zones.load();
-        let proto = if request.protocol() == Protocol::Tcp {
-            "tcp"
-        } else {
-            "udp"
-        };
-        let builder_edns;
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        let (rcode, qtype) = if request.metadata.op_code != OpCode::Query {
-            (ResponseCode::NotImp, "other")
-        } else {
-            match request.request_info() {
-                Err(_) => (ResponseCode::FormErr, "other"),
-                Ok(info) => {
-                    let q = info.query;
-                    let ecs = request
-                        .edns
-                        .as_ref()
-                        .and_then(|e| match e.options().get(EdnsCode::Subnet) {
-                            Some(EdnsOption::Subnet(s)) => Some(*s),
-                            _ => None,
-                        });
-                    let client = Client {
-                        resolver: request.src().ip(),
-                        subnet: ecs.map(|s| (s.addr(), s.source_prefix())),
-                    };
-
-                    let a: Answer = answer(&zones, q.name(), q.query_type(), &self.state.health(), &client);
-                    for r in &a.regions {
-                        self.state
-                            .metrics
-                            .answers
-                            .with_label_values(&[q.name().to_string().as_str(), &*zones.regions[*r].name])
-                            .inc();
-                    }
-                    builder_edns = request.edns.as_ref().map(|req| {
-                        let mut e = Edns::new();
-                        // Never more than the client can take, nor more than we allow (RFC 9715).
-                        e.set_max_payload(req.max_payload().clamp(512, zones.max_udp_payload.max(512)));
-                        if let Some(s) = ecs {
-                            e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
-                                s.addr(),
-                                s.source_prefix(),
-                                a.scope.unwrap_or(0),
-                            )));
-                        }
-                        e
-                    });
-                    metadata.authoritative = a.authoritative;
-                    metadata.response_code = a.rcode;
-                    let msg = MessageResponseBuilder::new(&request.queries, builder_edns.as_ref()).build(
-                        metadata,
-                        a.answers.iter(),
-                        a.authority.iter(),
-                        std::iter::empty(),
-                        std::iter::empty(),
-                    );
-                    let label = qtype_label(q.query_type());
-                    self.state
-                        .metrics
-                        .queries
-                        .with_label_values(&[label, rcode_label(a.rcode), proto])
-                        .inc();
-                    return match response.send_response(msg).await {
-                        Ok(info) => info,
-                        Err(e) => {
-                            tracing::debug!("sending a DNS response failed: {e}");
-                            failed(request, ResponseCode::ServFail)
-                        }
-                    };
-                }
+        let tcp = request.protocol() == Protocol::Tcp;
+        let info = request.request_info().ok();
+        let question = info.as_ref().map(|i| (i.query.name(), i.query.query_type()));
+        let r = reply(
+            &self.state,
+            &zones,
+            &request.metadata,
+            question,
+            request.edns.as_ref(),
+            request.src().ip(),
+            tcp,
+        );
+        let msg = MessageResponseBuilder::new(&request.queries, r.edns.as_ref()).build(
+            r.metadata,
+            r.answer.answers.iter(),
+            r.answer.authority.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        match response.send_response(msg).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!("sending a DNS response failed: {e}");
+                failed(request, ResponseCode::ServFail)
             }
-        };
-        self.state
-            .metrics
-            .queries
-            .with_label_values(&[qtype, rcode_label(rcode), proto])
-            .inc();
-        let msg = MessageResponseBuilder::new(&request.queries, None).error_msg(&request.metadata, rcode);
-        response
-            .send_response(msg)
-            .await
-            .unwrap_or_else(|_| failed(request, rcode))
+        }
     }
 }

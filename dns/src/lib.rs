@@ -13,8 +13,10 @@ pub mod gslb;
 pub mod handler;
 pub mod metrics;
 pub mod probe;
+pub mod reply;
 pub mod server;
 pub mod state;
+pub mod udp;
 pub mod zones;
 
 pub use server::run;

@@ -9,6 +9,7 @@ pub struct DnsMetrics {
     registry: Registry,
     /// `meridian_dns_queries_total{qtype,rcode,protocol}`.
     pub queries: IntCounterVec,
+    table: Vec<prometheus::IntCounter>,
     /// `meridian_dns_gslb_answers_total{name,region}`.
     pub answers: IntCounterVec,
     /// `meridian_dns_config_reloads_total{result}`.
@@ -54,12 +55,33 @@ impl DnsMetrics {
         registry
             .register(Box::new(region_healthy.clone()))
             .expect("metric registered once");
+        // Every (type, rcode, transport) series resolved up front: the query path only increments.
+        let table = QTYPES
+            .iter()
+            .flat_map(|q| {
+                RCODES
+                    .iter()
+                    .flat_map(move |r| PROTOCOLS.iter().map(move |p| (*q, *r, *p)))
+            })
+            .map(|(q, r, p)| queries.with_label_values(&[q, r, p]))
+            .collect();
         DnsMetrics {
             registry,
             queries,
+            table,
             answers,
             reloads,
             region_healthy,
+        }
+    }
+
+    /// Counts one query, without a label lookup.
+    pub fn query(&self, qtype: usize, rcode: usize, protocol: usize) {
+        if let Some(c) = self
+            .table
+            .get((qtype * RCODES.len() + rcode) * PROTOCOLS.len() + protocol)
+        {
+            c.inc();
         }
     }
 
@@ -77,35 +99,50 @@ impl DnsMetrics {
     }
 }
 
-/// A query type as a bounded label.
-pub fn qtype_label(t: hickory_proto::rr::RecordType) -> &'static str {
+/// Query type labels; anything else counts as `other`.
+const QTYPES: [&str; 12] = [
+    "A", "AAAA", "CNAME", "MX", "NS", "SOA", "TXT", "SRV", "CAA", "HTTPS", "ANY", "other",
+];
+/// Response code labels (standard mnemonics).
+const RCODES: [&str; 7] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "OTHER",
+];
+const PROTOCOLS: [&str; 2] = ["udp", "tcp"];
+
+/// Index of a query type in [`QTYPES`].
+pub fn qtype_index(t: hickory_proto::rr::RecordType) -> usize {
     use hickory_proto::rr::RecordType as T;
     match t {
-        T::A => "A",
-        T::AAAA => "AAAA",
-        T::CNAME => "CNAME",
-        T::MX => "MX",
-        T::NS => "NS",
-        T::SOA => "SOA",
-        T::TXT => "TXT",
-        T::SRV => "SRV",
-        T::CAA => "CAA",
-        T::HTTPS => "HTTPS",
-        T::ANY => "ANY",
-        _ => "other",
+        T::A => 0,
+        T::AAAA => 1,
+        T::CNAME => 2,
+        T::MX => 3,
+        T::NS => 4,
+        T::SOA => 5,
+        T::TXT => 6,
+        T::SRV => 7,
+        T::CAA => 8,
+        T::HTTPS => 9,
+        T::ANY => 10,
+        _ => 11,
     }
 }
 
-/// A response code as its standard mnemonic (NOERROR, NXDOMAIN, ...).
-pub fn rcode_label(c: hickory_proto::op::ResponseCode) -> &'static str {
+/// Index of a response code in [`RCODES`].
+pub fn rcode_index(c: hickory_proto::op::ResponseCode) -> usize {
     use hickory_proto::op::ResponseCode as R;
     match c {
-        R::NoError => "NOERROR",
-        R::FormErr => "FORMERR",
-        R::ServFail => "SERVFAIL",
-        R::NXDomain => "NXDOMAIN",
-        R::NotImp => "NOTIMP",
-        R::Refused => "REFUSED",
-        _ => "OTHER",
+        R::NoError => 0,
+        R::FormErr => 1,
+        R::ServFail => 2,
+        R::NXDomain => 3,
+        R::NotImp => 4,
+        R::Refused => 5,
+        _ => 6,
     }
+}
+
+/// Index of a transport: 0 UDP, 1 TCP.
+pub fn protocol_index(tcp: bool) -> usize {
+    usize::from(tcp)
 }

@@ -69,6 +69,7 @@ async fn probe_region(state: Arc<DnsState>, region: String, health: Arc<RegionHe
         };
         if now != was {
             health.healthy.store(now, Ordering::Relaxed);
+            state.refresh_health();
             tracing::warn!(region, healthy = now, "region health changed");
         }
         tokio::time::sleep(p.interval.get()).await;
@@ -113,6 +114,8 @@ pub async fn supervise(state: Arc<DnsState>) {
                 .entry(name.clone())
                 .or_insert_with(|| tokio::spawn(probe_region(state.clone(), name, health, client.clone())));
         }
+        // Also ages control reports out of the query path's view.
+        state.refresh_health();
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

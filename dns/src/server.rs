@@ -28,14 +28,17 @@ pub fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
             .clone()
             .context("the config has no dns section")?;
         let mut server = Server::new(Handler { state: state.clone() });
+        let workers = threads.unwrap_or(2).max(1);
+        let mut udp_tasks = Vec::new();
         for addr in &dns.listen {
-            let udp = tokio::net::UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("binding UDP {addr}"))?;
+            // UDP: the fast path, one SO_REUSEPORT socket per worker. TCP: hickory-server.
+            for _ in 0..workers {
+                let udp = crate::udp::bind(*addr).with_context(|| format!("binding UDP {addr}"))?;
+                udp_tasks.push(tokio::spawn(crate::udp::serve(udp, state.clone())));
+            }
             let tcp = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding TCP {addr}"))?;
-            server.register_socket(udp);
             server.register_listener(tcp, Duration::from_secs(10), 64);
             println!("dns listening on {addr} (udp, tcp)");
         }
@@ -51,7 +54,7 @@ pub fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        for t in tasks {
+        for t in tasks.into_iter().chain(udp_tasks) {
             t.abort();
         }
         let _ = server.shutdown_gracefully().await;

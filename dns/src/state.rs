@@ -46,8 +46,10 @@ pub struct DnsState {
     pub zones: ArcSwap<ZoneSet>,
     /// Health by region name.
     pub health: Mutex<HashMap<String, Arc<RegionHealth>>>,
-    /// Health in region-index order of the current zones, for the query path.
+    /// Health in region-index order of the current zones.
     pub by_index: ArcSwap<Vec<Arc<RegionHealth>>>,
+    /// [`Self::health`] as of the last change or tick, for the query path (no allocation per query).
+    pub health_now: ArcSwap<Health>,
     /// Metrics.
     pub metrics: DnsMetrics,
     serial: AtomicU32,
@@ -67,13 +69,15 @@ impl DnsState {
         let config = ConfigFile::new(path);
         let snap = config.load().map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
         let serial = clock_serial();
-        let zones = ZoneSet::build(Arc::new(snap), serial).map_err(anyhow::Error::msg)?;
+        let metrics = DnsMetrics::new();
+        let zones = ZoneSet::build(Arc::new(snap), serial, &metrics).map_err(anyhow::Error::msg)?;
         let state = DnsState {
             config,
             by_index: ArcSwap::from_pointee(Vec::new()),
+            health_now: ArcSwap::from_pointee(Health::default()),
             zones: ArcSwap::from_pointee(zones),
             health: Mutex::new(HashMap::new()),
-            metrics: DnsMetrics::new(),
+            metrics,
             serial: AtomicU32::new(serial),
         };
         state.index_health();
@@ -89,6 +93,14 @@ impl DnsState {
             .map(|r| map.entry(r.name.to_string()).or_default().clone())
             .collect();
         self.by_index.store(Arc::new(v));
+        drop(map);
+        self.refresh_health();
+    }
+
+    /// Recomputes the query path's view of health (on probe changes, reports, reloads, and ticks
+    /// that age reports out).
+    pub fn refresh_health(&self) {
+        self.health_now.store(Arc::new(self.health()));
     }
 
     /// Health of each region of the current zones, by index: probes, and control reports younger
@@ -118,6 +130,8 @@ impl DnsState {
         match map.get(region) {
             Some(h) => {
                 *h.report.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), capacity));
+                drop(map);
+                self.refresh_health();
                 true
             }
             None => false,
@@ -132,7 +146,7 @@ impl DnsState {
             .map_err(|e: ConfigErrors| e.to_string())
             .and_then(|snap| {
                 let serial = clock_serial().max(self.serial.load(Ordering::Relaxed) + 1);
-                ZoneSet::build(Arc::new(snap), serial).map(|z| (z, serial))
+                ZoneSet::build(Arc::new(snap), serial, &self.metrics).map(|z| (z, serial))
             });
         match result {
             Ok((zones, serial)) => {

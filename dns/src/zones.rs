@@ -14,6 +14,7 @@ use meridian_config::Snapshot;
 
 use crate::geo::CidrMap;
 use crate::gslb::Policy;
+use crate::metrics::DnsMetrics;
 
 /// Everything the DNS server answers from, for one config generation.
 #[derive(Debug)]
@@ -71,6 +72,8 @@ pub struct GslbEntry {
     pub ttl: u32,
     /// Models whose healthy capacity (from control reports) keeps a region up; all when empty.
     pub models: Vec<String>,
+    /// `meridian_dns_gslb_answers_total` of this name, by region index, resolved up front.
+    pub answer_counters: Vec<prometheus::IntCounter>,
 }
 
 fn fqdn(n: &str) -> Result<Name, String> {
@@ -83,7 +86,7 @@ fn secs(d: meridian_config::units::Duration) -> u32 {
 
 impl ZoneSet {
     /// Compiles the DNS section of a validated config; `serial` is the SOA serial to publish.
-    pub fn build(snap: Arc<Snapshot>, serial: u32) -> Result<ZoneSet, String> {
+    pub fn build(snap: Arc<Snapshot>, serial: u32, metrics: &DnsMetrics) -> Result<ZoneSet, String> {
         let dns = snap.config.dns.as_ref().ok_or("the config has no dns section")?;
         let regions: Vec<RegionInfo> = snap
             .config
@@ -197,6 +200,14 @@ impl ZoneSet {
                         candidates,
                         ttl: secs(g.ttl),
                         models: g.models.clone(),
+                        answer_counters: regions
+                            .iter()
+                            .map(|r| {
+                                metrics
+                                    .answers
+                                    .with_label_values(&[&format!("{}.", normalize(&g.name)), &*r.name])
+                            })
+                            .collect(),
                     },
                 );
             }
