@@ -198,3 +198,86 @@ models:
         .send()
         .is_err());
 }
+
+#[test]
+fn admission_sheds_by_priority_queues_and_meets_the_deadline() {
+    let dir = scratch("admission");
+    let cfg = dir.join("meridian.yaml");
+    write_config(
+        &cfg,
+        "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners: [{ name: public, address: 127.92.0.1:8080 }]
+      admin: { address: 127.92.0.1:9901 }
+models:
+  - name: busy
+    versions: [{ name: v1, endpoints: [{ id: b1, address: 127.92.1.1:8000, region: r, zone: r-a }] }]
+    limits:
+      per_model_concurrency: 2
+      queue: { size: 1, timeout: 2s }
+      shed_sheddable_at: 50
+    timeouts: { first_byte: 20s }
+    retries: { attempts: 0 }
+",
+    );
+    let _sim = sim("127.92.1.1:8000", "b1", "busy", "v1", &[]);
+    let (public, admin) = ("127.92.0.1:8080", "127.92.0.1:9901");
+    let _gw = gateway(&cfg, "r", None, admin, public);
+    let c = client();
+    let metric = |name: &str| -> f64 {
+        let text = c.get(format!("http://{admin}/metrics")).send().unwrap().text().unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    };
+    // Two requests hold both slots (the backend hangs).
+    sim_control("127.92.1.1:8000", json!({"hang": true}));
+    let holders: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || infer(&client(), public, "/v2/models/busy/infer", &[]).status))
+        .collect();
+    wait_until("both slots taken", Duration::from_secs(10), || {
+        endpoint(admin, "b1")["in_flight"] == 2
+    });
+
+    // Sheddable: refused at once with 429 and Retry-After.
+    let r = c
+        .post(format!("http://{public}/v2/models/busy/infer"))
+        .header("x-priority", "sheddable")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    // Standard: waits in the queue, then 503 at the deadline.
+    let queued = std::thread::spawn(move || {
+        let r = client()
+            .post(format!("http://{public}/v2/models/busy/infer"))
+            .body("{}")
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.headers().get("retry-after").is_some())
+    });
+    wait_until("one request queued", Duration::from_secs(10), || {
+        metric(r#"meridian_queue_waiting{model_name="busy"} "#) == 1.0
+    });
+    // The queue (size 1) is full: the next standard request is refused with 429.
+    assert_eq!(infer(&c, public, "/v2/models/busy/infer", &[]).status, 429);
+    assert_eq!(queued.join().unwrap(), (503, true));
+    assert_eq!(
+        metric(r#"meridian_shed_total{model_name="busy",priority="sheddable",reason="low_priority"} "#),
+        1.0
+    );
+    assert_eq!(
+        metric(r#"meridian_shed_total{model_name="busy",priority="standard",reason="queue_full"} "#),
+        1.0
+    );
+    assert_eq!(
+        metric(r#"meridian_shed_total{model_name="busy",priority="standard",reason="queue_deadline"} "#),
+        1.0
+    );
+    // The two holders stay hung until the harness stops the processes.
+    drop(holders);
+}

@@ -91,6 +91,8 @@ pub struct Cluster {
     pub levels: Vec<Level>,
     locality: Locality,
     loads: ArcSwap<Loads>,
+    /// Per-endpoint concurrency limit; endpoints at it are skipped.
+    max_in_flight: u32,
 }
 
 /// An endpoint chosen for a request.
@@ -158,7 +160,14 @@ impl Cluster {
                 epoch: u64::MAX,
                 levels: Vec::new(),
             }),
+            max_in_flight: u32::MAX,
         }
+    }
+
+    /// Sets the per-endpoint concurrency limit.
+    pub fn with_max_in_flight(mut self, n: u32) -> Self {
+        self.max_in_flight = n.max(1);
+        self
     }
 
     /// Every endpoint of the cluster.
@@ -220,7 +229,11 @@ impl Cluster {
         for strict in [true, false] {
             for i in order.clone() {
                 let panic = loads.levels.get(i).is_some_and(|l| l.panic);
-                let usable = |e: &EndpointState| (panic || e.available()) && (!strict || !exclude.contains(&e.address));
+                let usable = |e: &EndpointState| {
+                    (panic || e.available())
+                        && e.in_flight() < self.max_in_flight
+                        && (!strict || !exclude.contains(&e.address))
+                };
                 if let Some(endpoint) = p2c(&self.levels[i], now, rng, usable) {
                     return Some(Pick { endpoint, level: i });
                 }

@@ -7,6 +7,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod admission;
 pub mod budget;
 pub mod classify;
 pub mod clock;

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub ejections: IntCounterVec,
     /// `meridian_config_reloads_total{result}`.
     pub reloads: IntCounterVec,
+    /// `meridian_shed_total{model_name,priority,reason}`.
+    pub shed: IntCounterVec,
     /// `meridian_access_log_dropped_total`.
     pub access_log_dropped: IntCounter,
     generation: IntGauge,
@@ -46,6 +48,7 @@ pub struct Metrics {
     endpoint_latency: GaugeVec,
     endpoint_headroom: GaugeVec,
     level_share: GaugeVec,
+    queue_waiting: GaugeVec,
     retries_in_flight: Gauge,
 }
 
@@ -150,6 +153,12 @@ impl Metrics {
                 "Config reloads, by result",
                 &["result"],
             ),
+            shed: counter(
+                &r,
+                "meridian_shed_total",
+                "Requests refused by admission control, by priority class and reason",
+                &["model_name", "priority", "reason"],
+            ),
             access_log_dropped: dropped,
             generation,
             endpoint_state: gauge(
@@ -183,6 +192,12 @@ impl Metrics {
                 &["model_name", "model_version", "locality"],
             ),
             retries_in_flight,
+            queue_waiting: gauge(
+                &r,
+                "meridian_queue_waiting",
+                "Requests waiting for a model concurrency slot",
+                &["model_name"],
+            ),
             registry: r,
         }
     }
@@ -227,6 +242,7 @@ impl Metrics {
             &self.endpoint_latency,
             &self.endpoint_headroom,
             &self.level_share,
+            &self.queue_waiting,
         ] {
             g.reset();
         }
@@ -234,6 +250,9 @@ impl Metrics {
         let epoch = gw.registry.epoch();
         for (m, versions) in routes.clusters.iter().enumerate() {
             let model = &routes.snap.models[m];
+            self.queue_waiting
+                .with_label_values(&[&model.name])
+                .set(f64::from(routes.admission[m].waiting()));
             for (v, cluster) in versions.iter().enumerate() {
                 let version = &model.versions[v].name;
                 let loads = cluster.level_loads(epoch);

@@ -59,6 +59,8 @@ pub struct Ctx {
     known_version: bool,
     /// Request body bytes seen.
     bytes_in: usize,
+    /// The model concurrency slot this request holds, released when the request ends.
+    _admitted: Option<crate::admission::Admitted>,
 }
 
 /// A request being mirrored: the copy goes out once the client's request is complete.
@@ -266,6 +268,42 @@ impl ProxyHttp for Proxy {
                 limit: routes.snap.models[m].policy.retries.buffer_body.bytes() as usize,
                 overflow: false,
             });
+            // Admission: the request's priority class from its header, else its rule, else the default.
+            let limits = &routes.snap.models[m].policy.limits;
+            let asked = session
+                .req_header()
+                .headers
+                .get(limits.priority_header.as_str())
+                .map(|v| v.as_bytes());
+            let class = crate::admission::class_of(asked)
+                .or(sel.priority)
+                .unwrap_or(limits.default_priority);
+            match routes.admission[m].admit(class).await {
+                Ok(slot) => ctx._admitted = Some(slot),
+                Err(shed) => {
+                    let (status, reason) = shed.status();
+                    let model = &routes.snap.models[m].name;
+                    let class_label = format!("{class:?}").to_lowercase();
+                    self.gw
+                        .metrics
+                        .shed
+                        .with_label_values(&[&**model, class_label.as_str(), reason])
+                        .inc();
+                    let msg = match shed {
+                        crate::admission::Shed::LowPriority => {
+                            format!("model {model} is busy; {class_label} requests are shed first")
+                        }
+                        crate::admission::Shed::QueueFull => {
+                            format!("model {model} is at its concurrency limit and its queue is full")
+                        }
+                        crate::admission::Shed::Deadline => {
+                            format!("model {model} stayed at its concurrency limit past the queue deadline")
+                        }
+                    };
+                    Reply::error(status, msg).send(session).await?;
+                    return Ok(true);
+                }
+            }
         }
 
         ctx._active = Some(self.gw.budget.request());

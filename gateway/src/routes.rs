@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use meridian_config::Snapshot;
 
+use crate::admission::Admission;
 use crate::cluster::{Cluster, Origin};
 use crate::endpoint::Registry;
 use crate::metrics::{Metrics, VersionSeries};
@@ -23,6 +24,8 @@ pub struct Routes {
     pub clusters: Vec<Vec<Arc<Cluster>>>,
     /// Metric series by model and version index.
     pub series: Vec<Vec<VersionSeries>>,
+    /// Admission control by model index.
+    pub admission: Vec<Admission>,
 }
 
 impl Routes {
@@ -56,13 +59,8 @@ impl Routes {
                 m.versions
                     .iter()
                     .map(|v| {
-                        Arc::new(Cluster::build(
-                            &snap,
-                            origin,
-                            &v.endpoints,
-                            registry,
-                            &m.policy.locality,
-                        ))
+                        let c = Cluster::build(&snap, origin, &v.endpoints, registry, &m.policy.locality);
+                        Arc::new(c.with_max_in_flight(m.policy.limits.per_endpoint_concurrency))
                     })
                     .collect()
             })
@@ -77,12 +75,14 @@ impl Routes {
                     .collect()
             })
             .collect();
+        let admission = snap.models.iter().map(|m| Admission::new(&m.policy.limits)).collect();
         Ok(Routes {
             snap,
             generation,
             origin,
             clusters,
             series,
+            admission,
         })
     }
 }
