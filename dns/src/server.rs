@@ -29,12 +29,11 @@ pub fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
             .context("the config has no dns section")?;
         let mut server = Server::new(Handler { state: state.clone() });
         let workers = threads.unwrap_or(2).max(1);
-        let mut udp_tasks = Vec::new();
         for addr in &dns.listen {
             // UDP: the fast path, one SO_REUSEPORT socket per worker. TCP: hickory-server.
             for _ in 0..workers {
                 let udp = crate::udp::bind(*addr).with_context(|| format!("binding UDP {addr}"))?;
-                udp_tasks.push(tokio::spawn(crate::udp::serve(udp, state.clone())));
+                crate::udp::spawn_worker(udp, state.clone()).context("starting a UDP worker")?;
             }
             let tcp = tokio::net::TcpListener::bind(addr)
                 .await
@@ -54,7 +53,7 @@ pub fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        for t in tasks.into_iter().chain(udp_tasks) {
+        for t in tasks {
             t.abort();
         }
         let _ = server.shutdown_gracefully().await;
