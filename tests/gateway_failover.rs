@@ -4,8 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -240,33 +238,11 @@ models:
     ];
     let (public, admin) = ("127.32.0.1:8080", "127.32.0.1:9901");
     let _gw = gateway(&cfg, "r", None, admin, public);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let workers: Vec<_> = (0..6)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                let c = client();
-                while !stop.load(Ordering::Relaxed) {
-                    let a = infer(&c, public, "/v2/models/m/infer", &[]);
-                    if a.status == 200 { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    wait_until("load flowing", Duration::from_secs(10), || {
-        ok.load(Ordering::Relaxed) >= 1000
-    });
+    let load = Load::start(public, "/v2/models/m/infer", 6);
+    load.wait_for_more(1000, "load flowing");
     victim.kill();
-    let at_kill = ok.load(Ordering::Relaxed);
-    wait_until("more load after the kill", Duration::from_secs(30), || {
-        ok.load(Ordering::Relaxed) >= at_kill + 3000
-    });
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    load.wait_for_more(3000, "more load after the kill");
+    let (ok, failed) = load.stop();
     let total = ok + failed;
     println!(
         "kill under load: {failed} failed of {total} ({:.4}%)",

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -59,40 +57,17 @@ fn a_hundred_reloads_under_load_fail_no_request() {
     ];
     let (public, admin) = ("127.40.0.1:8080", "127.40.0.1:9901");
     let _gw = gateway(&cfg, "r", None, admin, public);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                let c = client();
-                while !stop.load(Ordering::Relaxed) {
-                    let a = infer(&c, public, "/v2/models/m/infer", &[]);
-                    if a.status == 200 { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(public, "/v2/models/m/infer", 4);
     let start = generation(admin);
     for i in 0..100u32 {
         write_config(&cfg, &config(p, 50 + (i % 2) * 40, false));
         let (status, body) = admin_post(admin, "/reload");
         assert_eq!(status, 200, "{body}");
         // Let requests flow on each generation before the next swap.
-        let seen = ok.load(Ordering::Relaxed);
-        wait_until("requests between reloads", Duration::from_secs(10), || {
-            ok.load(Ordering::Relaxed) >= seen + 20
-        });
+        load.wait_for_more(20, "requests between reloads");
     }
-    let after = ok.load(Ordering::Relaxed);
-    wait_until("load continues after the reloads", Duration::from_secs(10), || {
-        ok.load(Ordering::Relaxed) > after + 100
-    });
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    load.wait_for_more(100, "load continues after the reloads");
+    let (ok, failed) = load.stop();
     println!("100 reloads under load: {failed} failed of {}", ok + failed);
     assert_eq!(
         failed,

@@ -217,3 +217,61 @@ pub fn admin_post(admin: &str, path: &str) -> (u16, Value) {
     let r = client().post(format!("http://{admin}{path}")).send().unwrap();
     (r.status().as_u16(), r.json().unwrap_or(Value::Null))
 }
+
+/// Closed-loop load: `threads` clients POSTing V2 inferences to `public` until stopped, counting
+/// successes and failures.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the clients.
+    pub fn start(public: &'static str, path: &'static str, threads: usize) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let workers = (0..threads)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let c = client();
+                    while !stop.load(Ordering::Relaxed) {
+                        let a = infer(&c, public, path, &[]);
+                        if a.status == 200 { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            workers,
+        }
+    }
+
+    /// Successful requests so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests have succeeded.
+    pub fn wait_for_more(&self, n: u64, what: &str) {
+        let base = self.ok();
+        wait_until(what, Duration::from_secs(30), || self.ok() >= base + n);
+    }
+
+    /// Stops the clients; returns (succeeded, failed).
+    pub fn stop(self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.join().unwrap();
+        }
+        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+}
