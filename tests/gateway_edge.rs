@@ -281,3 +281,70 @@ models:
     // The two holders stay hung until the harness stops the processes.
     drop(holders);
 }
+
+#[test]
+fn openai_requests_route_by_the_body_model() {
+    let dir = scratch("openai");
+    let cfg = dir.join("meridian.yaml");
+    write_config(
+        &cfg,
+        "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners: [{ name: public, address: 127.93.0.1:8080 }]
+      admin: { address: 127.93.0.1:9901 }
+models:
+  - name: llama
+    versions: [{ name: v1, endpoints: [{ id: l1, address: 127.93.1.1:8000, region: r, zone: r-a }] }]
+  - name: mistral
+    versions: [{ name: v1, endpoints: [{ id: m1, address: 127.93.2.1:8000, region: r, zone: r-a }] }]
+",
+    );
+    let _l = sim("127.93.1.1:8000", "l1", "llama", "v1", &[]);
+    let _m = sim("127.93.2.1:8000", "m1", "mistral", "v1", &[]);
+    let (public, admin) = ("127.93.0.1:8080", "127.93.0.1:9901");
+    let _gw = gateway(&cfg, "r", None, admin, public);
+    let c = client();
+    let post = |body: String| {
+        c.post(format!("http://{public}/v1/chat/completions"))
+            .body(body)
+            .send()
+            .unwrap()
+    };
+
+    // The model picks the backend; the whole body still reaches it (the peek loses nothing).
+    let body = r#"{"model":"llama","messages":[{"role":"user","content":"hi"}]}"#.to_string();
+    let r = post(body.clone());
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(
+        (v["served_by"].as_str(), v["request_bytes"].as_u64()),
+        (Some("l1"), Some(body.len() as u64))
+    );
+    // `model` last, after 20KB of messages, arriving in several chunks.
+    let late = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"}}],"model":"mistral"}}"#,
+        "x".repeat(20_000)
+    );
+    let r = post(late.clone());
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(
+        (v["served_by"].as_str(), v["request_bytes"].as_u64()),
+        (Some("m1"), Some(late.len() as u64))
+    );
+    // Streaming chat completions pass through as SSE.
+    let r = post(r#"{"model":"llama","stream":true,"messages":[]}"#.into());
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert!(r.text().unwrap().trim_end().ends_with("data: [DONE]"));
+    // Errors: unknown model 404, no model 400, not JSON 400, model beyond the peek window 400.
+    assert_eq!(post(r#"{"model":"gpt-9"}"#.into()).status(), 404);
+    assert_eq!(post(r#"{"messages":[]}"#.into()).status(), 400);
+    assert_eq!(post("nonsense".into()).status(), 400);
+    let far = format!(r#"{{"messages":["{}"],"model":"llama"}}"#, "y".repeat(70_000));
+    let r = post(far);
+    assert_eq!(r.status(), 400);
+    let e: serde_json::Value = r.json().unwrap();
+    assert!(e["error"].as_str().unwrap().contains("first 64KiB"), "{e}");
+}

@@ -17,6 +17,7 @@ pub mod errors;
 pub mod health;
 pub mod locality;
 pub mod metrics;
+pub mod openai;
 pub mod outlier;
 pub mod proxy;
 pub mod routes;

@@ -162,10 +162,8 @@ impl Proxy {
                 let names: Vec<_> = routes.snap.models.iter().map(|m| m.name.as_ref()).collect();
                 Some(Reply::json(200, json!({ "models": names })))
             }
-            Target::OpenAi => Some(Reply::error(
-                501,
-                "OpenAI-compatible routing by body `model` is not built yet",
-            )),
+            // Routed by the body's model before this point; never answered here.
+            Target::OpenAi => Some(Reply::error(500, "internal error: unrouted OpenAI request")),
             Target::Model { .. } => None,
         }
     }
@@ -197,7 +195,41 @@ impl ProxyHttp for Proxy {
             Reply::error(431, msg).send(session).await?;
             return Ok(true);
         }
-        let (reply, chosen) = match classify(&req.method, req.uri.path()) {
+        // OpenAI-style requests name their model in the body: peek at it (bounded), then route them
+        // like any model. The bytes read are replayed to the backend from pingora's retry buffer.
+        let openai_model = if matches!(classify(&req.method, req.uri.path()), Ok(Target::OpenAi)) {
+            session.as_mut().enable_retry_buffering();
+            match peek_model(session).await? {
+                Ok(m) => Some(m),
+                Err(reply) => {
+                    ctx.routes = Some(routes.clone());
+                    // Read what the client is still sending, so it can read our answer (bounded).
+                    let limit = routes.snap.config.gateway.limits.max_request_body.bytes();
+                    let mut drained = 0u64;
+                    while drained <= limit {
+                        match session.as_mut().read_request_body().await {
+                            Ok(Some(chunk)) => drained += chunk.len() as u64,
+                            _ => break,
+                        }
+                    }
+                    session.set_keepalive(None);
+                    reply.send(session).await?;
+                    return Ok(true);
+                }
+            }
+        } else {
+            None
+        };
+        let req = session.req_header();
+        let target = match &openai_model {
+            Some(m) => Ok(Target::Model {
+                api: crate::classify::Api::OpenAi,
+                model: m.as_str(),
+                version: None,
+            }),
+            None => classify(&req.method, req.uri.path()),
+        };
+        let (reply, chosen) = match target {
             Err(ClassifyError::UnknownPath) => (
                 Some(Reply::error(404, format!("no inference route for {}", req.uri.path()))),
                 None,
@@ -551,6 +583,32 @@ impl Proxy {
         };
         if !self.gw.access_log.write(&entry, log.format) {
             self.gw.metrics.access_log_dropped.inc();
+        }
+    }
+}
+
+/// Reads the body until its `model` field shows, within [`crate::openai::PEEK_LIMIT`].
+async fn peek_model(session: &mut Session) -> pingora::Result<Result<String, Reply>> {
+    use crate::openai::{peek, Peek, PEEK_LIMIT};
+    let too_far = || Reply::error(400, "the `model` field must appear within the first 64KiB of the body");
+    let mut buf: Vec<u8> = Vec::new();
+    let mut done = false;
+    loop {
+        // What was read must fit pingora's replay buffer, or the backend would not get it all.
+        if buf.len() > PEEK_LIMIT || session.as_ref().retry_buffer_truncated() {
+            return Ok(Err(too_far()));
+        }
+        match peek(&buf) {
+            Peek::Model(m) => return Ok(Ok(m)),
+            Peek::Invalid(e) => return Ok(Err(Reply::error(400, e))),
+            Peek::NeedMore if done => {
+                return Ok(Err(Reply::error(400, "the request body is not a complete JSON object")))
+            }
+            Peek::NeedMore => {}
+        }
+        match session.as_mut().read_request_body().await? {
+            Some(chunk) => buf.extend_from_slice(&chunk),
+            None => done = true,
         }
     }
 }
