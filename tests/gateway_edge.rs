@@ -142,15 +142,14 @@ impl Read for ChunkReader {
     }
 }
 
-#[test]
-fn tls_termination_with_alpn_h2() {
-    let dir = scratch("tls");
-    let cfg = dir.join("meridian.yaml");
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/tls");
-    write_config(
-        &cfg,
-        &format!(
-            "
+fn tls_config(examples: &str, with_other: bool) -> String {
+    let other = if with_other {
+        format!("              - {{ server_names: [other.example.com], cert: {examples}/other.pem, key: {examples}/other.key }}\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "
 regions:
   - name: r
     zones: [r-a]
@@ -160,43 +159,89 @@ regions:
           address: 127.91.0.1:8443
           protocols: [http1, h2]
           tls:
-            certificates: [{{ server_names: [api.example.com], cert: {examples}/api.pem, key: {examples}/api.key }}]
-        - {{ name: plain, address: 127.91.0.1:8080 }}
+            client_ca: {examples}/ca.pem
+            certificates:
+              - {{ server_names: [api.example.com], cert: {examples}/api.pem, key: {examples}/api.key }}
+{other}        - {{ name: plain, address: 127.91.0.1:8080 }}
       admin: {{ address: 127.91.0.1:9901 }}
 models:
   - name: llm
     versions: [{{ name: v1, endpoints: [{{ id: t1, address: 127.91.1.1:8000, region: r, zone: r-a }}] }}]
 "
-        ),
-    );
+    )
+}
+
+#[test]
+fn tls_sni_certificates_mutual_tls_alpn_and_reload() {
+    let dir = scratch("tls");
+    let cfg = dir.join("meridian.yaml");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/tls");
+    write_config(&cfg, &tls_config(examples, true));
     let _sim = sim("127.91.1.1:8000", "t1", "llm", "v1", &[]);
     let _gw = gateway(&cfg, "r", None, "127.91.0.1:9901", "127.91.0.1:8080");
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(format!("{examples}/ca.pem")).unwrap()).unwrap();
-    let tls = reqwest::blocking::Client::builder()
-        .add_root_certificate(ca)
-        .resolve("api.example.com", "127.91.0.1:8443".parse().unwrap())
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let r = tls
-        .post("https://api.example.com:8443/v2/models/llm/infer")
-        .body(r#"{"inputs":[]}"#)
+    let read = |f: &str| std::fs::read(format!("{examples}/{f}")).unwrap();
+    let ca = reqwest::Certificate::from_pem(&read("ca.pem")).unwrap();
+    let identity = reqwest::Identity::from_pem(&[read("client.pem"), read("client.key")].concat()).unwrap();
+    let client = |with_identity: bool| {
+        let mut b = reqwest::blocking::Client::builder()
+            .add_root_certificate(ca.clone())
+            .resolve("api.example.com", "127.91.0.1:8443".parse().unwrap())
+            .resolve("other.example.com", "127.91.0.1:8443".parse().unwrap())
+            .timeout(Duration::from_secs(20));
+        if with_identity {
+            b = b.identity(identity.clone());
+        }
+        b.build().unwrap()
+    };
+    let tls = client(true);
+    // Each name gets its own certificate (the client checks the name), over HTTP/2 by ALPN.
+    for host in ["api.example.com", "other.example.com"] {
+        let r = tls
+            .post(format!("https://{host}:8443/v2/models/llm/infer"))
+            .body(r#"{"inputs":[]}"#)
+            .send()
+            .unwrap();
+        assert_eq!(
+            (r.status().as_u16(), r.version()),
+            (200, reqwest::Version::HTTP_2),
+            "{host}"
+        );
+        assert_eq!(r.json::<serde_json::Value>().unwrap()["served_by"], "t1");
+    }
+    // Mutual TLS: no client certificate, no connection.
+    assert!(client(false)
+        .get("https://api.example.com:8443/v2/health/live")
         .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN negotiates h2");
-    let body: serde_json::Value = r.json().unwrap();
-    assert_eq!(body["served_by"], "t1");
+        .is_err());
     // A client that does not trust the CA is refused at the handshake.
     let untrusting = reqwest::blocking::Client::builder()
         .resolve("api.example.com", "127.91.0.1:8443".parse().unwrap())
         .tls_built_in_root_certs(false)
+        .identity(identity.clone())
         .build()
         .unwrap();
     assert!(untrusting
         .get("https://api.example.com:8443/v2/health/live")
         .send()
         .is_err());
+    // Reload without the other.example.com certificate: that name now gets the default one, which the
+    // client rejects, while api.example.com keeps working (no restart).
+    write_config(&cfg, &tls_config(examples, false));
+    let (status, body) = admin_post("127.91.0.1:9901", "/reload");
+    assert_eq!(status, 200, "{body}");
+    let fresh = client(true);
+    assert!(fresh
+        .get("https://other.example.com:8443/v2/health/live")
+        .send()
+        .is_err());
+    assert_eq!(
+        fresh
+            .get("https://api.example.com:8443/v2/health/live")
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[test]

@@ -26,5 +26,6 @@ pub mod server;
 pub mod shadow;
 pub mod state;
 pub mod tasks;
+pub mod tls;
 
 pub use server::run;

@@ -4,7 +4,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -48,17 +47,9 @@ pub fn run(config: &Path, region: Option<&str>, zone: Option<&str>, threads: Opt
         match &l.tls {
             None => proxy.add_tcp(&l.address.to_string()),
             Some(tls) => {
-                // One certificate for now (the first); SNI selection across several, hot reload and
-                // client certificates go through TlsSettings' cert resolver and verifier (issue 4).
-                let Some(cert) = tls.certificates.first() else { continue };
-                let base = &routes.snap.base_dir;
-                let mut settings = TlsSettings::intermediate(
-                    &base.join(&cert.cert).to_string_lossy(),
-                    &base.join(&cert.key).to_string_lossy(),
-                )?;
-                if l.protocols.contains(&meridian_config::schema::Protocol::H2) {
-                    settings.enable_h2();
-                }
+                let h2 = l.protocols.contains(&meridian_config::schema::Protocol::H2);
+                let (settings, resolver) = crate::tls::settings(tls, &routes.snap.base_dir, h2)?;
+                gw.tls.lock().push((l.name.clone(), resolver));
                 proxy.add_tls_with_settings(&l.address.to_string(), None, settings);
             }
         }

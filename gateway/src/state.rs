@@ -43,6 +43,8 @@ pub struct Gateway {
     pub last_reload_error: Mutex<Option<String>>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Certificate resolvers of the TLS listeners, by listener name, swapped on reload.
+    pub tls: Mutex<Vec<(String, Arc<crate::tls::SniResolver>)>>,
     /// Access log sink.
     pub access_log: AccessLog,
     /// HTTP client for mirrored requests.
@@ -122,11 +124,35 @@ impl Gateway {
             reloads_failed: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
             metrics,
+            tls: Mutex::new(Vec::new()),
             access_log: AccessLog::stdout(),
             shadow_client: reqwest::Client::new(),
             ready: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
         })
+    }
+
+    /// Swaps in the TLS listeners' certificates of a new config (listeners themselves need a restart).
+    fn reload_certificates(&self, routes: &Routes) {
+        let Some(gw) = routes.snap.config.regions[routes.origin.region].gateway.as_ref() else {
+            return;
+        };
+        for (name, resolver) in self.tls.lock().iter() {
+            let Some(tls) = gw
+                .listeners
+                .iter()
+                .find(|l| &l.name == name)
+                .and_then(|l| l.tls.as_ref())
+            else {
+                continue;
+            };
+            match crate::tls::CertSet::load(tls, &routes.snap.base_dir) {
+                Ok(set) => resolver.certs.store(Arc::new(set)),
+                Err(e) => {
+                    tracing::error!(listener = %name, "certificates not reloaded, the previous ones keep serving: {e}")
+                }
+            }
+        }
     }
 
     /// Whether the file on disk differs from what was last read.
@@ -159,6 +185,7 @@ impl Gateway {
                     .flatten()
                     .flat_map(|c| c.endpoints().map(|e| e.address))
                     .collect();
+                self.reload_certificates(&routes);
                 self.routes.store(Arc::new(routes));
                 self.registry.retain(&keep);
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
