@@ -91,7 +91,23 @@ fn streams_limits_and_h2c() {
         .unwrap();
     assert_eq!(r.status(), 431);
     // Requests under the limits pass, and the backend was not blamed for the client's oversize bodies.
-    assert_eq!(infer(&c, public, "/v2/models/llm/infer", &[]).status, 200);
+    // Forwarding headers extend the chain the client sent.
+    let a = infer(
+        &c,
+        public,
+        "/v2/models/llm/infer",
+        &[
+            ("forwarded", "for=192.0.2.7;proto=https"),
+            ("x-forwarded-for", "192.0.2.7"),
+        ],
+    );
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.body["headers"]["forwarded"],
+        "for=192.0.2.7;proto=https, for=127.0.0.1;proto=http"
+    );
+    assert_eq!(a.body["headers"]["x-forwarded-for"], "192.0.2.7, 127.0.0.1");
+    assert_eq!(a.body["headers"]["x-forwarded-proto"], "http");
     assert_eq!(endpoint(admin, "s1")["ejected"], false);
 
     // HTTP/2 with prior knowledge (h2c) on the same listener.
@@ -206,7 +222,10 @@ fn tls_sni_certificates_mutual_tls_alpn_and_reload() {
             (200, reqwest::Version::HTTP_2),
             "{host}"
         );
-        assert_eq!(r.json::<serde_json::Value>().unwrap()["served_by"], "t1");
+        let body = r.json::<serde_json::Value>().unwrap();
+        assert_eq!(body["served_by"], "t1");
+        assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+        assert_eq!(body["headers"]["forwarded"], "for=127.0.0.1;proto=https");
     }
     // Mutual TLS: no client certificate, no connection.
     assert!(client(false)

@@ -396,18 +396,32 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         _ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-        {
+        // X-Forwarded-For/-Proto (de facto) and Forwarded (RFC 7239), appended to what the client
+        // sent, so backends see the whole chain and the scheme the client used.
+        let proto = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            "https"
+        } else {
+            "http"
+        };
+        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        if let Some(ip) = client {
             let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prev) => format!("{prev}, {ip}"),
-                None => ip,
+                None => ip.to_string(),
             };
             req.insert_header("x-forwarded-for", xff)?;
+            let node = match ip {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+            };
+            let this = format!("for={node};proto={proto}");
+            let fwd = match req.headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {this}"),
+                None => this,
+            };
+            req.insert_header("forwarded", fwd)?;
         }
-        req.insert_header("x-forwarded-proto", "http")?;
+        req.insert_header("x-forwarded-proto", proto)?;
         Ok(())
     }
 
