@@ -204,14 +204,7 @@ impl ProxyHttp for Proxy {
                 Err(reply) => {
                     ctx.routes = Some(routes.clone());
                     // Read what the client is still sending, so it can read our answer (bounded).
-                    let limit = routes.snap.config.gateway.limits.max_request_body.bytes();
-                    let mut drained = 0u64;
-                    while drained <= limit {
-                        match session.as_mut().read_request_body().await {
-                            Ok(Some(chunk)) => drained += chunk.len() as u64,
-                            _ => break,
-                        }
-                    }
+                    drain_body(session, routes.snap.config.gateway.limits.max_request_body.bytes()).await;
                     session.set_keepalive(None);
                     reply.send(session).await?;
                     return Ok(true);
@@ -534,6 +527,14 @@ impl ProxyHttp for Proxy {
             },
         };
         if status > 0 && session.response_written().is_none() {
+            if status == 413 {
+                // The client may still be sending: read the rest (bounded) so it can read the answer
+                // instead of hitting a reset.
+                drain_body(session, DRAIN_LIMIT).await;
+            }
+            // The connection is not reused after a failure: say so, or the client's pool would
+            // send its next request into a closing connection.
+            session.set_keepalive(None);
             let _ = Reply::error(status, msg).send(session).await;
         }
         FailToProxy {
@@ -597,6 +598,21 @@ impl Proxy {
         };
         if !self.gw.access_log.write(&entry, log.format) {
             self.gw.metrics.access_log_dropped.inc();
+        }
+    }
+}
+
+/// Most request body bytes read and dropped before refusing a request, so the client can read the
+/// refusal; beyond it the connection is simply closed.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Reads and drops the rest of the request body, up to `limit` bytes.
+async fn drain_body(session: &mut Session, limit: u64) {
+    let mut drained = 0u64;
+    while drained <= limit {
+        match session.as_mut().read_request_body().await {
+            Ok(Some(chunk)) => drained += chunk.len() as u64,
+            _ => break,
         }
     }
 }
