@@ -9,7 +9,6 @@ pub struct SimMetrics {
     pending: IntGauge,
     gpu_util: Gauge,
     mem_used: IntGauge,
-    mem_total: IntGauge,
     running: IntGauge,
     waiting: IntGauge,
     kv_cache: Gauge,
@@ -59,13 +58,13 @@ impl SimMetrics {
         let _ = registry.register(Box::new(kv_cache.clone()));
         let _ = registry.register(Box::new(success.clone()));
         let _ = registry.register(Box::new(failure.clone()));
+        // Total memory never changes: set once; the registry keeps the gauge.
         mem_total.set(MEM_TOTAL);
         SimMetrics {
             registry,
             pending,
             gpu_util,
             mem_used,
-            mem_total,
             running,
             waiting,
             kv_cache,
@@ -94,7 +93,6 @@ impl SimMetrics {
         self.running.set(i64::from(running));
         self.waiting.set(i64::from(waiting));
         self.kv_cache.set((util * 0.95).min(1.0));
-        let _ = &self.mem_total;
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
