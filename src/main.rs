@@ -39,6 +39,13 @@ enum Command {
         /// Worker threads of the proxy; the number of CPUs when absent.
         #[arg(long)]
         threads: Option<usize>,
+        /// Zero-downtime upgrade: take over the listening sockets of the gateway already running
+        /// with the same admin address (signalled through its pid file); it drains and exits.
+        #[arg(long)]
+        upgrade: bool,
+        /// Folder of the upgrade socket and pid file.
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        run_dir: PathBuf,
     },
     /// Run the authoritative DNS server with global load balancing.
     Dns {
@@ -93,14 +100,18 @@ fn main() -> ExitCode {
             region,
             zone,
             threads,
+            upgrade,
+            run_dir,
         } => {
             init_logging();
-            exit(meridian_gateway::run(
-                &config,
-                region.as_deref(),
-                zone.as_deref(),
+            let opts = meridian_gateway::Options {
+                region,
+                zone,
                 threads,
-            ))
+                upgrade,
+                run_dir: Some(run_dir),
+            };
+            exit(meridian_gateway::run(&config, &opts))
         }
         Command::SimBackend(args) => {
             init_logging();

@@ -3,7 +3,10 @@
 //! lines (counted in `meridian_access_log_dropped_total`) instead of stalling requests.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use meridian_config::schema::LogFormat;
 use serde::Serialize;
@@ -45,12 +48,16 @@ pub struct Entry<'a> {
 /// The access log sink.
 pub struct AccessLog {
     tx: SyncSender<String>,
+    /// Lines queued and not yet flushed, so a stopping process can wait for its last lines.
+    pending: Arc<AtomicUsize>,
 }
 
 impl AccessLog {
     /// Starts the writer thread on stdout.
     pub fn stdout() -> AccessLog {
         let (tx, rx) = sync_channel::<String>(16_384);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let written = pending.clone();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
@@ -59,16 +66,27 @@ impl AccessLog {
                     let out = std::io::stdout();
                     let mut w = std::io::BufWriter::new(out.lock());
                     let _ = w.write_all(line.as_bytes());
+                    let mut n = 1;
                     while let Ok(more) = rx.try_recv() {
                         let _ = w.write_all(more.as_bytes());
+                        n += 1;
                     }
                     // Flushed whenever the queue runs dry, so lines appear promptly at low rates.
                     let _ = w.flush();
+                    written.fetch_sub(n, Ordering::Release);
                 }
             })
             .map(|_| ())
             .unwrap_or(());
-        AccessLog { tx }
+        AccessLog { tx, pending }
+    }
+
+    /// Waits (bounded) until every queued line is written: the last step of a graceful stop.
+    pub fn flush(&self, within: Duration) {
+        let until = Instant::now() + within;
+        while self.pending.load(Ordering::Acquire) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Queues a line; false when it was dropped.
@@ -95,10 +113,17 @@ impl AccessLog {
             )),
         };
         match line {
-            Ok(l) => !matches!(
-                self.tx.try_send(l),
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
-            ),
+            Ok(l) => {
+                self.pending.fetch_add(1, Ordering::Release);
+                let sent = !matches!(
+                    self.tx.try_send(l),
+                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_))
+                );
+                if !sent {
+                    self.pending.fetch_sub(1, Ordering::Release);
+                }
+                sent
+            }
             Err(_) => false,
         }
     }

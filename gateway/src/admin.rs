@@ -27,7 +27,7 @@ pub async fn serve(gw: Arc<Gateway>) {
             .map(|g| g.admin.address)
     };
     let Some(addr) = addr else { return };
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let listener = match bind_shared(addr) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("admin listener {addr}: {e}");
@@ -37,6 +37,20 @@ pub async fn serve(gw: Arc<Gateway>) {
     tracing::info!("admin listening on {addr}");
     let app = router(gw);
     let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+}
+
+/// Binds with SO_REUSEPORT so a new process taking over in a graceful upgrade can open the admin
+/// listener while the old one still drains; the old one closes its own as it hands over.
+fn bind_shared(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// The admin routes.
@@ -90,13 +104,14 @@ fn error(status: StatusCode, msg: &str) -> Response {
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    let ready = gw.ready.load(Ordering::Relaxed);
+    let draining = gw.drain.draining();
+    let ready = gw.ready.load(Ordering::Relaxed) && !draining;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "ready": ready }))).into_response()
+    (status, Json(json!({ "ready": ready, "draining": draining }))).into_response()
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {

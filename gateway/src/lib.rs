@@ -12,6 +12,7 @@ pub mod budget;
 pub mod classify;
 pub mod clock;
 pub mod cluster;
+pub mod drain;
 pub mod endpoint;
 pub mod errors;
 pub mod health;
@@ -24,8 +25,9 @@ pub mod routes;
 pub mod select;
 pub mod server;
 pub mod shadow;
+pub mod signals;
 pub mod state;
 pub mod tasks;
 pub mod tls;
 
-pub use server::run;
+pub use server::{run, Options};

@@ -61,6 +61,8 @@ pub struct Ctx {
     bytes_in: usize,
     /// The model concurrency slot this request holds, released when the request ends.
     _admitted: Option<crate::admission::Admitted>,
+    /// Counts this request in for graceful shutdown until its last log line.
+    _in_progress: Option<crate::drain::InProgress>,
 }
 
 /// A request being mirrored: the copy goes out once the client's request is complete.
@@ -174,11 +176,18 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            _in_progress: Some(self.gw.drain.enter()),
+            ..Ctx::default()
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         ctx.started = self.gw.clock.now();
+        if self.gw.drain.draining() {
+            // Stopping: this connection's last response, so the client's pool moves on cleanly.
+            session.set_keepalive(None);
+        }
         let routes = self.gw.routes.load_full();
         let req = session.req_header();
         // 431 before anything else: the whole header block counts (the default limit is 64KiB).

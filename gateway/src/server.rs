@@ -1,6 +1,6 @@
 //! Assembling a gateway process: pingora server, listeners, proxy and background tasks.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
@@ -13,22 +13,59 @@ use crate::proxy::Proxy;
 use crate::state::Gateway;
 use crate::tasks::Tasks;
 
-/// Runs `meridian gateway` until SIGTERM (graceful: in-flight requests finish within the grace
-/// period) or SIGINT.
-pub fn run(config: &Path, region: Option<&str>, zone: Option<&str>, threads: Option<usize>) -> anyhow::Result<()> {
-    let gw = Arc::new(Gateway::start(config, region, zone, Arc::new(SystemClock))?);
+/// How a gateway process starts, beyond its config file.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Region whose listeners this process serves (optional with one gateway region).
+    pub region: Option<String>,
+    /// Zone this process runs in (locality level 0).
+    pub zone: Option<String>,
+    /// Proxy worker threads; the number of CPUs when absent.
+    pub threads: Option<usize>,
+    /// Take over the listening sockets of the gateway running with the same admin address.
+    pub upgrade: bool,
+    /// Folder of the upgrade socket and pid file; the system's temporary folder when absent.
+    pub run_dir: Option<PathBuf>,
+}
+
+/// Runs `meridian gateway` until SIGTERM (graceful: requests in progress finish within the
+/// region's `shutdown_grace`), SIGQUIT (graceful upgrade: the listening sockets go to the new
+/// process, then the same drain) or SIGINT (immediate).
+pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
+    let gw = Arc::new(Gateway::start(
+        config,
+        opts.region.as_deref(),
+        opts.zone.as_deref(),
+        Arc::new(SystemClock),
+    )?);
     let routes = gw.routes.load_full();
     let Some(spec) = routes.snap.config.regions[routes.origin.region].gateway.clone() else {
         anyhow::bail!("region {} has no gateway", gw.region);
     };
+    let files = RunFiles::new(opts.run_dir.as_deref(), spec.admin.address);
     let conf = ServerConf {
-        threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(10),
+        threads: opts
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        // Our drain task exits the process as soon as the last request ends; pingora's fixed
+        // grace sleep is only the outer bound.
+        grace_period_seconds: Some(spec.shutdown_grace.get().as_secs() + 5),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: files.socket.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: opts.upgrade,
+        ..Default::default()
+    };
+    if opts.upgrade {
+        // The config is valid (Gateway::start checked it): only now is the old process told to go.
+        files.signal_old()?;
+    }
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
+    files.write_pid()?;
+    let phases = server.watch_execution_phase();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         Proxy { gw: gw.clone() },
@@ -57,6 +94,54 @@ pub fn run(config: &Path, region: Option<&str>, zone: Option<&str>, threads: Opt
     }
     println!("gateway {} admin on {}", gw.region, spec.admin.address);
     server.add_service(proxy);
-    server.add_service(background_service("meridian tasks", Tasks { gw }));
-    server.run_forever();
+    let signals_gw = gw.clone();
+    server.add_service(background_service(
+        "meridian tasks",
+        Tasks {
+            gw,
+            phases: parking_lot::Mutex::new(Some(phases)),
+        },
+    ));
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(crate::signals::Signals { gw: signals_gw }),
+    });
+    std::process::exit(0)
+}
+
+/// The upgrade socket and pid file of one gateway, named after its admin address (unique per host).
+struct RunFiles {
+    socket: PathBuf,
+    pid: PathBuf,
+}
+
+impl RunFiles {
+    fn new(dir: Option<&Path>, admin: std::net::SocketAddr) -> RunFiles {
+        let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let stem = format!("meridian-gateway-{}", admin.to_string().replace([':', '[', ']'], "_"));
+        RunFiles {
+            socket: dir.join(format!("{stem}.sock")),
+            pid: dir.join(format!("{stem}.pid")),
+        }
+    }
+
+    /// Asks the running gateway to hand over its sockets (SIGQUIT), found through its pid file.
+    fn signal_old(&self) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(&self.pid)
+            .map_err(|e| anyhow::anyhow!("--upgrade: no running gateway found ({}: {e})", self.pid.display()))?;
+        let pid: i32 = text
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--upgrade: {} does not hold a pid", self.pid.display()))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGQUIT)
+            .map_err(|e| anyhow::anyhow!("--upgrade: cannot signal gateway pid {pid}: {e}"))?;
+        println!("upgrade: asked gateway pid {pid} for its listening sockets");
+        Ok(())
+    }
+
+    fn write_pid(&self) -> anyhow::Result<()> {
+        let tmp = self.pid.with_extension("pid.tmp");
+        std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+        std::fs::rename(&tmp, &self.pid)?;
+        Ok(())
+    }
 }

@@ -51,6 +51,8 @@ pub struct Gateway {
     pub shadow_client: reqwest::Client,
     /// Set once the first active health check round finished.
     pub ready: AtomicBool,
+    /// Requests in progress, for a graceful stop.
+    pub drain: Arc<crate::drain::Drain>,
     reload_lock: Mutex<()>,
 }
 
@@ -128,6 +130,7 @@ impl Gateway {
             access_log: AccessLog::stdout(),
             shadow_client: reqwest::Client::new(),
             ready: AtomicBool::new(false),
+            drain: Arc::default(),
             reload_lock: Mutex::new(()),
         })
     }

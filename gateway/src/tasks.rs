@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
+use parking_lot::Mutex;
+use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::BackgroundService;
+use tokio::sync::broadcast;
 
 use crate::outlier::Detector;
 use crate::state::Gateway;
@@ -16,6 +18,8 @@ use crate::state::Gateway;
 pub struct Tasks {
     /// Shared gateway state.
     pub gw: Arc<Gateway>,
+    /// The server's execution phases: a graceful upgrade hands the admin listener over at once.
+    pub phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
 }
 
 #[async_trait]
@@ -27,13 +31,62 @@ impl BackgroundService for Tasks {
             tokio::spawn(outlier_interval(gw.clone())),
             tokio::spawn(watch_file(gw.clone())),
             tokio::spawn(on_sighup(gw.clone())),
-            tokio::spawn(crate::admin::serve(gw.clone())),
         ];
-        let _ = shutdown.changed().await;
-        for h in handles {
-            h.abort();
+        let admin = tokio::spawn(crate::admin::serve(gw.clone()));
+        let mut phases = self.phases.lock().take();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                phase = next_phase(&mut phases) => {
+                    if matches!(phase, ExecutionPhase::GracefulUpgradeTransferringFds) {
+                        tracing::info!("graceful upgrade: handing the listeners to the new process");
+                        admin.abort();
+                    }
+                }
+            }
+        }
+        stop(&gw, handles, admin).await;
+    }
+}
+
+async fn next_phase(phases: &mut Option<broadcast::Receiver<ExecutionPhase>>) -> ExecutionPhase {
+    loop {
+        match phases {
+            Some(rx) => match rx.recv().await {
+                Ok(p) => return p,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => *phases = None,
+            },
+            None => std::future::pending::<()>().await,
         }
     }
+}
+
+/// The end of a graceful stop: listeners are closed (pingora did that); requests in progress get
+/// the configured grace to finish, then the process exits without waiting out the rest of it.
+async fn stop(gw: &Gateway, tasks: Vec<tokio::task::JoinHandle<()>>, admin: tokio::task::JoinHandle<()>) {
+    let grace = {
+        let routes = gw.routes.load();
+        routes.snap.config.regions[routes.origin.region]
+            .gateway
+            .as_ref()
+            .map_or(Duration::ZERO, |g| g.shutdown_grace.get())
+    };
+    tracing::info!(in_progress = gw.drain.active(), ?grace, "draining");
+    if gw.drain.until_idle(grace).await {
+        tracing::info!("drained: every request in progress finished");
+    } else {
+        tracing::warn!(
+            in_progress = gw.drain.active(),
+            "grace period over: cutting the requests still in progress"
+        );
+    }
+    for h in tasks {
+        h.abort();
+    }
+    admin.abort();
+    gw.access_log.flush(Duration::from_secs(2));
+    std::process::exit(0);
 }
 
 /// The outlier detection interval: ejections end, multipliers decay, success-rate ejection runs.

@@ -120,7 +120,7 @@ impl World {
             let ip = gateway_ip(i);
             let _ = write!(
                 y,
-                "  - name: {r}\n    zones: [{}]\n    location: {{ lat: {lat}, lon: {lon} }}\n    failover: [{}]\n    gateway:\n      listeners: [{{ name: public, address: {ip}:8080 }}]\n      admin: {{ address: {ip}:9901 }}\n      public_addresses: [{ip}]\n",
+                "  - name: {r}\n    zones: [{}]\n    location: {{ lat: {lat}, lon: {lon} }}\n    failover: [{}]\n    gateway:\n      listeners: [{{ name: public, address: {ip}:8080 }}]\n      admin: {{ address: {ip}:9901 }}\n      public_addresses: [{ip}]\n      shutdown_delay: 500ms\n",
                 self.zones[i].join(", "),
                 failover.join(", "),
             );

@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Admin, Listener};
+use crate::units::Duration;
 
 /// One region: a set of zones, the gateway fleet that serves it and the control loop that watches it.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -52,6 +53,23 @@ pub struct RegionGateway {
     /// URL the DNS server probes for this region's health; default `http://<admin address>/readyz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_url: Option<String>,
+    /// How long a stopping gateway (SIGTERM, or handing its sockets to a new process) lets requests
+    /// in progress finish, token streams included; it exits as soon as the last one ends.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Duration,
+    /// After SIGTERM the listeners stay open this long while readiness reports false and every
+    /// response says `Connection: close`, so load balancers and clients' pools move away before the
+    /// sockets close (Envoy's drain time; Kubernetes' endpoint propagation).
+    #[serde(default = "default_shutdown_delay")]
+    pub shutdown_delay: Duration,
+}
+
+fn default_shutdown_delay() -> Duration {
+    Duration::secs(2)
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::secs(30)
 }
 
 /// Where a region's control loop serves its state feed.

@@ -1,0 +1,98 @@
+//! Graceful stop: counts the requests in progress so a stopping gateway (SIGTERM, or a graceful
+//! upgrade handing its listening sockets to a new process) exits the moment the last one ends,
+//! token streams included, instead of cutting them or sleeping out a fixed grace period.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// Requests in progress and whether the process is draining.
+#[derive(Default)]
+pub struct Drain {
+    active: AtomicUsize,
+    draining: AtomicBool,
+    idle: Notify,
+}
+
+/// Held by a request from its first byte to its last log line.
+pub struct InProgress(Arc<Drain>);
+
+impl Drain {
+    /// Counts a request in; the count drops when the returned guard does.
+    pub fn enter(self: &Arc<Self>) -> InProgress {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        InProgress(self.clone())
+    }
+
+    /// Requests in progress now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Whether draining has started (readiness reports false from then on).
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts draining: readiness turns false and responses close their connections.
+    pub fn begin(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts draining and waits until no request is in progress or `grace` passes; true when idle.
+    pub async fn until_idle(&self, grace: Duration) -> bool {
+        self.begin();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read, so a request ending in between still wakes us.
+            notified.as_mut().enable();
+            if self.active.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.active.load(Ordering::SeqCst) == 0;
+            }
+        }
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        // Only a draining process pays for the wake-up; serving never touches the Notify's lock.
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.draining.load(Ordering::SeqCst) {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waits_for_the_last_request() {
+        let d = Arc::new(Drain::default());
+        assert!(d.until_idle(Duration::ZERO).await, "idle at once without requests");
+        let a = d.enter();
+        let b = d.enter();
+        assert!(
+            !d.until_idle(Duration::from_millis(1)).await,
+            "two requests still in progress"
+        );
+        let waiter = tokio::spawn({
+            let d = d.clone();
+            async move { d.until_idle(Duration::from_secs(60)).await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(b);
+        assert!(waiter.await.unwrap());
+        assert!(d.draining());
+        assert_eq!(d.active(), 0);
+    }
+}
