@@ -14,6 +14,8 @@ pub enum Api {
     V2,
     /// OpenAI-compatible (`/v1/chat/completions`, ...): the model is in the JSON body.
     OpenAi,
+    /// gRPC over HTTP/2 (KServe V2 `inference.GRPCInferenceService` or any service).
+    Grpc,
 }
 
 impl Api {
@@ -23,6 +25,7 @@ impl Api {
             Api::V1 => "v1",
             Api::V2 => "v2",
             Api::OpenAi => "openai",
+            Api::Grpc => "grpc",
         }
     }
 }

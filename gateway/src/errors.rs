@@ -14,6 +14,8 @@ pub struct Reply {
     pub body: String,
     /// Seconds for `Retry-After`, on 429 and 503.
     pub retry_after: Option<u32>,
+    /// The error message, which a gRPC client gets as `grpc-message`.
+    pub message: Option<String>,
 }
 
 impl Reply {
@@ -24,6 +26,7 @@ impl Reply {
             status,
             body: serde_json::json!({ "error": message.as_ref() }).to_string(),
             retry_after,
+            message: Some(message.as_ref().to_owned()),
         }
     }
 
@@ -33,11 +36,20 @@ impl Reply {
             status,
             body: value.to_string(),
             retry_after: None,
+            message: None,
         }
     }
 
     /// Writes the answer to the client.
     pub async fn send(&self, session: &mut Session) -> pingora::Result<()> {
+        if let Some(msg) = self
+            .message
+            .as_deref()
+            .filter(|_| crate::grpc::is_grpc(&session.req_header().headers))
+        {
+            let code = crate::grpc::status_code(self.status);
+            return crate::grpc::send_status(session, code, msg, self.retry_after).await;
+        }
         let mut h = ResponseHeader::build(self.status, Some(4))?;
         h.insert_header("content-type", "application/json")?;
         h.insert_header("content-length", self.body.len().to_string())?;

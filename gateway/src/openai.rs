@@ -14,8 +14,8 @@ pub const PEEK_LIMIT: usize = 64 * 1024;
 /// What a body prefix says about the model.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Peek {
-    /// The `model` field's value.
-    Model(String),
+    /// The model named, and its version when the body names one.
+    Model(String, Option<String>),
     /// The prefix ends before `model` appeared: read more.
     NeedMore,
     /// The body is not a JSON object with a string `model` (400).
@@ -52,10 +52,10 @@ pub fn peek(prefix: &[u8]) -> Peek {
     let mut de = serde_json::Deserializer::from_slice(prefix);
     let result = (&mut de).deserialize_map(ModelOnly(&found));
     if let Some(m) = found.into_inner() {
-        return Peek::Model(m);
+        return Peek::Model(m, None);
     }
     match result {
-        Ok(Some(m)) => Peek::Model(m),
+        Ok(Some(m)) => Peek::Model(m, None),
         Ok(None) => Peek::Invalid("the request body has no `model` field".into()),
         Err(e) if e.is_eof() => Peek::NeedMore,
         Err(e) => Peek::Invalid(format!(
@@ -70,18 +70,24 @@ mod tests {
 
     #[test]
     fn finds_model_first_or_late_and_asks_for_more() {
-        assert_eq!(peek(br#"{"model":"llama","messages":[]}"#), Peek::Model("llama".into()));
+        assert_eq!(
+            peek(br#"{"model":"llama","messages":[]}"#),
+            Peek::Model("llama".into(), None)
+        );
         let late = format!(
             r#"{{"messages":[{{"role":"user","content":"{}"}}],"stream":true,"model":"m2"}}"#,
             "x".repeat(5000)
         );
-        assert_eq!(peek(late.as_bytes()), Peek::Model("m2".into()));
+        assert_eq!(peek(late.as_bytes()), Peek::Model("m2".into(), None));
         // Cut anywhere before the model's value ends: ask for more.
         for cut in [1, 10, 100, late.len() - 4] {
             assert_eq!(peek(&late.as_bytes()[..cut]), Peek::NeedMore, "cut at {cut}");
         }
         // Stops at `model`: what follows may be incomplete.
-        assert_eq!(peek(br#"{"model":"a","messages":[{"role""#), Peek::Model("a".into()));
+        assert_eq!(
+            peek(br#"{"model":"a","messages":[{"role""#),
+            Peek::Model("a".into(), None)
+        );
     }
 
     #[test]

@@ -13,11 +13,13 @@ use pingora::{Error, ErrorSource, ErrorType};
 use rand::Rng;
 
 use crate::budget::{Active, RetryToken};
-use crate::classify::{classify, ClassifyError, Target};
+use crate::classify::{classify, Api, ClassifyError, Target};
 use crate::clock::Nanos;
 use crate::cluster::Pick;
 use crate::endpoint::InFlight;
 use crate::errors::Reply;
+use crate::grpc::Call;
+use crate::openai::Peek;
 use crate::outlier::Outcome;
 use crate::routes::Routes;
 use crate::select::{select, SelectError};
@@ -204,12 +206,38 @@ impl ProxyHttp for Proxy {
             Reply::error(431, msg).send(session).await?;
             return Ok(true);
         }
-        // OpenAI-style requests name their model in the body: peek at it (bounded), then route them
-        // like any model. The bytes read are replayed to the backend from pingora's retry buffer.
-        let openai_model = if matches!(classify(&req.method, req.uri.path()), Ok(Target::OpenAi)) {
+        // gRPC calls: named by header, answered here, or named in their first message.
+        let grpc = crate::grpc::is_grpc(&req.headers);
+        let mut peeker: Option<(fn(&[u8]) -> Peek, Api)> = None;
+        if grpc {
+            match crate::grpc::classify(req.uri.path(), &req.headers) {
+                Call::Model(_) => {}
+                Call::InMessage => peeker = Some((crate::grpc::peek, Api::Grpc)),
+                Call::ServerLive => {
+                    crate::grpc::send_message(session, crate::grpc::bool_message(true)).await?;
+                    return Ok(true);
+                }
+                Call::ServerReady => {
+                    let ready = self.gw.ready.load(std::sync::atomic::Ordering::Relaxed);
+                    crate::grpc::send_message(session, crate::grpc::bool_message(ready)).await?;
+                    return Ok(true);
+                }
+                Call::Unroutable(why) => {
+                    ctx.routes = Some(routes.clone());
+                    Reply::error(400, why).send(session).await?;
+                    return Ok(true);
+                }
+            }
+        } else if matches!(classify(&req.method, req.uri.path()), Ok(Target::OpenAi)) {
+            peeker = Some((crate::openai::peek, Api::OpenAi));
+        }
+        // OpenAI-style requests and V2 gRPC calls name their model in the body: peek at it
+        // (bounded), then route them like any model. The bytes read are replayed to the backend
+        // from pingora's retry buffer.
+        let body_model = if let Some((peek, api)) = peeker {
             session.as_mut().enable_retry_buffering();
-            match peek_model(session).await? {
-                Ok(m) => Some(m),
+            match peek_model(session, peek).await? {
+                Ok((m, v)) => Some((api, m, v)),
                 Err(reply) => {
                     ctx.routes = Some(routes.clone());
                     // Read what the client is still sending, so it can read our answer (bounded).
@@ -223,12 +251,20 @@ impl ProxyHttp for Proxy {
             None
         };
         let req = session.req_header();
-        let target = match &openai_model {
-            Some(m) => Ok(Target::Model {
-                api: crate::classify::Api::OpenAi,
+        let target = match &body_model {
+            Some((api, m, v)) => Ok(Target::Model {
+                api: *api,
                 model: m.as_str(),
-                version: None,
+                version: v.as_deref(),
             }),
+            None if grpc => match crate::grpc::classify(req.uri.path(), &req.headers) {
+                Call::Model(m) => Ok(Target::Model {
+                    api: Api::Grpc,
+                    model: m,
+                    version: None,
+                }),
+                _ => Err(ClassifyError::UnknownPath),
+            },
             None => classify(&req.method, req.uri.path()),
         };
         let (reply, chosen) = match target {
@@ -295,6 +331,15 @@ impl ProxyHttp for Proxy {
             ctx.model = m;
             ctx.version = sel.version;
             ctx.known_version = true;
+            let version = &routes.snap.models[m].versions[sel.version];
+            if grpc && !version.upstream.h2 {
+                let msg = format!(
+                    "model {} version {} is not served over HTTP/2, which gRPC needs (upstream.h2)",
+                    routes.snap.models[m].name, version.name
+                );
+                Reply::error(501, msg).send(session).await?;
+                return Ok(true);
+            }
             ctx.shadow = sel.shadow.map(|version| Shadow {
                 version,
                 body: Vec::new(),
@@ -388,6 +433,8 @@ impl ProxyHttp for Proxy {
         peer.options.idle_timeout = Some(t.idle.get());
         if upstream.h2 {
             peer.options.set_http_version(2, 2);
+            // Multiplex: gRPC streams share connections as they would from any gRPC client.
+            peer.options.max_h2_streams = 100;
         }
         Ok(Box::new(peer))
     }
@@ -627,9 +674,13 @@ async fn drain_body(session: &mut Session, limit: u64) {
 }
 
 /// Reads the body until its `model` field shows, within [`crate::openai::PEEK_LIMIT`].
-async fn peek_model(session: &mut Session) -> pingora::Result<Result<String, Reply>> {
-    use crate::openai::{peek, Peek, PEEK_LIMIT};
-    let too_far = || Reply::error(400, "the `model` field must appear within the first 64KiB of the body");
+/// Reads the request body (bounded by what pingora can replay) until `peek` finds the model.
+async fn peek_model(
+    session: &mut Session,
+    peek: fn(&[u8]) -> Peek,
+) -> pingora::Result<Result<(String, Option<String>), Reply>> {
+    use crate::openai::PEEK_LIMIT;
+    let too_far = || Reply::error(400, "the model must be named within the first 64KiB of the body");
     let mut buf: Vec<u8> = Vec::new();
     let mut done = false;
     loop {
@@ -638,10 +689,10 @@ async fn peek_model(session: &mut Session) -> pingora::Result<Result<String, Rep
             return Ok(Err(too_far()));
         }
         match peek(&buf) {
-            Peek::Model(m) => return Ok(Ok(m)),
+            Peek::Model(m, v) => return Ok(Ok((m, v))),
             Peek::Invalid(e) => return Ok(Err(Reply::error(400, e))),
             Peek::NeedMore if done => {
-                return Ok(Err(Reply::error(400, "the request body is not a complete JSON object")))
+                return Ok(Err(Reply::error(400, "the request body ended before naming its model")))
             }
             Peek::NeedMore => {}
         }

@@ -1,0 +1,217 @@
+//! gRPC through the gateway over HTTP/2 cleartext: real tonic servers behind it, a real tonic
+//! client in front. Unary and server-streaming calls pass through with their statuses (trailers)
+//! intact; the model is named by `x-model-name` or, for the KServe V2 service, read from the
+//! request message; the gateway's own answers are gRPC statuses.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus as Wire;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+const CONFIG: &str = "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners: [{ name: public, address: 127.97.0.1:8080, protocols: [http1, h2c] }]
+      admin: { address: 127.97.0.1:9901 }
+gateway:
+  health_check: { enabled: false }
+  retries: { attempts: 0 }
+models:
+  - name: grpc-model
+    versions:
+      - name: v1
+        upstream: { h2: true }
+        endpoints: [{ id: g1, address: 127.97.1.1:50051, region: r, zone: r-a }]
+      - name: v2
+        upstream: { h2: true }
+        endpoints: [{ id: g2, address: 127.97.1.2:50051, region: r, zone: r-a }]
+    routes: [{ version: v1 }]
+  - name: plain
+    versions: [{ name: v1, endpoints: [{ id: p1, address: 127.97.1.3:8000, region: r, zone: r-a }] }]
+";
+
+// The KServe V2 messages this test uses (inference.GRPCInferenceService, grpc_predict_v2.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ServerLiveRequest {}
+#[derive(Clone, PartialEq, prost::Message)]
+struct ServerLiveResponse {
+    #[prost(bool, tag = "1")]
+    live: bool,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+struct ModelReadyRequest {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    version: String,
+}
+#[derive(Clone, PartialEq, prost::Message)]
+struct ModelReadyResponse {
+    #[prost(bool, tag = "1")]
+    ready: bool,
+}
+
+/// A gRPC health server (tonic-health) standing in for a model server; `status` for "model".
+async fn backend(addr: &str, status: ServingStatus) -> HealthReporter {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter.set_service_status("model", status).await;
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    reporter
+}
+
+fn with_headers<T>(msg: T, headers: &[(&'static str, &'static str)]) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    for (k, v) in headers {
+        r.metadata_mut().insert(*k, MetadataValue::from_static(v));
+    }
+    r
+}
+
+async fn v2_unary<Req, Resp>(ch: Channel, method: &str, msg: Req) -> Result<Resp, tonic::Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.unwrap();
+    let path = format!("/inference.GRPCInferenceService/{method}").parse().unwrap();
+    grpc.unary(tonic::Request::new(msg), path, tonic_prost::ProstCodec::default())
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[test]
+fn grpc_unary_and_streaming_through_the_gateway() {
+    let dir = scratch("grpc");
+    let cfg = dir.join("meridian.yaml");
+    write_config(&cfg, CONFIG);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let v1 = rt.block_on(backend("127.97.1.1:50051", ServingStatus::Serving));
+    let _v2 = rt.block_on(backend("127.97.1.2:50051", ServingStatus::NotServing));
+    let _sim = sim("127.97.1.3:8000", "p1", "plain", "v1", &[]);
+    let (public, admin) = ("127.97.0.1:8080", "127.97.0.1:9901");
+    let _gw = gateway(&cfg, "r", None, admin, public);
+
+    rt.block_on(async {
+        let ch = Channel::from_static("http://127.97.0.1:8080")
+            .timeout(Duration::from_secs(20))
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(ch.clone());
+        let check = |svc: &str| HealthCheckRequest { service: svc.into() };
+
+        // Unary, routed by x-model-name: the v1 backend answers; the pin header picks v2.
+        let r = health
+            .check(with_headers(check("model"), &[("x-model-name", "grpc-model")]))
+            .await
+            .unwrap();
+        assert_eq!(r.into_inner().status, Wire::Serving as i32);
+        let r = health
+            .check(with_headers(
+                check("model"),
+                &[("x-model-name", "grpc-model"), ("x-model-version", "v2")],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.into_inner().status, Wire::NotServing as i32);
+
+        // The backend's own error status (trailers-only) reaches the client intact.
+        let e = health
+            .check(with_headers(check("nope"), &[("x-model-name", "grpc-model")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        assert!(
+            !e.message().contains("model"),
+            "from the backend, not the gateway: {e:?}"
+        );
+
+        // Server streaming: the first update arrives while the stream stays open, then a later
+        // change on the backend arrives on the same stream.
+        let mut watch = health
+            .watch(with_headers(check("model"), &[("x-model-name", "grpc-model")]))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(first.status, Wire::Serving as i32);
+        v1.set_service_status("model", ServingStatus::NotServing).await;
+        let next = watch.message().await.unwrap().unwrap();
+        assert_eq!(next.status, Wire::NotServing as i32);
+        drop(watch);
+
+        // The gateway's own answers are gRPC statuses with a message.
+        let e = health.check(tonic::Request::new(check("model"))).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("x-model-name"), "{e:?}");
+        let e = health
+            .check(with_headers(check("model"), &[("x-model-name", "ghost")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert_eq!(e.message(), "model ghost not found");
+        let e = health
+            .check(with_headers(check("model"), &[("x-model-name", "plain")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+
+        // KServe V2: ServerLive answered by the gateway; a model call routed by the model and
+        // version named in its message (the stand-in backend does not implement it: UNIMPLEMENTED
+        // comes from the v2 backend, counted under v2).
+        let live: ServerLiveResponse = v2_unary(ch.clone(), "ServerLive", ServerLiveRequest {}).await.unwrap();
+        assert!(live.live);
+        let msg = ModelReadyRequest {
+            name: "grpc-model".into(),
+            version: "v2".into(),
+        };
+        let e = v2_unary::<_, ModelReadyResponse>(ch.clone(), "ModelReady", msg)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+        let msg = ModelReadyRequest {
+            name: "ghost".into(),
+            version: String::new(),
+        };
+        let e = v2_unary::<_, ModelReadyResponse>(ch, "ModelReady", msg)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    });
+
+    let metrics = client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let count = |version: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("inference_requests_total{")
+                    && l.contains("model_name=\"grpc-model\"")
+                    && l.contains(&format!("model_version=\"{version}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(count("v1"), 3.0, "{metrics}");
+    assert_eq!(count("v2"), 2.0, "{metrics}");
+}
