@@ -412,3 +412,73 @@ models:
     let e: serde_json::Value = r.json().unwrap();
     assert!(e["error"].as_str().unwrap().contains("first 64KiB"), "{e}");
 }
+
+/// TLS to backends, verified against the configured CA and server name, over HTTP/1.1 and h2;
+/// a backend whose certificate does not match is never used (health checks verify it too).
+#[test]
+fn upstream_tls_verifies_backends_against_the_configured_ca() {
+    let tls = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/tls");
+    let dir = scratch("upstream-tls");
+    let cfg = dir.join("meridian.yaml");
+    write_config(
+        &cfg,
+        &format!(
+            "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners: [{{ name: public, address: 127.98.0.1:8080 }}]
+      admin: {{ address: 127.98.0.1:9901 }}
+gateway:
+  retries: {{ attempts: 0 }}
+models:
+  - name: secure
+    versions:
+      - name: v1
+        upstream: {{ tls: {{ ca: {tls}/ca.pem, server_name: api.example.com }} }}
+        endpoints: [{{ id: t1, address: 127.98.1.1:8443, region: r, zone: r-a }}]
+      - name: v2
+        upstream: {{ h2: true, tls: {{ ca: {tls}/ca.pem, server_name: api.example.com }} }}
+        endpoints: [{{ id: t2, address: 127.98.1.2:8443, region: r, zone: r-a }}]
+      - name: v3
+        upstream: {{ tls: {{ ca: {tls}/ca.pem, server_name: impostor.example.org }} }}
+        endpoints: [{{ id: t3, address: 127.98.1.3:8443, region: r, zone: r-a }}]
+    routes: [{{ version: v1 }}]
+  - name: impostor
+    health_check: {{ enabled: false }}
+    versions:
+      - name: v1
+        upstream: {{ tls: {{ ca: {tls}/ca.pem, server_name: impostor.example.org }} }}
+        endpoints: [{{ id: t4, address: 127.98.1.4:8443, region: r, zone: r-a }}]
+"
+        ),
+    );
+    let (cert, key) = (format!("{tls}/api.pem"), format!("{tls}/api.key"));
+    let tls_args = ["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
+    let _s1 = sim("127.98.1.1:8443", "t1", "secure", "v1", &tls_args);
+    let _s2 = sim("127.98.1.2:8443", "t2", "secure", "v2", &tls_args);
+    let _s3 = sim("127.98.1.3:8443", "t3", "secure", "v3", &tls_args);
+    let _s4 = sim("127.98.1.4:8443", "t4", "impostor", "v1", &tls_args);
+    let (public, admin) = ("127.98.0.1:8080", "127.98.0.1:9901");
+    let _gw = gateway(&cfg, "r", None, admin, public);
+    let c = client();
+
+    let a = infer(&c, public, "/v2/models/secure/infer", &[]);
+    assert_eq!((a.status, a.served_by.as_str()), (200, "t1"), "{:?}", a.body);
+    assert_eq!(a.body["protocol"], "HTTP/1.1");
+    let a = infer(&c, public, "/v2/models/secure/versions/v2/infer", &[]);
+    assert_eq!((a.status, a.served_by.as_str()), (200, "t2"), "{:?}", a.body);
+    assert_eq!(a.body["protocol"], "HTTP/2.0");
+    // The v3 backend's certificate is not for the configured name: its health checks fail, and
+    // the proxy (trying it anyway in panic mode, as its level has no healthy endpoint) refuses
+    // the handshake: 502, never the backend's answer.
+    assert_eq!(endpoint(admin, "t3")["healthy"], false);
+    assert_eq!(endpoint(admin, "t1")["healthy"], true);
+    let a = infer(&c, public, "/v2/models/secure/versions/v3/infer", &[]);
+    assert_eq!((a.status, a.served_by.as_str()), (502, ""), "{:?}", a.body);
+    // Without health checks, the same: the handshake fails.
+    let a = infer(&c, public, "/v2/models/impostor/infer", &[]);
+    assert_eq!(a.status, 502, "{:?}", a.body);
+    assert_eq!(a.served_by, "", "{:?}", a.body);
+}

@@ -13,16 +13,43 @@ use tokio::task::JoinHandle;
 
 use crate::endpoint::{flags, EndpointState};
 use crate::state::Gateway;
+use crate::upstream_tls::UpstreamTls;
 
 /// The health check settings that apply to `ep`: those of the first model that uses it.
-fn settings_for(gw: &Gateway, ep: &EndpointState) -> Option<HealthCheck> {
+/// The health check policy and upstream TLS of the first model version that has this endpoint.
+fn settings_for(gw: &Gateway, ep: &EndpointState) -> Option<(HealthCheck, Option<Arc<UpstreamTls>>)> {
     let routes = gw.routes.load();
     routes.clusters.iter().enumerate().find_map(|(m, versions)| {
-        versions
+        let v = versions
             .iter()
-            .any(|c| c.endpoints().any(|e| e.address == ep.address))
-            .then(|| routes.snap.models[m].policy.health_check.clone())
+            .position(|c| c.endpoints().any(|e| e.address == ep.address))?;
+        Some((
+            routes.snap.models[m].policy.health_check.clone(),
+            routes.upstream_tls[m][v].clone(),
+        ))
     })
+}
+
+/// A TLS checker for one endpoint, verifying it as the proxy does (same anchors, same server
+/// name); returns the client and the URL base.
+fn checker(t: &UpstreamTls, addr: SocketAddr) -> (reqwest::Client, String) {
+    let mut b = reqwest::Client::builder().pool_max_idle_per_host(1);
+    if !t.ca_der.is_empty() {
+        b = b.tls_built_in_root_certs(false);
+        for der in &t.ca_der {
+            if let Ok(c) = reqwest::Certificate::from_der(der) {
+                b = b.add_root_certificate(c);
+            }
+        }
+    }
+    let base = match &t.server_name {
+        Some(name) => {
+            b = b.resolve(name, addr);
+            format!("https://{name}:{}", addr.port())
+        }
+        None => format!("https://{addr}"),
+    };
+    (b.build().unwrap_or_default(), base)
 }
 
 /// Applies one check result with the thresholds; returns true when availability changed.
@@ -57,24 +84,40 @@ pub fn apply(gw: &Gateway, ep: &EndpointState, passed: bool, hc: &HealthCheck) -
     changed
 }
 
-async fn check_once(client: &reqwest::Client, ep: &EndpointState, hc: &HealthCheck) -> bool {
-    let url = format!("http://{}{}", ep.address, hc.path);
+async fn check_once(client: &reqwest::Client, base: &str, hc: &HealthCheck) -> bool {
+    let url = format!("{base}{}", hc.path);
     match client.get(url).timeout(hc.timeout.get()).send().await {
         Ok(r) => r.status().is_success(),
         Err(_) => false,
     }
 }
 
-async fn watch_endpoint(gw: Arc<Gateway>, ep: Arc<EndpointState>, client: reqwest::Client) {
+async fn watch_endpoint(gw: Arc<Gateway>, ep: Arc<EndpointState>, plain: reqwest::Client) {
+    // Rebuilt only when a reload changes the endpoint's TLS settings.
+    let mut tls_client: Option<(Arc<UpstreamTls>, reqwest::Client, String)> = None;
+    let plain_base = format!("http://{}", ep.address);
     loop {
-        let Some(hc) = settings_for(&gw, &ep) else { return };
+        let Some((hc, tls)) = settings_for(&gw, &ep) else {
+            return;
+        };
         if !hc.enabled {
             ep.checked.store(true, Ordering::Release);
             gw.registry.set_flag(&ep, flags::UNHEALTHY, false);
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        let passed = check_once(&client, &ep, &hc).await;
+        let (client, base) = match tls {
+            None => (&plain, plain_base.as_str()),
+            Some(t) => {
+                if !tls_client.as_ref().is_some_and(|(cur, _, _)| Arc::ptr_eq(cur, &t)) {
+                    let (c, base) = checker(&t, ep.address);
+                    tls_client = Some((t, c, base));
+                }
+                let (_, c, base) = tls_client.as_ref().expect("set above");
+                (c, base.as_str())
+            }
+        };
+        let passed = check_once(client, base, &hc).await;
         apply(&gw, &ep, passed, &hc);
         tokio::time::sleep(hc.interval.get()).await;
     }

@@ -30,5 +30,6 @@ pub mod signals;
 pub mod state;
 pub mod tasks;
 pub mod tls;
+pub mod upstream_tls;
 
 pub use server::{run, Options};

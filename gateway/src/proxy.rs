@@ -425,7 +425,14 @@ impl ProxyHttp for Proxy {
         ctx.retrying_503 = false;
         ctx.pick = Some(pick);
         let upstream = &routes.snap.models[ctx.model].versions[ctx.version].upstream;
-        let mut peer = HttpPeer::new(ep.address, false, String::new());
+        let mut peer = match &routes.upstream_tls[ctx.model][ctx.version] {
+            None => HttpPeer::new(ep.address, false, String::new()),
+            Some(tls) => {
+                let mut p = HttpPeer::new(ep.address, true, tls.name_for(ep.address.ip()));
+                p.options.ca = tls.ca.clone();
+                p
+            }
+        };
         let t = &policy.timeouts;
         peer.options.connection_timeout = Some(t.connect.get());
         peer.options.read_timeout = Some(t.first_byte.get().min(left));

@@ -26,6 +26,8 @@ pub struct Routes {
     pub series: Vec<Vec<VersionSeries>>,
     /// Admission control by model index.
     pub admission: Vec<Admission>,
+    /// TLS to backends by model and version index (`None`: plaintext).
+    pub upstream_tls: Vec<Vec<Option<Arc<crate::upstream_tls::UpstreamTls>>>>,
 }
 
 impl Routes {
@@ -76,6 +78,7 @@ impl Routes {
             })
             .collect();
         let admission = snap.models.iter().map(|m| Admission::new(&m.policy.limits)).collect();
+        let upstream_tls = crate::upstream_tls::compile(&snap)?;
         Ok(Routes {
             snap,
             generation,
@@ -83,6 +86,7 @@ impl Routes {
             clusters,
             series,
             admission,
+            upstream_tls,
         })
     }
 }

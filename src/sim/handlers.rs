@@ -235,6 +235,8 @@ async fn infer(st: Arc<SimState>, req: Request<Incoming>, api: Api) -> Result<Re
             .map(|v| (h.to_string(), Value::from(v)))
     })
     .collect();
+    // What reached the backend: lets tests see the protocol a proxy chose (HTTP/1.1, HTTP/2).
+    let protocol = format!("{:?}", req.version());
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(Closed),
@@ -277,7 +279,7 @@ async fn infer(st: Arc<SimState>, req: Request<Incoming>, api: Api) -> Result<Re
     st.served.fetch_add(1, Ordering::Relaxed);
     st.metrics.count(true);
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let served = json!({"served_by": st.id, "model_name": st.model, "model_version": st.version, "request_bytes": body.len(), "headers": echo});
+    let served = json!({"served_by": st.id, "model_name": st.model, "model_version": st.version, "request_bytes": body.len(), "headers": echo, "protocol": protocol});
     let streaming = parsed.get("stream").and_then(Value::as_bool).unwrap_or(false);
     match api {
         Api::V2 => {

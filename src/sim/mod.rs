@@ -50,6 +50,28 @@ pub struct SimArgs {
     /// Status of injected errors.
     #[arg(long, default_value_t = 500)]
     pub error_status: u16,
+    /// Serve TLS (h2 and http/1.1 by ALPN) with this PEM certificate chain; needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+/// The TLS acceptor of a sim backend started with --tls-cert/--tls-key.
+fn tls_acceptor(args: &SimArgs) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let chain = meridian_config::read_cert_chain(cert).map_err(anyhow::Error::msg)?;
+    let key = meridian_config::read_private_key(key).map_err(anyhow::Error::msg)?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut conf = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    conf.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(conf))))
 }
 
 /// Runs the simulated backend until the process is stopped.
@@ -67,6 +89,7 @@ pub async fn serve(args: SimArgs, ready: Option<tokio::sync::oneshot::Sender<Soc
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let tls = tls_acceptor(&args)?;
     let state = Arc::new(SimState::new(&args, addr));
     println!(
         "sim-backend {} {}/{} listening on {addr}",
@@ -79,12 +102,21 @@ pub async fn serve(args: SimArgs, ready: Option<tokio::sync::oneshot::Sender<Soc
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handlers::handle(state.clone(), req));
+            let http = auto::Builder::new(TokioExecutor::new());
             // An error here is a connection the simulator closed on purpose or the peer dropped.
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
+            }
         });
     }
 }
