@@ -285,9 +285,16 @@ models:
       shed_sheddable_at: 50
     timeouts: { first_byte: 20s }
     retries: { attempts: 0 }
+  - name: ordered
+    versions: [{ name: v1, endpoints: [{ id: o1, address: 127.92.1.2:8000, region: r, zone: r-a }] }]
+    limits:
+      per_model_concurrency: 1
+      queue: { size: 1, timeout: 20s }
+      shed_sheddable_at: 100
 ",
     );
     let _sim = sim("127.92.1.1:8000", "b1", "busy", "v1", &[]);
+    let _ordered = sim("127.92.1.2:8000", "o1", "ordered", "v1", &["--latency", "1ms"]);
     let (public, admin) = ("127.92.0.1:8080", "127.92.0.1:9901");
     let _gw = gateway(&cfg, "r", None, admin, public);
     let c = client();
@@ -344,6 +351,61 @@ models:
     );
     // The two holders stay hung until the harness stops the processes.
     drop(holders);
+
+    // Order: with one slot held by a token stream, a sheddable, a critical and a standard request
+    // arrive. The queue holds one, critical waits past it, standard displaces sheddable; when the
+    // slot frees, critical goes first, then standard.
+    sim_control("127.92.1.2:8000", json!({"stream_gate": true}));
+    let mut stream = c
+        .post(format!("http://{public}/v2/models/ordered/generate_stream"))
+        .body("{}")
+        .send()
+        .unwrap();
+    let mut first = [0u8; 64];
+    assert!(stream.read(&mut first).unwrap() > 0);
+    let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let send = |class: &'static str| {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let r = client()
+                .post(format!("http://{public}/v2/models/ordered/infer"))
+                .header("x-priority", class)
+                .body("{}")
+                .send()
+                .unwrap();
+            done.lock().unwrap().push((class, r.status().as_u16()));
+        })
+    };
+    let waiting = |n: f64| {
+        wait_until("queue length", Duration::from_secs(10), || {
+            metric(r#"meridian_queue_waiting{model_name="ordered"} "#) == n
+        })
+    };
+    let sheddable = send("sheddable");
+    waiting(1.0);
+    let critical = send("critical");
+    waiting(2.0);
+    let standard = send("standard");
+    sheddable.join().unwrap();
+    assert_eq!(
+        *done.lock().unwrap(),
+        [("sheddable", 429)],
+        "displaced by the standard request"
+    );
+    waiting(2.0);
+    sim_control("127.92.1.2:8000", json!({"stream_gate": false}));
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+    critical.join().unwrap();
+    standard.join().unwrap();
+    assert_eq!(
+        *done.lock().unwrap(),
+        [("sheddable", 429), ("critical", 200), ("standard", 200)]
+    );
+    assert_eq!(
+        metric(r#"meridian_shed_total{model_name="ordered",priority="sheddable",reason="displaced"} "#),
+        1.0
+    );
 }
 
 #[test]

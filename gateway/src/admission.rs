@@ -2,25 +2,61 @@
 //! priority classes that shed the lowest first. `sheddable` requests are refused (429) once the model
 //! is past `shed_sheddable_at` percent of its limit; `standard` ones wait in the queue up to its
 //! deadline (503 + Retry-After) and are refused when the queue is full (429); `critical` ones wait
-//! even when the queue is full. Permits are tokio semaphore permits, so waiting is FIFO and a
-//! finished request hands its slot to the next waiter at once.
+//! even when the queue is full. A freed slot goes to the highest class waiting (FIFO within a
+//! class), and a full queue makes room for a higher class by displacing the newest waiter of the
+//! lowest class (429).
+//!
+//! The state sits behind a short mutex, taken only for models with a concurrency limit: an admit or
+//! a release holds it for a few queue operations, never across an await.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_config::schema::{Limits, PriorityClass};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
-/// One model's admission state (per routing table generation).
+/// One model's admission state, kept across reloads while its limits stay the same.
 #[derive(Debug)]
 pub struct Admission {
-    permits: Option<Arc<Semaphore>>,
-    limit: u32,
-    waiting: AtomicU32,
+    limit: Option<u32>,
     queue_size: u32,
     queue_timeout: Duration,
     shed_at: f64,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    in_use: u32,
+    /// Waiters by class (index: `PriorityClass as usize`), oldest first.
+    queues: [VecDeque<Waiter>; 3],
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    wake: oneshot::Sender<Result<(), Shed>>,
+}
+
+impl State {
+    fn waiting(&self) -> u32 {
+        self.queues.iter().map(|q| q.len() as u32).sum()
+    }
+
+    /// Hands a slot to the highest class waiting; false when nobody (alive) waits.
+    fn hand_over(&mut self) -> bool {
+        for q in self.queues.iter_mut().rev() {
+            while let Some(w) = q.pop_front() {
+                if w.wake.send(Ok(())).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 /// Why a request was not admitted.
@@ -30,6 +66,8 @@ pub enum Shed {
     LowPriority,
     /// The wait queue is full (429).
     QueueFull,
+    /// A higher class took this request's place in the full queue (429).
+    Displaced,
     /// The request waited past the queue deadline (503).
     Deadline,
 }
@@ -40,64 +78,146 @@ impl Shed {
         match self {
             Shed::LowPriority => (429, "low_priority"),
             Shed::QueueFull => (429, "queue_full"),
+            Shed::Displaced => (429, "displaced"),
             Shed::Deadline => (503, "queue_deadline"),
         }
     }
 }
 
-/// Keeps a request's slot until dropped.
+/// Keeps a request's slot until dropped, then hands it to the next waiter.
 #[derive(Debug)]
-pub struct Admitted(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct Admitted(Option<Arc<Mutex<State>>>);
 
-struct Waiting<'a>(&'a AtomicU32);
-
-impl Drop for Waiting<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(state) = &self.0 {
+            let mut s = state.lock();
+            if !s.hand_over() {
+                s.in_use -= 1;
+            }
+        }
     }
 }
 
 impl Admission {
     /// Admission for a model with these limits; unlimited without `per_model_concurrency`.
     pub fn new(limits: &Limits) -> Admission {
-        let limit = limits.per_model_concurrency.unwrap_or(0);
         Admission {
-            permits: limits
-                .per_model_concurrency
-                .map(|n| Arc::new(Semaphore::new(n as usize))),
-            limit,
-            waiting: AtomicU32::new(0),
+            limit: limits.per_model_concurrency,
             queue_size: limits.queue.size,
             queue_timeout: limits.queue.timeout.get(),
             shed_at: limits.shed_sheddable_at,
+            state: Arc::default(),
         }
+    }
+
+    /// Whether this admission enforces exactly `limits` (so a reload can keep it, with the
+    /// requests it admitted and the ones waiting).
+    pub fn same_limits(&self, limits: &Limits) -> bool {
+        self.limit == limits.per_model_concurrency
+            && self.queue_size == limits.queue.size
+            && self.queue_timeout == limits.queue.timeout.get()
+            && self.shed_at == limits.shed_sheddable_at
     }
 
     /// Requests waiting for a slot now.
     pub fn waiting(&self) -> u32 {
-        self.waiting.load(Ordering::Relaxed)
+        self.state.lock().waiting()
     }
 
     /// Admits a request of `class`, waiting in the queue if needed.
     pub async fn admit(&self, class: PriorityClass) -> Result<Admitted, Shed> {
-        let Some(sem) = &self.permits else {
+        let Some(limit) = self.limit else {
             return Ok(Admitted(None));
         };
-        let in_use = self.limit.saturating_sub(sem.available_permits() as u32);
-        if class == PriorityClass::Sheddable && f64::from(in_use) >= f64::from(self.limit) * self.shed_at / 100.0 {
-            return Err(Shed::LowPriority);
+        let (id, rx) = {
+            let mut s = self.state.lock();
+            // At 100% sheddable requests are never refused early: they queue, last in line.
+            if class == PriorityClass::Sheddable
+                && self.shed_at < 100.0
+                && f64::from(s.in_use) >= f64::from(limit) * self.shed_at / 100.0
+            {
+                return Err(Shed::LowPriority);
+            }
+            if s.in_use < limit {
+                s.in_use += 1;
+                return Ok(Admitted(Some(self.state.clone())));
+            }
+            if s.waiting() >= self.queue_size && class != PriorityClass::Critical {
+                // Make room by displacing the newest waiter of a lower class, if there is one.
+                let lower = s.queues[..class as usize].iter_mut().find(|q| !q.is_empty());
+                match lower.and_then(VecDeque::pop_back) {
+                    Some(w) => {
+                        let _ = w.wake.send(Err(Shed::Displaced));
+                    }
+                    None => return Err(Shed::QueueFull),
+                }
+            }
+            let (tx, rx) = oneshot::channel();
+            s.next_id += 1;
+            let id = s.next_id;
+            s.queues[class as usize].push_back(Waiter { id, wake: tx });
+            (id, rx)
+        };
+        let mut queued = Queued {
+            state: &self.state,
+            class,
+            id,
+            rx,
+            settled: false,
+        };
+        let woke = tokio::time::timeout(self.queue_timeout, &mut queued.rx).await;
+        queued.outcome(woke.ok().and_then(Result::ok))
+    }
+}
+
+/// A request in the wait queue. However its wait ends (woken, deadline, or the client going away
+/// and the future dropped), it leaves the queue, and a slot handed to it unused is passed on.
+struct Queued<'a> {
+    state: &'a Arc<Mutex<State>>,
+    class: PriorityClass,
+    id: u64,
+    rx: oneshot::Receiver<Result<(), Shed>>,
+    /// Set once `outcome` took the answer; the drop then has nothing left to do.
+    settled: bool,
+}
+
+impl Queued<'_> {
+    /// What the wait came to (`woke`: the answer, when one arrived in time); the slot, if
+    /// granted, now belongs to the caller.
+    fn outcome(mut self, woke: Option<Result<(), Shed>>) -> Result<Admitted, Shed> {
+        let granted = woke.or_else(|| self.leave());
+        self.settled = true;
+        match granted {
+            Some(Ok(())) => Ok(Admitted(Some(self.state.clone()))),
+            Some(Err(shed)) => Err(shed),
+            None => Err(Shed::Deadline),
         }
-        if let Ok(p) = sem.clone().try_acquire_owned() {
-            return Ok(Admitted(Some(p)));
+    }
+
+    /// Leaves the queue; returns what was sent to this waiter, if anything was.
+    fn leave(&mut self) -> Option<Result<(), Shed>> {
+        // Senders only send under the lock, so once it is held the answer is settled.
+        let mut s = self.state.lock();
+        let q = &mut s.queues[self.class as usize];
+        if let Some(at) = q.iter().position(|w| w.id == self.id) {
+            q.remove(at);
+            return None;
         }
-        if class != PriorityClass::Critical && self.waiting.load(Ordering::Relaxed) >= self.queue_size {
-            return Err(Shed::QueueFull);
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
         }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let _w = Waiting(&self.waiting);
-        match tokio::time::timeout(self.queue_timeout, sem.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(Admitted(Some(p))),
-            _ => Err(Shed::Deadline),
+        if let Some(Ok(())) = self.leave() {
+            let mut s = self.state.lock();
+            if !s.hand_over() {
+                s.in_use -= 1;
+            }
         }
     }
 }
@@ -170,5 +290,83 @@ mod tests {
         );
         assert_eq!(class_of(Some(b"critical")), Some(PriorityClass::Critical));
         assert_eq!(class_of(Some(b"bogus")), None);
+    }
+
+    fn patient(n: u32, queue: u32, shed_at: f64) -> Arc<Admission> {
+        let mut l = limits(n, queue);
+        l.queue.timeout = D::secs(60);
+        l.shed_sheddable_at = shed_at;
+        Arc::new(Admission::new(&l))
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_highest_class_first() {
+        let a = patient(1, 8, 100.0);
+        let held = a.admit(PriorityClass::Standard).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, class) in [
+            ("sheddable", PriorityClass::Sheddable),
+            ("standard", PriorityClass::Standard),
+            ("critical", PriorityClass::Critical),
+        ] {
+            let (a, order) = (a.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let slot = a.admit(class).await.unwrap();
+                order.lock().push(name);
+                settle().await;
+                drop(slot);
+            }));
+            settle().await;
+        }
+        assert_eq!(a.waiting(), 3);
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock(), ["critical", "standard", "sheddable"]);
+        assert_eq!(a.state.lock().in_use, 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_displaces_the_lowest_class_and_cancelled_waiters_leave() {
+        let a = patient(1, 1, 100.0);
+        let held = a.admit(PriorityClass::Standard).await.unwrap();
+        let low = tokio::spawn({
+            let a = a.clone();
+            async move { a.admit(PriorityClass::Sheddable).await.map(drop) }
+        });
+        settle().await;
+        let high = tokio::spawn({
+            let a = a.clone();
+            async move { a.admit(PriorityClass::Standard).await.map(drop) }
+        });
+        settle().await;
+        assert_eq!(low.await.unwrap(), Err(Shed::Displaced));
+        // Same class, queue full: refused, not displaced.
+        assert_eq!(a.admit(PriorityClass::Standard).await.unwrap_err(), Shed::QueueFull);
+        drop(held);
+        assert_eq!(high.await.unwrap(), Ok(()));
+
+        // A waiter whose client went away leaves the queue and takes no slot with it.
+        let held = a.admit(PriorityClass::Standard).await.unwrap();
+        let gone = tokio::spawn({
+            let a = a.clone();
+            async move { a.admit(PriorityClass::Standard).await.map(drop) }
+        });
+        settle().await;
+        assert_eq!(a.waiting(), 1);
+        gone.abort();
+        settle().await;
+        assert_eq!(a.waiting(), 0);
+        drop(held);
+        assert_eq!(a.state.lock().in_use, 0);
+        assert!(a.admit(PriorityClass::Standard).await.is_ok());
     }
 }

@@ -372,6 +372,11 @@ impl ProxyHttp for Proxy {
                         crate::admission::Shed::LowPriority => {
                             format!("model {model} is busy; {class_label} requests are shed first")
                         }
+                        crate::admission::Shed::Displaced => {
+                            format!(
+                                "model {model} is busy; a higher-priority request took this one's place in the queue"
+                            )
+                        }
                         crate::admission::Shed::QueueFull => {
                             format!("model {model} is at its concurrency limit and its queue is full")
                         }

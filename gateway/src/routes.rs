@@ -24,8 +24,9 @@ pub struct Routes {
     pub clusters: Vec<Vec<Arc<Cluster>>>,
     /// Metric series by model and version index.
     pub series: Vec<Vec<VersionSeries>>,
-    /// Admission control by model index.
-    pub admission: Vec<Admission>,
+    /// Admission control by model index, carried over from the previous table while a model's
+    /// limits stay the same (so a reload neither forgets admitted requests nor the queue).
+    pub admission: Vec<Arc<Admission>>,
     /// TLS to backends by model and version index (`None`: plaintext).
     pub upstream_tls: Vec<Vec<Option<Arc<crate::upstream_tls::UpstreamTls>>>>,
 }
@@ -39,6 +40,7 @@ impl Routes {
         zone: Option<&str>,
         registry: &Registry,
         metrics: &Metrics,
+        prev: Option<&Routes>,
     ) -> Result<Routes, String> {
         let r = snap
             .region(region)
@@ -77,7 +79,18 @@ impl Routes {
                     .collect()
             })
             .collect();
-        let admission = snap.models.iter().map(|m| Admission::new(&m.policy.limits)).collect();
+        let admission = snap
+            .models
+            .iter()
+            .map(|m| {
+                let limits = &m.policy.limits;
+                prev.and_then(|p| {
+                    let i = p.snap.model(&m.name)?;
+                    Some(p.admission[i].clone()).filter(|a| a.same_limits(limits))
+                })
+                .unwrap_or_else(|| Arc::new(Admission::new(limits)))
+            })
+            .collect();
         let upstream_tls = crate::upstream_tls::compile(&snap)?;
         Ok(Routes {
             snap,

@@ -112,7 +112,7 @@ impl Gateway {
         let registry = Registry::default();
         let metrics = Metrics::new();
         let routes =
-            Routes::build(Arc::new(snap), 1, &region, zone, &registry, &metrics).map_err(anyhow::Error::msg)?;
+            Routes::build(Arc::new(snap), 1, &region, zone, &registry, &metrics, None).map_err(anyhow::Error::msg)?;
         Ok(Gateway {
             config,
             region,
@@ -168,14 +168,15 @@ impl Gateway {
     pub fn reload(&self) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock();
         let result = self.config.load().map_err(ReloadError::Invalid).and_then(|snap| {
-            let generation = self.routes.load().generation + 1;
+            let current = self.routes.load_full();
             Routes::build(
                 Arc::new(snap),
-                generation,
+                current.generation + 1,
                 &self.region,
                 self.zone.as_deref(),
                 &self.registry,
                 &self.metrics,
+                Some(&current),
             )
             .map_err(ReloadError::Unfit)
         });

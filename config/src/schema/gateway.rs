@@ -355,7 +355,8 @@ pub struct Limits {
     pub priority_header: String,
     /// Priority class of requests that name none.
     pub default_priority: PriorityClass,
-    /// Share of the concurrency limit (percent) beyond which `sheddable` requests are shed.
+    /// Share of the concurrency limit (percent) beyond which `sheddable` requests are shed; at
+    /// 100 they are never shed early but queue last in line and are displaced first.
     pub shed_sheddable_at: f64,
 }
 
