@@ -18,6 +18,7 @@ regions:
 gateway:
   limits: { max_request_headers: 2KiB, max_request_body: 1KiB }
   retries: { attempts: 0 }
+  timeouts: { client_header: 1s }
 models:
   - name: llm
     versions: [{ name: v1, endpoints: [{ id: s1, address: 127.90.1.1:8000, region: r, zone: r-a }] }]
@@ -81,6 +82,35 @@ fn streams_limits_and_h2c() {
     match r {
         Ok(r) => assert_eq!(r.status(), 413),
         Err(e) => panic!("a streamed body over the limit must get 413, got {e}"),
+    }
+    // Slowloris: a client dripping header lines (each well within pingora's per-read timeout)
+    // gets a 408 once the whole block has not arrived within client_header (1s), and is closed.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(public).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.write_all(b"POST /v2/models/llm/infer HTTP/1.1\r\nhost: gw\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        for i in 0..300 {
+            let mut buf = [0u8; 512];
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                    if s.write_all(format!("x-drip-{i}: .\r\n").as_bytes()).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(
+            answer.contains(r#"{"error":"request headers were not received within 1s"}"#),
+            "{answer}"
+        );
     }
     // 431: a header block over the 2KiB limit.
     let r = c

@@ -27,6 +27,7 @@ pub mod select;
 pub mod server;
 pub mod shadow;
 pub mod signals;
+pub mod slowclient;
 pub mod state;
 pub mod tasks;
 pub mod tls;

@@ -66,20 +66,21 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
     server.bootstrap();
     files.write_pid()?;
     let phases = server.watch_execution_phase();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy { gw: gw.clone() },
-        "meridian gateway",
-    );
+    let mut app = pingora::proxy::http_proxy(&server.configuration, Proxy { gw: gw.clone() });
     let h2c = spec
         .listeners
         .iter()
         .any(|l| l.tls.is_none() && l.protocols.contains(&meridian_config::schema::Protocol::H2c));
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut opts = HttpServerOptions::default();
-        opts.h2c = h2c;
-        app.server_options = Some(opts);
-    }
+    let mut opts = HttpServerOptions::default();
+    opts.h2c = h2c;
+    app.server_options = Some(opts);
+    let mut proxy = pingora::services::listening::Service::new(
+        "meridian gateway".into(),
+        crate::slowclient::HeaderDeadline {
+            inner: Arc::new(app),
+            gw: gw.clone(),
+        },
+    );
     for l in &spec.listeners {
         match &l.tls {
             None => proxy.add_tcp(&l.address.to_string()),
