@@ -9,8 +9,9 @@ BIN := target/debug/meridian
 .PHONY: demo test deps build lint fmt bench
 
 # Debian packages the build and the tests need: cmake builds pingora's zlib-ng; prometheus
-# brings promtool, which the metrics tests run; bind9-dnsutils brings dig for the DNS tests.
-DEB_PACKAGES := cmake prometheus bind9-dnsutils
+# brings promtool, which the metrics tests run; bind9-dnsutils brings dig for the DNS tests;
+# openssl (s_client) offers the old TLS versions the gateway must refuse.
+DEB_PACKAGES := cmake prometheus bind9-dnsutils openssl
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

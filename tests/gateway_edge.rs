@@ -574,3 +574,103 @@ models:
     assert_eq!(a.status, 502, "{:?}", a.body);
     assert_eq!(a.served_by, "", "{:?}", a.body);
 }
+
+/// What `openssl s_client` makes of a handshake at one TLS version: true when it completed.
+fn openssl_handshake(addr: &str, version_flag: &str) -> bool {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            addr,
+            "-servername",
+            "api.example.com",
+            version_flag,
+        ])
+        // OpenSSL 3 will not even offer TLS 1.0/1.1 above security level 0.
+        .args(["-cipher", "DEFAULT@SECLEVEL=0"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client (Debian package openssl)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success() && text.contains("Cipher is ") && !text.contains("Cipher is (NONE)")
+}
+
+/// TLS 1.0/1.1 never complete, `min_version: "1.3"` refuses 1.2, and certificate files renewed
+/// on disk (no config change) are picked up, while a broken file leaves the old one serving.
+#[test]
+fn tls_versions_and_certificates_renewed_on_disk() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/tls");
+    let dir = scratch("tls-renew");
+    let copy = |from: &str, to: &str| {
+        let tmp = dir.join(format!("{to}.tmp"));
+        std::fs::copy(format!("{examples}/{from}"), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join(to)).unwrap();
+    };
+    copy("api.pem", "live.pem");
+    copy("api.key", "live.key");
+    let cfg = dir.join("meridian.yaml");
+    write_config(
+        &cfg,
+        "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners:
+        - name: modern
+          address: 127.99.0.1:8443
+          tls:
+            min_version: '1.3'
+            certificates: [{ server_names: [api.example.com, other.example.com], cert: live.pem, key: live.key }]
+        - name: default
+          address: 127.99.0.1:8444
+          tls:
+            certificates: [{ server_names: [api.example.com, other.example.com], cert: live.pem, key: live.key }]
+        - { name: plain, address: 127.99.0.1:8080 }
+      admin: { address: 127.99.0.1:9901 }
+models:
+  - name: llm
+    versions: [{ name: v1, endpoints: [{ id: t1, address: 127.99.1.1:8000, region: r, zone: r-a }] }]
+",
+    );
+    let _sim = sim("127.99.1.1:8000", "t1", "llm", "v1", &[]);
+    let _gw = gateway(&cfg, "r", None, "127.99.0.1:9901", "127.99.0.1:8080");
+
+    for (addr, v1_2) in [("127.99.0.1:8443", false), ("127.99.0.1:8444", true)] {
+        assert!(!openssl_handshake(addr, "-tls1"), "{addr}: TLS 1.0 must be refused");
+        assert!(!openssl_handshake(addr, "-tls1_1"), "{addr}: TLS 1.1 must be refused");
+        assert_eq!(openssl_handshake(addr, "-tls1_2"), v1_2, "{addr}: TLS 1.2");
+        assert!(openssl_handshake(addr, "-tls1_3"), "{addr}: TLS 1.3");
+    }
+
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(format!("{examples}/ca.pem")).unwrap()).unwrap();
+    let live = |host: &str| {
+        reqwest::blocking::Client::builder()
+            .add_root_certificate(ca.clone())
+            .resolve(host, "127.99.0.1:8443".parse().unwrap())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+            .get(format!("https://{host}:8443/v2/health/live"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    };
+    // The api.example.com certificate is served; other.example.com is not in it.
+    assert!(live("api.example.com"));
+    assert!(!live("other.example.com"));
+    // Renewed on disk as cert-manager or a mounted Secret would (atomic renames): the new
+    // certificate serves without a reload request.
+    copy("other.key", "live.key");
+    copy("other.pem", "live.pem");
+    wait_until("renewed certificate served", Duration::from_secs(20), || {
+        live("other.example.com")
+    });
+    assert!(!live("api.example.com"));
+    // A broken renewal is refused; the last good certificate keeps serving.
+    std::fs::write(dir.join("live.pem"), "not a certificate").unwrap();
+    let log = cfg.with_extension("r.log");
+    wait_until("broken certificate refused", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("certificates not reloaded"))
+    });
+    assert!(live("other.example.com"));
+}

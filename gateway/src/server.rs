@@ -42,6 +42,8 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
     let Some(spec) = routes.snap.config.regions[routes.origin.region].gateway.clone() else {
         anyhow::bail!("region {} has no gateway", gw.region);
     };
+    // The certificate files as they are now, before the listeners load them: later changes reload.
+    gw.reload_changed_certificates();
     let files = RunFiles::new(opts.run_dir.as_deref(), spec.admin.address);
     let conf = ServerConf {
         threads: opts
@@ -70,7 +72,7 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
     let h2c = spec
         .listeners
         .iter()
-        .any(|l| l.tls.is_none() && l.protocols.contains(&meridian_config::schema::Protocol::H2c));
+        .any(|l| l.tls.is_none() && l.speaks(meridian_config::schema::Protocol::H2c));
     let mut opts = HttpServerOptions::default();
     opts.h2c = h2c;
     app.server_options = Some(opts);
@@ -85,7 +87,7 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
         match &l.tls {
             None => proxy.add_tcp(&l.address.to_string()),
             Some(tls) => {
-                let h2 = l.protocols.contains(&meridian_config::schema::Protocol::H2);
+                let h2 = l.speaks(meridian_config::schema::Protocol::H2);
                 let (settings, resolver) = crate::tls::settings(tls, &routes.snap.base_dir, h2)?;
                 gw.tls.lock().push((l.name.clone(), resolver));
                 proxy.add_tls_with_settings(&l.address.to_string(), None, settings);

@@ -53,6 +53,9 @@ pub struct Gateway {
     pub ready: AtomicBool,
     /// Requests in progress, for a graceful stop.
     pub drain: Arc<crate::drain::Drain>,
+    /// (path, modified, size) of the listeners' certificate and key files as last seen, so
+    /// certificates renewed on disk (cert-manager, a mounted Secret) load without a config change.
+    tls_files: Mutex<Vec<(std::path::PathBuf, Option<std::time::SystemTime>, u64)>>,
     reload_lock: Mutex<()>,
 }
 
@@ -131,6 +134,7 @@ impl Gateway {
             shadow_client: reqwest::Client::new(),
             ready: AtomicBool::new(false),
             drain: Arc::default(),
+            tls_files: Mutex::new(Vec::new()),
             reload_lock: Mutex::new(()),
         })
     }
@@ -155,6 +159,38 @@ impl Gateway {
                     tracing::error!(listener = %name, "certificates not reloaded, the previous ones keep serving: {e}")
                 }
             }
+        }
+    }
+
+    /// Reloads the TLS listeners' certificates when one of their files changed on disk since the
+    /// last look (the first look only records them). A file that does not load leaves the
+    /// previous certificates serving.
+    pub fn reload_changed_certificates(&self) {
+        let routes = self.routes.load_full();
+        let Some(gw) = routes.snap.config.regions[routes.origin.region].gateway.as_ref() else {
+            return;
+        };
+        let now: Vec<_> = gw
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|t| t.certificates.iter().flat_map(|c| [&c.cert, &c.key]))
+            .map(|p| {
+                let path = routes.snap.base_dir.join(p);
+                let meta = std::fs::metadata(&path).ok();
+                let modified = meta.as_ref().and_then(|m| m.modified().ok());
+                (path, modified, meta.map_or(0, |m| m.len()))
+            })
+            .collect();
+        let changed = {
+            let mut seen = self.tls_files.lock();
+            let changed = !seen.is_empty() && *seen != now;
+            *seen = now;
+            changed
+        };
+        if changed {
+            tracing::info!("certificate files changed on disk: reloading them");
+            self.reload_certificates(&routes);
         }
     }
 

@@ -130,6 +130,7 @@ async fn watch_file(gw: Arc<Gateway>) {
         if gw.file_changed() {
             let _ = gw.reload();
         }
+        gw.reload_changed_certificates();
     }
 }
 

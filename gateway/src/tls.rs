@@ -63,6 +63,15 @@ impl CertSet {
 pub struct SniResolver {
     /// The current certificates.
     pub certs: ArcSwap<CertSet>,
+    /// `min_version: "1.3"`: refuse clients that do not offer TLS 1.3. pingora's rustls acceptor
+    /// fixes the versions to 1.2 and 1.3 (1.0 and 1.1 never complete); a client offering 1.3 gets
+    /// it (rustls prefers it), so refusing hellos without 1.3 cipher suites leaves only 1.3.
+    pub tls13_only: bool,
+}
+
+/// Whether a ClientHello offers a TLS 1.3 cipher suite (0x1301..=0x1305, RFC 8446 B.4).
+fn offers_tls13(suites: impl IntoIterator<Item = u16>) -> bool {
+    suites.into_iter().any(|s| (0x1301..=0x1305).contains(&s))
 }
 
 impl fmt::Debug for SniResolver {
@@ -73,6 +82,10 @@ impl fmt::Debug for SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.tls13_only && !offers_tls13(hello.cipher_suites().iter().map(|s| u16::from(*s))) {
+            tracing::debug!("TLS client without TLS 1.3 refused (min_version 1.3)");
+            return None;
+        }
         self.certs.load().pick(hello.server_name())
     }
 }
@@ -81,6 +94,7 @@ impl ResolvesServerCert for SniResolver {
 pub fn settings(tls: &ListenerTls, base: &Path, h2: bool) -> anyhow::Result<(TlsSettings, Arc<SniResolver>)> {
     let resolver = Arc::new(SniResolver {
         certs: ArcSwap::from_pointee(CertSet::load(tls, base).map_err(anyhow::Error::msg)?),
+        tls13_only: tls.min_version == meridian_config::schema::TlsVersion::Tls13,
     });
     let callbacks: pingora::listeners::TlsAcceptCallbacks = Box::new(NoCallbacks);
     let mut s = TlsSettings::with_callbacks(callbacks)?;

@@ -15,16 +15,28 @@ pub struct Listener {
     /// Socket address to bind, e.g. `0.0.0.0:443`.
     pub address: SocketAddr,
     /// HTTP versions spoken: plain `http1` and `h2c` (prior knowledge), or with `tls` set, `http1` and
-    /// `h2` negotiated by ALPN.
-    #[serde(default = "default_protocols")]
+    /// `h2` negotiated by ALPN. Absent: both versions the transport allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protocols: Vec<Protocol>,
     /// TLS termination; absent for plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
 }
 
-fn default_protocols() -> Vec<Protocol> {
-    vec![Protocol::Http1, Protocol::H2c]
+impl Listener {
+    /// Whether the listener speaks `p`, defaults resolved (HTTP/1.1 and h2 with TLS, HTTP/1.1
+    /// and h2c without).
+    pub fn speaks(&self, p: Protocol) -> bool {
+        if self.protocols.is_empty() {
+            return p == Protocol::Http1
+                || p == if self.tls.is_some() {
+                    Protocol::H2
+                } else {
+                    Protocol::H2c
+                };
+        }
+        self.protocols.contains(&p)
+    }
 }
 
 /// An HTTP version a listener speaks.

@@ -105,9 +105,6 @@ pub(super) fn check(cx: &mut Ctx<'_>) {
 }
 
 fn listener_protocols(cx: &mut Ctx<'_>, at: &str, protocols: &[Protocol], tls: bool) {
-    if protocols.is_empty() {
-        cx.err(format!("{at}.protocols"), "a listener needs at least one protocol");
-    }
     for (k, p) in protocols.iter().enumerate() {
         match (p, tls) {
             (Protocol::H2c, true) => cx.err(
