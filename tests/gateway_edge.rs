@@ -138,6 +138,23 @@ fn streams_limits_and_h2c() {
     );
     assert_eq!(a.body["headers"]["x-forwarded-for"], "192.0.2.7, 127.0.0.1");
     assert_eq!(a.body["headers"]["x-forwarded-proto"], "http");
+    // Hop-by-hop headers, and those the client's Connection header names, stop at the gateway.
+    let a = infer(
+        &c,
+        public,
+        "/v2/models/llm/infer",
+        &[
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("te", "gzip"),
+        ],
+    );
+    assert_eq!(a.status, 200);
+    for h in ["connection", "x-hop", "keep-alive", "proxy-authorization", "te"] {
+        assert!(a.body["headers"].get(h).is_none(), "{h} forwarded: {}", a.body);
+    }
     assert_eq!(endpoint(admin, "s1")["ejected"], false);
 
     // HTTP/2 with prior knowledge (h2c) on the same listener.

@@ -195,3 +195,62 @@ fn set_drain(gw: &Gateway, id: &str, on: bool) -> Response {
         None => error(StatusCode::NOT_FOUND, &format!("endpoint {id} not found")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use crate::clock::SystemClock;
+    use crate::state::Gateway;
+
+    const CONFIG: &str = "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners: [{ name: public, address: 127.0.0.1:1 }]
+      admin: { address: 0.0.0.0:9901, token: s3cret }
+models:
+  - name: m
+    versions: [{ name: v1, endpoints: [{ id: e1, address: 127.0.0.1:2, region: r, zone: r-a }] }]
+";
+
+    async fn status(gw: &Arc<Gateway>, peer: &str, auth: Option<&str>) -> StatusCode {
+        let app = super::router(gw.clone()).layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let mut req = Request::get("/config");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn a_bearer_token_is_required_off_loopback() {
+        let dir = std::env::temp_dir().join(format!("meridian-admin-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("meridian.yaml");
+        std::fs::write(&path, CONFIG).unwrap();
+        let gw = Arc::new(Gateway::start(&path, None, None, Arc::new(SystemClock)).unwrap());
+        assert_eq!(status(&gw, "127.0.0.1:5000", None).await, StatusCode::OK);
+        assert_eq!(status(&gw, "[::1]:5000", None).await, StatusCode::OK);
+        assert_eq!(status(&gw, "10.1.2.3:5000", None).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status(&gw, "10.1.2.3:5000", Some("Bearer wrong")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(&gw, "10.1.2.3:5000", Some("s3cret")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(&gw, "10.1.2.3:5000", Some("Bearer s3cret")).await,
+            StatusCode::OK
+        );
+    }
+}

@@ -457,6 +457,7 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         _ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        strip_hop_by_hop(req);
         // X-Forwarded-For/-Proto (de facto) and Forwarded (RFC 7239), appended to what the client
         // sent, so backends see the whole chain and the scheme the client used.
         let proto = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
@@ -712,6 +713,35 @@ async fn peek_model(
             Some(chunk) => buf.extend_from_slice(&chunk),
             None => done = true,
         }
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) end at the gateway: the standard ones and any the client's
+/// `Connection` header names. `TE: trailers` stays, as gRPC needs it end to end.
+fn strip_hop_by_hop(req: &mut RequestHeader) {
+    const HOP: [&str; 6] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "upgrade",
+        "trailer",
+    ];
+    if let Some(named) = req.headers.get("connection").and_then(|v| v.to_str().ok()) {
+        let named: Vec<String> = named
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for name in named {
+            req.remove_header(name.as_str());
+        }
+    }
+    for name in HOP {
+        req.remove_header(name);
+    }
+    if req.headers.get("te").is_some_and(|v| v.as_bytes() != b"trailers") {
+        req.remove_header("te");
     }
 }
 

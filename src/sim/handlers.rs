@@ -226,6 +226,13 @@ async fn infer(st: Arc<SimState>, req: Request<Incoming>, api: Api) -> Result<Re
         "x-user-id",
         "x-priority",
         "inference-header-content-length",
+        // Hop-by-hop headers a proxy must not forward, so tests can see that none arrive.
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "upgrade",
+        "x-hop",
+        "te",
     ]
     .iter()
     .filter_map(|h| {
