@@ -30,6 +30,7 @@ pub mod signals;
 pub mod slowclient;
 pub mod state;
 pub mod tasks;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream_tls;
 

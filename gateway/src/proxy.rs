@@ -65,6 +65,10 @@ pub struct Ctx {
     _admitted: Option<crate::admission::Admitted>,
     /// Counts this request in for graceful shutdown until its last log line.
     _in_progress: Option<crate::drain::InProgress>,
+    /// The request's server span, when tracing is on.
+    trace: Option<opentelemetry::Context>,
+    /// The current upstream attempt's client span, the status it got and its error, if any.
+    attempt: Option<(opentelemetry_sdk::trace::Span, u16, Option<&'static str>)>,
 }
 
 /// A request being mirrored: the copy goes out once the client's request is complete.
@@ -186,6 +190,11 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         ctx.started = self.gw.clock.now();
+        if let Some(t) = &self.gw.telemetry {
+            let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+            let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            ctx.trace = Some(t.server_span(session.req_header(), client, tls));
+        }
         if self.gw.drain.draining() {
             // Stopping: this connection's last response, so the client's pool moves on cleanly.
             session.set_keepalive(None);
@@ -395,7 +404,7 @@ impl ProxyHttp for Proxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
         let Some(routes) = ctx.routes.clone() else {
             return Err(Error::explain(ErrorType::InternalError, "no routing table"));
         };
@@ -428,6 +437,17 @@ impl ProxyHttp for Proxy {
         ctx.attempt_started = now;
         ctx.recorded = false;
         ctx.retrying_503 = false;
+        if let (Some(t), Some(server)) = (&self.gw.telemetry, &ctx.trace) {
+            end_attempt(ctx.attempt.take());
+            let level = cluster.levels.get(pick.level).map_or("", |l| l.kind.label());
+            let method = session.req_header().method.as_str();
+            let resend = ctx.tried.len() - 1;
+            ctx.attempt = Some((
+                t.attempt_span(server, method, &ep.id, ep.address, resend, level),
+                0,
+                None,
+            ));
+        }
         ctx.pick = Some(pick);
         let upstream = &routes.snap.models[ctx.model].versions[ctx.version].upstream;
         let mut peer = match &routes.upstream_tls[ctx.model][ctx.version] {
@@ -455,9 +475,12 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         req: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         strip_hop_by_hop(req);
+        if let (Some(t), Some((span, ..))) = (&self.gw.telemetry, &ctx.attempt) {
+            t.inject(span, req);
+        }
         // X-Forwarded-For/-Proto (de facto) and Forwarded (RFC 7239), appended to what the client
         // sent, so backends see the whole chain and the scheme the client used.
         let proto = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
@@ -522,6 +545,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         let status = resp.status.as_u16();
+        if let Some(a) = ctx.attempt.as_mut() {
+            a.1 = status;
+        }
         let now = self.gw.clock.now();
         if let Some(p) = &ctx.pick {
             let rtt = now.saturating_sub(ctx.attempt_started);
@@ -543,6 +569,9 @@ impl ProxyHttp for Proxy {
     fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
         self.record(ctx, Outcome::GatewayFailure);
         ctx.in_flight = None;
+        if let Some(a) = ctx.attempt.as_mut() {
+            a.2 = Some(e.etype().as_str());
+        }
         let retry = self.may_retry(ctx, RetryOn::ConnectFailure, session);
         e.set_retry(retry);
         e
@@ -567,6 +596,9 @@ impl ProxyHttp for Proxy {
             return e;
         }
         self.record(ctx, Outcome::GatewayFailure);
+        if let Some(a) = ctx.attempt.as_mut() {
+            a.2 = Some(e.etype().as_str());
+        }
         let reset = matches!(
             e.etype(),
             ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::H2Error
@@ -615,6 +647,10 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         ctx.in_flight = None;
         self.account(session, ctx);
+        end_attempt(ctx.attempt.take());
+        if let Some(server) = ctx.trace.take() {
+            self.end_trace(session, ctx, &server);
+        }
         if let (Some(sh), Some(routes)) = (ctx.shadow.take(), ctx.routes.as_ref()) {
             if !sh.overflow {
                 crate::shadow::send(&self.gw, routes, ctx.model, sh.version, session.req_header(), sh.body);
@@ -624,6 +660,35 @@ impl ProxyHttp for Proxy {
 }
 
 impl Proxy {
+    /// Ends the request's server span with what the request came to.
+    fn end_trace(&self, session: &Session, ctx: &Ctx, server: &opentelemetry::Context) {
+        let req = session.req_header();
+        let model = ctx
+            .routes
+            .as_ref()
+            .and_then(|r| r.snap.models.get(ctx.model))
+            .filter(|_| ctx.known_model);
+        let version = model
+            .filter(|_| ctx.known_version)
+            .map(|m| &*m.versions[ctx.version].name);
+        let route = model.map(|m| route_template(req.uri.path(), &m.name, version));
+        let level = ctx.pick.as_ref().and_then(|p| {
+            let r = ctx.routes.as_ref()?;
+            r.clusters[ctx.model][ctx.version].levels.get(p.level)
+        });
+        let outcome = crate::telemetry::Outcome {
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            route: route.as_deref(),
+            model: model.zip(version).map(|(m, v)| (&*m.name, v)),
+            endpoint: ctx
+                .pick
+                .as_ref()
+                .map(|p| (&*p.endpoint.id, level.map_or("", |l| l.kind.label()))),
+            retries: ctx.tried.len().saturating_sub(1),
+        };
+        crate::telemetry::end_request(server, req.method.as_str(), &outcome);
+    }
+
     /// Metrics and the access log line of a finished request.
     fn account(&self, session: &Session, ctx: &Ctx) {
         let Some(routes) = ctx.routes.as_ref() else { return };
@@ -645,13 +710,19 @@ impl Proxy {
             .pick
             .as_ref()
             .and_then(|p| routes.clusters[ctx.model][ctx.version].levels.get(p.level));
+        // The trace this request's spans belong to; without tracing, the one the client named.
+        let traced = ctx.trace.as_ref().map(|c| {
+            use opentelemetry::trace::TraceContextExt;
+            c.span().span_context().trace_id().to_string()
+        });
         let entry = crate::accesslog::Entry {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            trace_id: req
-                .headers
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok())
-                .and_then(crate::accesslog::trace_id),
+            trace_id: traced.as_deref().or_else(|| {
+                req.headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::accesslog::trace_id)
+            }),
             client: session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
             method: req.method.as_str(),
             path: req.uri.path(),
@@ -743,6 +814,23 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
     if req.headers.get("te").is_some_and(|v| v.as_bytes() != b"trailers") {
         req.remove_header("te");
     }
+}
+
+/// Ends an upstream attempt's client span, if tracing made one.
+fn end_attempt(attempt: Option<(opentelemetry_sdk::trace::Span, u16, Option<&'static str>)>) {
+    if let Some((span, status, error)) = attempt {
+        crate::telemetry::end_attempt(span, status, error);
+    }
+}
+
+/// `http.route` of a model request: its path with the model and version as placeholders
+/// (`/v2/models/{model}/versions/{version}/infer`); other paths are fixed routes already.
+fn route_template(path: &str, model: &str, version: Option<&str>) -> String {
+    let mut route = path.replacen(&format!("/models/{model}"), "/models/{model}", 1);
+    if let Some(v) = version {
+        route = route.replacen(&format!("/versions/{v}"), "/versions/{version}", 1);
+    }
+    route
 }
 
 /// Whether the cluster has an endpoint this request has not tried.

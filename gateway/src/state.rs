@@ -47,6 +47,8 @@ pub struct Gateway {
     pub tls: Mutex<Vec<(String, Arc<crate::tls::SniResolver>)>>,
     /// Access log sink.
     pub access_log: AccessLog,
+    /// Trace export, when configured (read at start).
+    pub telemetry: Option<crate::telemetry::Telemetry>,
     /// HTTP client for mirrored requests.
     pub shadow_client: reqwest::Client,
     /// Set once the first active health check round finished.
@@ -114,6 +116,7 @@ impl Gateway {
         };
         let registry = Registry::default();
         let metrics = Metrics::new();
+        let telemetry = crate::telemetry::Telemetry::start(&snap.config.observability.tracing)?;
         let routes =
             Routes::build(Arc::new(snap), 1, &region, zone, &registry, &metrics, None).map_err(anyhow::Error::msg)?;
         Ok(Gateway {
@@ -131,6 +134,7 @@ impl Gateway {
             metrics,
             tls: Mutex::new(Vec::new()),
             access_log: AccessLog::stdout(),
+            telemetry,
             shadow_client: reqwest::Client::new(),
             ready: AtomicBool::new(false),
             drain: Arc::default(),

@@ -86,6 +86,9 @@ async fn stop(gw: &Gateway, tasks: Vec<tokio::task::JoinHandle<()>>, admin: toki
     }
     admin.abort();
     gw.access_log.flush(Duration::from_secs(2));
+    if let Some(t) = &gw.telemetry {
+        t.shutdown(Duration::from_secs(2));
+    }
     std::process::exit(0);
 }
 
