@@ -45,13 +45,7 @@ fn streams_limits_and_h2c() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let mut got = String::new();
-    let mut buf = [0u8; 1024];
-    while !got.contains("\n\n") {
-        let n = resp.read(&mut buf).unwrap();
-        assert!(n > 0, "stream ended before its first event: {got}");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let got = first_event(&mut resp);
     assert!(
         got.starts_with("data: {") && got.contains("\"token\":0") && !got.contains("[DONE]"),
         "{got}"
@@ -408,8 +402,7 @@ models:
         .body("{}")
         .send()
         .unwrap();
-    let mut first = [0u8; 64];
-    assert!(stream.read(&mut first).unwrap() > 0);
+    first_event(&mut stream);
     let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let send = |class: &'static str| {
         let done = done.clone();

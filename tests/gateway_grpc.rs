@@ -195,22 +195,10 @@ fn grpc_unary_and_streaming_through_the_gateway() {
         assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     });
 
-    let metrics = client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = scrape(admin);
     let count = |version: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| {
-                l.starts_with("inference_requests_total{")
-                    && l.contains("model_name=\"grpc-model\"")
-                    && l.contains(&format!("model_version=\"{version}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        let v = format!("model_version=\"{version}\"");
+        metric_sum(&metrics, "inference_requests_total", &["model_name=\"grpc-model\"", &v])
     };
     assert_eq!(count("v1"), 3.0, "{metrics}");
     assert_eq!(count("v2"), 2.0, "{metrics}");

@@ -49,13 +49,7 @@ fn sigterm_lets_a_stream_in_progress_finish() {
         .body("{}")
         .send()
         .unwrap();
-    let mut got = String::new();
-    let mut buf = [0u8; 1024];
-    while !got.contains("\n\n") {
-        let n = resp.read(&mut buf).unwrap();
-        assert!(n > 0, "stream ended before its first event: {got}");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    first_event(&mut resp);
 
     gw.signal("TERM");
     // Draining: readiness turns false, the public listener closes, the process stays up.
@@ -125,17 +119,8 @@ fn upgrade_hands_over_the_sockets_under_load_without_a_failed_request() {
     let (ok, failed) = load.stop();
 
     // Only the new process is left, and it served the requests after the handover.
-    let metrics = client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let served: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("inference_requests_total{") && l.contains("status=\"200\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let metrics = scrape(admin);
+    let served = metric_sum(&metrics, "inference_requests_total", &["status=\"200\""]);
     assert!(served >= 200.0, "new process served {served}:\n{metrics}");
     println!("upgrade under load: {ok} requests succeeded, {failed} failed");
     assert_eq!(failed, 0, "{ok} succeeded");

@@ -275,3 +275,38 @@ impl Load {
         (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
     }
 }
+
+/// The admin `/metrics` text of a running process.
+pub fn scrape(admin: &str) -> String {
+    client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// The sum of the samples of metric `name` whose labels include every `label="value"` given.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Reads a streaming response until its first server-sent event is complete; returns what arrived.
+pub fn first_event(resp: &mut reqwest::blocking::Response) -> String {
+    use std::io::Read;
+    let mut got = String::new();
+    let mut buf = [0u8; 1024];
+    while !got.contains("\n\n") {
+        let n = resp.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended before its first event: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    got
+}
