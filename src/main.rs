@@ -121,7 +121,10 @@ fn main() -> ExitCode {
             init_logging();
             exit(meridian_dns::run(&config, threads))
         }
-        Command::Control { .. } => not_built("control", "issue 7"),
+        Command::Control { config, region } => {
+            init_logging();
+            exit(meridian_control::run(&config, &region))
+        }
         Command::GpuAgent { .. } => not_built("gpu-agent", "issue 7"),
         Command::Lab(args) => {
             init_logging();

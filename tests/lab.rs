@@ -85,6 +85,14 @@ fn the_lab_comes_up_serves_and_stops_cleanly() {
     assert_eq!(dig(&["-b", "127.0.2.9", "api.meridian.test"]), "127.0.2.1");
     assert_eq!(dig(&["api.meridian.test", "+subnet=127.0.2.0/24"]), "127.0.2.1");
 
+    // Each region's control loop feeds its gateway: the feed's version reaches the gateway.
+    assert!(text.contains("state feed http://127.0.1.1:9902/v1/state"), "{text}");
+    wait_until(
+        "us-east gateway follows its control loop",
+        Duration::from_secs(20),
+        || metric_sum(&scrape("127.0.1.1:9901"), "meridian_state_feed_version", &[]) >= 1.0,
+    );
+
     // The config it wrote passes `meridian check`.
     let cfg = out.join("meridian-lab.yaml");
     let check = Command::new(env!("CARGO_BIN_EXE_meridian"))

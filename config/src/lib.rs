@@ -16,6 +16,7 @@ pub mod units;
 mod validate;
 pub mod watch;
 
+pub mod feed;
 pub use error::{ConfigErrors, Diagnostic};
 pub use load::{load_file, load_str, Loaded};
 pub use schema::Config;

@@ -2,7 +2,14 @@
 //!
 //! [`headroom`] is the GPU-awareness core: it turns what a model server or GPU reports (Triton's
 //! `nv_*`, vLLM's `vllm:*`, DCGM's `DCGM_FI_*`) into one headroom score per endpoint and a fault
-//! flag, with stale telemetry treated as unknown rather than idle. Discovery, the state feed and the
-//! canary runner (issue 7) build on it.
+//! flag, with stale telemetry treated as unknown rather than idle. [`scrape`] reads those metrics,
+//! [`collect`] runs a round over a region's endpoints, [`feed`] publishes the result as the
+//! versioned state feed gateways and DNS servers subscribe to, and [`server`] runs it all.
 
+pub mod collect;
+pub mod feed;
 pub mod headroom;
+pub mod scrape;
+pub mod server;
+
+pub use server::run;

@@ -54,7 +54,17 @@ fn region_view(state: &DnsState) -> Vec<(String, bool, String)> {
 
 async fn metrics(State(state): State<Arc<DnsState>>) -> Response {
     let regions: Vec<(String, bool)> = region_view(&state).into_iter().map(|(n, h, _)| (n, h)).collect();
-    let text = state.metrics.render(&regions);
+    let staleness: Vec<(String, f64)> = state
+        .health
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(|(name, h)| {
+            let at = (*h.feed_ok.lock().unwrap_or_else(|p| p.into_inner()))?;
+            Some((name.clone(), at.elapsed().as_secs_f64()))
+        })
+        .collect();
+    let text = state.metrics.render(&regions, &staleness);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod answer;
+pub mod feed;
 pub mod geo;
 pub mod gslb;
 pub mod handler;

@@ -15,6 +15,7 @@ pub struct DnsMetrics {
     /// `meridian_dns_config_reloads_total{result}`.
     pub reloads: IntCounterVec,
     region_healthy: GaugeVec,
+    feed_staleness: GaugeVec,
 }
 
 impl Default for DnsMetrics {
@@ -55,6 +56,17 @@ impl DnsMetrics {
         registry
             .register(Box::new(region_healthy.clone()))
             .expect("metric registered once");
+        let feed_staleness = GaugeVec::new(
+            Opts::new(
+                "meridian_state_feed_staleness_seconds",
+                "Seconds since the region's control state feed last answered (regions whose feed answered)",
+            ),
+            &["region"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(feed_staleness.clone()))
+            .expect("metric registered once");
         // Every (type, rcode, transport) series resolved up front: the query path only increments.
         let table = QTYPES
             .iter()
@@ -72,6 +84,7 @@ impl DnsMetrics {
             answers,
             reloads,
             region_healthy,
+            feed_staleness,
         }
     }
 
@@ -85,8 +98,12 @@ impl DnsMetrics {
         }
     }
 
-    /// Prometheus text, with region health read now.
-    pub fn render(&self, regions: &[(String, bool)]) -> String {
+    /// Prometheus text, with region health and feed staleness (seconds, by region) read now.
+    pub fn render(&self, regions: &[(String, bool)], staleness: &[(String, f64)]) -> String {
+        self.feed_staleness.reset();
+        for (name, s) in staleness {
+            self.feed_staleness.with_label_values(&[name]).set(*s);
+        }
         self.region_healthy.reset();
         for (name, up) in regions {
             self.region_healthy

@@ -44,6 +44,7 @@ pub fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
         println!("dns admin on {}", dns.admin.address);
         let tasks = [
             tokio::spawn(crate::probe::supervise(state.clone())),
+            tokio::spawn(crate::feed::supervise(state.clone())),
             tokio::spawn(crate::admin::serve(state.clone(), dns.admin.address)),
             tokio::spawn(watch(state.clone())),
             tokio::spawn(on_sighup(state.clone())),

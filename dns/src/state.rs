@@ -25,6 +25,8 @@ pub struct RegionHealth {
     pub reason: Mutex<String>,
     /// The latest control report: when it came and healthy endpoints per model.
     pub report: Mutex<Option<(Instant, HashMap<String, u32>)>>,
+    /// When the region's control state feed last answered this server.
+    pub feed_ok: Mutex<Option<Instant>>,
 }
 
 impl Default for RegionHealth {
@@ -34,6 +36,7 @@ impl Default for RegionHealth {
             streak: Mutex::new(0),
             reason: Mutex::new("not probed yet".into()),
             report: Mutex::new(None),
+            feed_ok: Mutex::new(None),
         }
     }
 }

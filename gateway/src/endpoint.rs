@@ -23,8 +23,12 @@ pub mod flags {
     pub const UNHEALTHY: u8 = 1;
     /// Ejected by outlier detection.
     pub const EJECTED: u8 = 2;
-    /// Drained by an operator or by control (GPU fault).
+    /// Drained by an operator.
     pub const DRAINED: u8 = 4;
+    /// Control reports it not ready (readiness failing, Kubernetes not ready or terminating).
+    pub const NOT_READY: u8 = 8;
+    /// Drained by control: its GPU reported a fault, or its node is cordoned.
+    pub const CONTROL_DRAINED: u8 = 16;
 }
 
 /// Live state of one backend endpoint.
@@ -202,7 +206,12 @@ impl Registry {
         v
     }
 
-    /// An endpoint by its id.
+    /// The endpoint at this address, if any.
+    pub fn by_address(&self, address: SocketAddr) -> Option<Arc<EndpointState>> {
+        self.by_addr.lock().get(&address).cloned()
+    }
+
+    /// The endpoint with this id, if any.
     pub fn by_id(&self, id: &str) -> Option<Arc<EndpointState>> {
         self.by_addr.lock().values().find(|e| &*e.id == id).cloned()
     }

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod drain;
 pub mod endpoint;
 pub mod errors;
+pub mod feed;
 pub mod grpc;
 pub mod health;
 pub mod locality;

@@ -43,6 +43,8 @@ pub struct Metrics {
     /// `meridian_access_log_dropped_total`.
     pub access_log_dropped: IntCounter,
     generation: IntGauge,
+    feed_staleness: Gauge,
+    feed_version: IntGauge,
     endpoint_state: GaugeVec,
     endpoint_in_flight: GaugeVec,
     endpoint_latency: GaugeVec,
@@ -97,6 +99,13 @@ impl Metrics {
             .expect("static metric definition");
         r.register(Box::new(generation.clone()))
             .expect("metric registered once");
+        let feed_staleness = Gauge::new(
+            "meridian_state_feed_staleness_seconds",
+            "Seconds since the region's control state feed last answered (absent before the first answer)",
+        )
+        .expect("static metric definition");
+        let feed_version = IntGauge::new("meridian_state_feed_version", "Version of the control state in use")
+            .expect("static metric definition");
         let dropped = IntCounter::new(
             "meridian_access_log_dropped_total",
             "Access log lines dropped because the writer fell behind",
@@ -161,6 +170,8 @@ impl Metrics {
             ),
             access_log_dropped: dropped,
             generation,
+            feed_staleness,
+            feed_version,
             endpoint_state: gauge(
                 &r,
                 "meridian_endpoint_state",
@@ -235,6 +246,15 @@ impl Metrics {
     pub fn render(&self, gw: &Gateway) -> String {
         let routes = gw.routes.load();
         self.generation.set(routes.generation as i64);
+        // Registered only once the feed answered: a gateway without control shows no staleness.
+        if let Some(s) = crate::feed::staleness(gw) {
+            if self.registry.register(Box::new(self.feed_staleness.clone())).is_ok() {
+                let _ = self.registry.register(Box::new(self.feed_version.clone()));
+            }
+            self.feed_staleness.set(s);
+            self.feed_version
+                .set(gw.feed.load().as_ref().map_or(0, |f| f.version as i64));
+        }
         self.retries_in_flight.set(gw.budget.in_flight() as f64);
         for g in [
             &self.endpoint_state,
@@ -268,7 +288,8 @@ impl Metrics {
                         for (state, on) in [
                             ("healthy", f & flags::UNHEALTHY == 0),
                             ("ejected", f & flags::EJECTED != 0),
-                            ("drained", f & flags::DRAINED != 0),
+                            ("drained", f & (flags::DRAINED | flags::CONTROL_DRAINED) != 0),
+                            ("ready", f & flags::NOT_READY == 0),
                             ("available", f == 0),
                         ] {
                             self.endpoint_state

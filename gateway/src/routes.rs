@@ -4,12 +4,24 @@
 
 use std::sync::Arc;
 
+use meridian_config::feed::FeedState;
+use meridian_config::snapshot::EndpointSpec;
 use meridian_config::Snapshot;
 
 use crate::admission::Admission;
 use crate::cluster::{Cluster, Origin};
 use crate::endpoint::Registry;
 use crate::metrics::{Metrics, VersionSeries};
+
+/// What a new table takes over from the running process: the table it replaces (admission state
+/// survives) and the control loop's latest endpoints.
+#[derive(Clone, Copy, Default)]
+pub struct Carry<'a> {
+    /// The table being replaced.
+    pub prev: Option<&'a Routes>,
+    /// The state feed's endpoints to merge.
+    pub feed: Option<&'a FeedState>,
+}
 
 /// An immutable routing table.
 #[derive(Debug)]
@@ -40,8 +52,9 @@ impl Routes {
         zone: Option<&str>,
         registry: &Registry,
         metrics: &Metrics,
-        prev: Option<&Routes>,
+        carry: Carry<'_>,
     ) -> Result<Routes, String> {
+        let Carry { prev, feed } = carry;
         let r = snap
             .region(region)
             .ok_or_else(|| format!("region `{region}` is not in the config"))?;
@@ -63,7 +76,8 @@ impl Routes {
                 m.versions
                     .iter()
                     .map(|v| {
-                        let c = Cluster::build(&snap, origin, &v.endpoints, registry, &m.policy.locality);
+                        let merged = with_feed(&snap, &m.name, &v.name, &v.endpoints, feed);
+                        let c = Cluster::build(&snap, origin, &merged, registry, &m.policy.locality);
                         Arc::new(c.with_max_in_flight(m.policy.limits.per_endpoint_concurrency))
                     })
                     .collect()
@@ -101,5 +115,94 @@ impl Routes {
             admission,
             upstream_tls,
         })
+    }
+}
+
+/// A version's static endpoints plus those the state feed adds (discovered by control), unless
+/// the same address is already configured. Endpoints in zones the config does not know are left
+/// out: locality needs the zone.
+fn with_feed(
+    snap: &Snapshot,
+    model: &str,
+    version: &str,
+    statics: &[EndpointSpec],
+    feed: Option<&FeedState>,
+) -> Vec<EndpointSpec> {
+    let mut all = statics.to_vec();
+    for e in feed.into_iter().flat_map(|f| &f.endpoints) {
+        if e.model != model || e.version != version || all.iter().any(|s| s.address == e.address) {
+            continue;
+        }
+        let (Some(region), Some(zone)) = (snap.region(&e.region), snap.zone(&e.zone)) else {
+            continue;
+        };
+        all.push(EndpointSpec {
+            id: e.id.as_str().into(),
+            address: e.address,
+            region,
+            zone,
+            weight: 1,
+        });
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_config::feed::FeedEndpoint;
+
+    const CONFIG: &str = "
+regions:
+  - name: r
+    zones: [r-a, r-b]
+    gateway:
+      listeners: [{ name: p, address: 127.0.0.1:1 }]
+models:
+  - name: m
+    versions: [{ name: v1, endpoints: [{ id: s1, address: 127.0.0.1:10, region: r, zone: r-a }] }]
+";
+
+    fn feed_ep(id: &str, address: &str, zone: &str) -> FeedEndpoint {
+        FeedEndpoint {
+            id: id.into(),
+            address: address.parse().unwrap(),
+            model: "m".into(),
+            version: "v1".into(),
+            region: "r".into(),
+            zone: zone.into(),
+            ready: true,
+            headroom: Some(0.5),
+            drained: false,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn endpoints_from_the_feed_join_their_version() {
+        let loaded = meridian_config::load_str(CONFIG, "t.yaml", std::path::Path::new(".")).unwrap();
+        let snap = Arc::new(Snapshot::compile(loaded));
+        let feed = FeedState {
+            version: 3,
+            region: "r".into(),
+            endpoints: vec![
+                feed_ep("s1-dup", "127.0.0.1:10", "r-a"),
+                feed_ep("k1", "127.0.0.1:11", "r-b"),
+                feed_ep("lost", "127.0.0.1:12", "no-such-zone"),
+            ],
+            capacity: Default::default(),
+        };
+        let (registry, metrics) = (Registry::default(), Metrics::new());
+        let carry = Carry {
+            prev: None,
+            feed: Some(&feed),
+        };
+        let routes = Routes::build(snap, 1, "r", Some("r-a"), &registry, &metrics, carry).unwrap();
+        let mut ids: Vec<_> = routes.clusters[0][0].endpoints().map(|e| e.id.to_string()).collect();
+        ids.sort();
+        // The configured address keeps its configured id; the discovered one joins in its zone's
+        // level; one in an unknown zone is left out.
+        assert_eq!(ids, ["k1", "s1"]);
+        assert_eq!(routes.clusters[0][0].levels[1].members.len(), 1);
     }
 }

@@ -12,10 +12,10 @@ use parking_lot::Mutex;
 use crate::accesslog::AccessLog;
 use crate::budget::RetryBudget;
 use crate::clock::Clock;
-use crate::endpoint::Registry;
+use crate::endpoint::{flags, Registry};
 use crate::metrics::Metrics;
 use crate::outlier::Detector;
-use crate::routes::Routes;
+use crate::routes::{Carry, Routes};
 
 /// Everything the proxy, the admin API and the background tasks share.
 pub struct Gateway {
@@ -58,6 +58,10 @@ pub struct Gateway {
     /// (path, modified, size) of the listeners' certificate and key files as last seen, so
     /// certificates renewed on disk (cert-manager, a mounted Secret) load without a config change.
     tls_files: Mutex<Vec<(std::path::PathBuf, Option<std::time::SystemTime>, u64)>>,
+    /// The last good state from the region's control loop (kept while control is unreachable).
+    pub feed: arc_swap::ArcSwapOption<meridian_config::feed::FeedState>,
+    /// When the feed last answered, Unix milliseconds (0: never).
+    pub feed_ok_at: AtomicU64,
     reload_lock: Mutex<()>,
 }
 
@@ -117,8 +121,8 @@ impl Gateway {
         let registry = Registry::default();
         let metrics = Metrics::new();
         let telemetry = crate::telemetry::Telemetry::start(&snap.config.observability.tracing)?;
-        let routes =
-            Routes::build(Arc::new(snap), 1, &region, zone, &registry, &metrics, None).map_err(anyhow::Error::msg)?;
+        let routes = Routes::build(Arc::new(snap), 1, &region, zone, &registry, &metrics, Carry::default())
+            .map_err(anyhow::Error::msg)?;
         Ok(Gateway {
             config,
             region,
@@ -139,6 +143,8 @@ impl Gateway {
             ready: AtomicBool::new(false),
             drain: Arc::default(),
             tls_files: Mutex::new(Vec::new()),
+            feed: arc_swap::ArcSwapOption::empty(),
+            feed_ok_at: AtomicU64::new(0),
             reload_lock: Mutex::new(()),
         })
     }
@@ -207,20 +213,72 @@ impl Gateway {
     /// keeps serving. Returns the new generation.
     pub fn reload(&self) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock();
-        let result = self.config.load().map_err(ReloadError::Invalid).and_then(|snap| {
-            let current = self.routes.load_full();
-            Routes::build(
-                Arc::new(snap),
-                current.generation + 1,
-                &self.region,
-                self.zone.as_deref(),
-                &self.registry,
-                &self.metrics,
-                Some(&current),
-            )
-            .map_err(ReloadError::Unfit)
-        });
+        let result = self
+            .config
+            .load()
+            .map_err(ReloadError::Invalid)
+            .and_then(|snap| self.build(Arc::new(snap)).map_err(ReloadError::Unfit));
+        self.install(result, true)
+    }
+
+    /// A new table from `snap` and the current feed, carrying state over from the current table.
+    fn build(&self, snap: Arc<meridian_config::Snapshot>) -> Result<Routes, String> {
+        let current = self.routes.load_full();
+        let feed = self.feed.load_full();
+        Routes::build(
+            snap,
+            current.generation + 1,
+            &self.region,
+            self.zone.as_deref(),
+            &self.registry,
+            &self.metrics,
+            Carry {
+                prev: Some(&current),
+                feed: feed.as_deref(),
+            },
+        )
+    }
+
+    /// Takes in a new state from control: rebuilds the table when its endpoints changed (the
+    /// same config, more or fewer endpoints), then sets readiness, drains and GPU headroom.
+    pub fn apply_feed(&self, state: meridian_config::feed::FeedState) {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.feed_ok_at.store(unix_ms, Ordering::Relaxed);
+        let state = Arc::new(state);
+        let prev = self.feed.swap(Some(state.clone()));
+        if !prev.is_some_and(|p| p.same_membership(&state)) {
+            let _one_at_a_time = self.reload_lock.lock();
+            let snap = self.routes.load().snap.clone();
+            let _ = self.install(self.build(snap).map_err(ReloadError::Unfit), false);
+        }
+        for e in &state.endpoints {
+            let Some(ep) = self.registry.by_address(e.address) else {
+                continue;
+            };
+            ep.set_headroom(e.headroom.unwrap_or(1.0));
+            self.registry.set_flag(&ep, flags::NOT_READY, !e.ready);
+            self.registry.set_flag(&ep, flags::CONTROL_DRAINED, e.drained);
+        }
+    }
+
+    /// Swaps in a built table; `config` tells a config reload (counted as one) from a feed change.
+    fn install(&self, result: Result<Routes, ReloadError>, config: bool) -> Result<u64, ReloadError> {
         match result {
+            Ok(routes) if !config => {
+                let keep = routes
+                    .clusters
+                    .iter()
+                    .flatten()
+                    .flat_map(|c| c.endpoints().map(|e| e.address))
+                    .collect();
+                let generation = routes.generation;
+                self.routes.store(Arc::new(routes));
+                self.registry.retain(&keep);
+                tracing::info!(generation, "endpoints from control changed; routing table rebuilt");
+                Ok(generation)
+            }
             Ok(routes) => {
                 let generation = routes.generation;
                 let keep = routes

@@ -31,6 +31,7 @@ impl BackgroundService for Tasks {
             tokio::spawn(outlier_interval(gw.clone())),
             tokio::spawn(watch_file(gw.clone())),
             tokio::spawn(on_sighup(gw.clone())),
+            tokio::spawn(crate::feed::subscribe(gw.clone())),
         ];
         let admin = tokio::spawn(crate::admin::serve(gw.clone()));
         let mut phases = self.phases.lock().take();

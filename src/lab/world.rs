@@ -120,11 +120,12 @@ impl World {
             let ip = gateway_ip(i);
             let _ = write!(
                 y,
-                "  - name: {r}\n    zones: [{}]\n    location: {{ lat: {lat}, lon: {lon} }}\n    failover: [{}]\n    gateway:\n      listeners: [{{ name: public, address: {ip}:8080 }}]\n      admin: {{ address: {ip}:9901 }}\n      public_addresses: [{ip}]\n      shutdown_delay: 500ms\n",
+                "  - name: {r}\n    zones: [{}]\n    location: {{ lat: {lat}, lon: {lon} }}\n    failover: [{}]\n    gateway:\n      listeners: [{{ name: public, address: {ip}:8080 }}]\n      admin: {{ address: {ip}:9901 }}\n      public_addresses: [{ip}]\n      shutdown_delay: 500ms\n    control: {{ address: {ip}:9902 }}\n",
                 self.zones[i].join(", "),
                 failover.join(", "),
             );
         }
+        y.push_str("control:\n  telemetry: { interval: 1s, timeout: 500ms }\n");
         y.push_str(
             "gateway:\n  health_check: { interval: 1s, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2 }\n  outlier_detection: { interval: 2s, base_ejection_time: 10s }\nmodels:\n  - name: sklearn-iris\n    versions:\n",
         );
@@ -196,6 +197,14 @@ impl World {
         for b in &self.backends {
             wait_http(&format!("http://{}/v2/health/live", b.addr)).await?;
         }
+        for (i, r) in self.regions.iter().enumerate() {
+            let config = self.config.to_string_lossy();
+            h.spawn(
+                &format!("control-{r}"),
+                &["control", "--config", &config, "--region", r],
+            )?;
+            wait_http(&format!("http://{}:9902/healthz", gateway_ip(i))).await?;
+        }
         for i in 0..self.regions.len() {
             h.start_gateway(i)?;
         }
@@ -238,7 +247,12 @@ impl World {
         println!(
             "  dns       127.0.0.1:5353 (udp, tcp)   admin http://127.0.0.1:9953   api.meridian.test by nearest region"
         );
-        println!("  control   not built yet (issue 7): gateways and DNS run on their own probes");
+        for (i, r) in self.regions.iter().enumerate() {
+            println!(
+                "  control   {r:<9} state feed http://{}:9902/v1/state (readiness, GPU headroom, drains)",
+                gateway_ip(i)
+            );
+        }
         println!("  config    {}", self.config.display());
         println!();
         println!("Try:");

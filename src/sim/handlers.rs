@@ -54,7 +54,8 @@ pub async fn handle(st: Arc<SimState>, req: Request<Incoming>) -> Result<Respons
         )),
         Route::Metrics => {
             let (running, waiting) = st.load();
-            let text = st.metrics.render(running, waiting, st.capacity);
+            let xid = st.faults.read().gpu_xid;
+            let text = st.metrics.render(running, waiting, st.capacity, xid);
             Ok(Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                 .body(full(text))

@@ -12,6 +12,7 @@ pub struct SimMetrics {
     running: IntGauge,
     waiting: IntGauge,
     kv_cache: Gauge,
+    xid: IntGauge,
     success: IntCounter,
     failure: IntCounter,
 }
@@ -51,7 +52,11 @@ impl SimMetrics {
             .expect("static metric definition");
         let failure = IntCounter::with_opts(mv("nv_inference_request_failure", "Failed inference requests"))
             .expect("static metric definition");
-        for c in [&pending, &mem_used, &mem_total, &running, &waiting] {
+        let xid = IntGauge::with_opts(
+            Opts::new("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered").const_label("gpu", "0"),
+        )
+        .expect("static metric definition");
+        for c in [&pending, &mem_used, &mem_total, &running, &waiting, &xid] {
             let _ = registry.register(Box::new(c.clone()));
         }
         let _ = registry.register(Box::new(gpu_util.clone()));
@@ -68,6 +73,7 @@ impl SimMetrics {
             running,
             waiting,
             kv_cache,
+            xid,
             success,
             failure,
         }
@@ -83,7 +89,8 @@ impl SimMetrics {
     }
 
     /// Prometheus text for the current load.
-    pub fn render(&self, running: u32, waiting: u32, capacity: u32) -> String {
+    pub fn render(&self, running: u32, waiting: u32, capacity: u32, xid: u32) -> String {
+        self.xid.set(i64::from(xid));
         let util = f64::from(running) / f64::from(capacity.max(1));
         self.pending.set(i64::from(waiting));
         self.gpu_util.set(util);

@@ -30,6 +30,8 @@ pub struct Faults {
     /// Token streams stop after their first event until this is set back to false (lets tests prove
     /// a proxy forwards a stream's first byte without waiting for the rest).
     pub stream_gate: bool,
+    /// XID error code the simulated GPU reports (DCGM's `DCGM_FI_DEV_XID_ERRORS`); 0 is none.
+    pub gpu_xid: u32,
 }
 
 impl Default for Faults {
@@ -43,6 +45,7 @@ impl Default for Faults {
             latency_ms: 0.0,
             jitter_ms: 0.0,
             stream_gate: false,
+            gpu_xid: 0,
         }
     }
 }

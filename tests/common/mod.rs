@@ -310,3 +310,52 @@ pub fn first_event(resp: &mut reqwest::blocking::Response) -> String {
     }
     got
 }
+
+/// Starts `meridian ARGS` and waits for a stdout line containing `banner` (its readiness signal);
+/// stderr goes to `log`.
+pub fn start(name: &str, args: &[&str], log: &Path, banner: &str) -> Proc {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(banner) => break,
+            Some(Ok(_)) => {}
+            _ => panic!("{name} exited before saying {banner:?}; see {}", log.display()),
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc {
+        child,
+        name: name.into(),
+    }
+}
+
+/// `dig +short` for an A record against a DNS server at `server` (`IP:PORT`).
+pub fn dig_a(server: &str, name: &str) -> Vec<String> {
+    let (ip, port) = server.rsplit_once(':').unwrap();
+    let out = Command::new("dig")
+        .args([
+            &format!("@{ip}"),
+            "-p",
+            port,
+            name,
+            "A",
+            "+short",
+            "+time=2",
+            "+tries=1",
+        ])
+        .output()
+        .expect("dig (Debian package bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .collect()
+}

@@ -1,0 +1,93 @@
+//! The state feed: what a region's control loop knows about its endpoints, served over HTTP with
+//! long-poll by version (`GET /v1/state?after=V&wait=10s`). Gateways merge it into their routing
+//! table (discovered endpoints, readiness, GPU headroom, drains); DNS servers read each region's
+//! healthy capacity per model. Consumers keep their last good state when control is unreachable.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Path of the state feed on control's listener.
+pub const FEED_PATH: &str = "/v1/state";
+
+/// One version of a region's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedState {
+    /// Grows with every change; 0 before the first collection.
+    pub version: u64,
+    /// Region this control loop watches.
+    pub region: String,
+    /// Every endpoint of the region's models that control knows of.
+    pub endpoints: Vec<FeedEndpoint>,
+    /// Endpoints able to serve, per model: ready, not drained, not faulted.
+    pub capacity: BTreeMap<String, u32>,
+}
+
+/// One endpoint as control sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedEndpoint {
+    /// Stable id (the config's, or `namespace/pod` when discovered).
+    pub id: String,
+    /// Address the gateway connects to.
+    pub address: SocketAddr,
+    /// Model served.
+    pub model: String,
+    /// Version served.
+    pub version: String,
+    /// Region.
+    pub region: String,
+    /// Zone.
+    pub zone: String,
+    /// Ready to serve (its readiness check passes, or Kubernetes says ready and serving).
+    pub ready: bool,
+    /// GPU headroom 0..=1; absent when telemetry is missing or stale (unknown, not idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<f64>,
+    /// Drained by control: its GPU reported a fault (XID, ECC) or its node is cordoned.
+    pub drained: bool,
+    /// Why it is drained or not ready, for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl FeedEndpoint {
+    /// Whether the endpoint counts as capacity.
+    pub fn serving(&self) -> bool {
+        self.ready && !self.drained
+    }
+}
+
+impl FeedState {
+    /// Capacity per model computed from the endpoints.
+    pub fn capacity_of(endpoints: &[FeedEndpoint]) -> BTreeMap<String, u32> {
+        let mut c = BTreeMap::new();
+        for e in endpoints {
+            *c.entry(e.model.clone()).or_insert(0) += u32::from(e.serving());
+        }
+        c
+    }
+
+    /// Whether two states differ in the set of endpoints a routing table is built from (so a
+    /// gateway rebuilds its table only then, and otherwise only updates live flags).
+    pub fn same_membership(&self, other: &FeedState) -> bool {
+        let key = |s: &FeedState| -> Vec<(String, SocketAddr, String, String, String)> {
+            let mut k: Vec<_> = s
+                .endpoints
+                .iter()
+                .map(|e| {
+                    (
+                        e.id.clone(),
+                        e.address,
+                        e.model.clone(),
+                        e.version.clone(),
+                        e.zone.clone(),
+                    )
+                })
+                .collect();
+            k.sort();
+            k
+        };
+        key(self) == key(other)
+    }
+}

@@ -1,0 +1,82 @@
+//! GPU telemetry from a model server's or GPU node's own Prometheus metrics: Triton (`nv_*`), vLLM
+//! (`vllm:*`) and NVIDIA's DCGM exporter (`DCGM_FI_*`), parsed as Prometheus text with
+//! openmetrics-parser (which, unlike some parsers, accepts the colons in vLLM's names) and reduced
+//! to the [`Signals`] the headroom score reads.
+
+use openmetrics_parser::prometheus::parse_prometheus;
+use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
+
+use crate::headroom::Signals;
+
+type Exposition = MetricsExposition<PrometheusType, PrometheusValue>;
+
+/// Reads the signals out of one scrape, collected at `at` (seconds, the collector's clock).
+pub fn signals(text: &str, at: f64) -> Result<Signals, String> {
+    if text.trim().is_empty() {
+        // A server with nothing to report yet: no signal, which scores as unknown.
+        return Ok(Signals {
+            at,
+            ..Signals::default()
+        });
+    }
+    let exp = parse_prometheus(text).map_err(|e| format!("not Prometheus text: {e:?}"))?;
+    let waiting = add(
+        sum(&exp, "nv_inference_pending_request_count"),
+        sum(&exp, "vllm:num_requests_waiting"),
+    );
+    let gpu_util = max(&exp, "nv_gpu_utilization").or_else(|| max(&exp, "DCGM_FI_DEV_GPU_UTIL").map(|p| p / 100.0));
+    let memory = ratio(
+        sum(&exp, "nv_gpu_memory_used_bytes"),
+        sum(&exp, "nv_gpu_memory_total_bytes"),
+    )
+    .or_else(|| {
+        let used = sum(&exp, "DCGM_FI_DEV_FB_USED")?;
+        ratio(Some(used), add(Some(used), sum(&exp, "DCGM_FI_DEV_FB_FREE")))
+    });
+    Ok(Signals {
+        waiting,
+        running: sum(&exp, "vllm:num_requests_running"),
+        // vLLM renamed gpu_cache_usage_perc to kv_cache_usage_perc (v0.10); read either.
+        kv_cache: max(&exp, "vllm:kv_cache_usage_perc").or_else(|| max(&exp, "vllm:gpu_cache_usage_perc")),
+        gpu_util,
+        memory,
+        // DCGM reports the last XID error code seen (0: none); meridian gpu-agent the XID count.
+        gpu_errors: add(
+            max(&exp, "DCGM_FI_DEV_XID_ERRORS"),
+            max(&exp, "meridian_gpu_xid_errors"),
+        ),
+        at,
+    })
+}
+
+fn values<'a>(exp: &'a Exposition, name: &str) -> impl Iterator<Item = f64> + 'a {
+    exp.families
+        .get(name)
+        .into_iter()
+        .flat_map(|f| f.iter_samples())
+        .filter_map(|s| match &s.value {
+            PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => Some(n.as_f64()),
+            PrometheusValue::Counter(c) => Some(c.value.as_f64()),
+            _ => None,
+        })
+        .filter(|v| v.is_finite())
+}
+
+fn sum(exp: &Exposition, name: &str) -> Option<f64> {
+    values(exp, name).fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v))
+}
+
+fn max(exp: &Exposition, name: &str) -> Option<f64> {
+    values(exp, name).fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))))
+}
+
+fn add(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+    }
+}
+
+fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
+    Some(num? / den.filter(|d| *d > 0.0)?)
+}
