@@ -80,6 +80,7 @@ fn gateway_and_dns_follow_the_control_state_feed() {
     let _gw = gateway(&cfg, "r", Some("r-a"), admin, public);
     let _dns = start("dns", &["dns", "--config", cfg_s], &dir.join("dns.log"), "listening");
     let dns = "127.102.0.53:5353";
+    let dns_admin = "127.102.0.53:9953";
 
     // The feed reaches the gateway: its version shows in the metrics.
     wait_until("gateway applied the feed", Duration::from_secs(20), || {
@@ -93,6 +94,13 @@ fn gateway_and_dns_follow_the_control_state_feed() {
         .unwrap();
     assert_eq!(feed["region"], "r");
     assert_eq!(feed["capacity"]["llm"], 2, "{feed}");
+    let control_metrics = scrape("127.102.0.3:9902");
+    assert!(metric_sum(&control_metrics, "meridian_control_state_version", &[]) >= 1.0);
+    assert_eq!(
+        metric_sum(&control_metrics, "meridian_control_endpoints", &["state=\"serving\""]),
+        2.0
+    );
+    assert_promtool_accepts("control's metrics", &control_metrics);
     wait_until("DNS answers with region r", Duration::from_secs(20), || {
         dig_a(dns, "api.meridian.test") == ["127.102.0.1"]
     });
@@ -137,11 +145,8 @@ fn gateway_and_dns_follow_the_control_state_feed() {
         ["127.102.0.1"],
         "DNS keeps the last report"
     );
-    assert!(
-        metric_sum(
-            &scrape("127.102.0.53:9953"),
-            "meridian_state_feed_staleness_seconds",
-            &["region=\"r\""]
-        ) > 0.0
-    );
+    let dns_metrics = scrape(dns_admin);
+    assert!(metric_sum(&dns_metrics, "meridian_state_feed_staleness_seconds", &["region=\"r\""]) > 0.0);
+    assert_promtool_accepts("the DNS server's metrics", &dns_metrics);
+    assert_promtool_accepts("the gateway's metrics", &scrape(admin));
 }

@@ -359,3 +359,23 @@ pub fn dig_a(server: &str, name: &str) -> Vec<String> {
         .filter(|l| !l.is_empty() && !l.starts_with(';'))
         .collect()
 }
+
+/// Asserts that `promtool check metrics` (Debian package prometheus) accepts an exposition.
+pub fn assert_promtool_accepts(what: &str, text: &str) {
+    use std::io::Write;
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed; make test installs it");
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool on {what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
