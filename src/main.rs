@@ -69,7 +69,10 @@ enum Command {
     GpuAgent {
         /// Listen address.
         #[arg(long, default_value = "0.0.0.0:9400")]
-        listen: String,
+        listen: std::net::SocketAddr,
+        /// Time between readings (XID events are counted as they come).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
     },
     /// Run a simulated GPU model server (V1, V2 and OpenAI APIs) for demos, tests and load tests.
     SimBackend(sim::SimArgs),
@@ -125,7 +128,10 @@ fn main() -> ExitCode {
             init_logging();
             exit(meridian_control::run(&config, &region))
         }
-        Command::GpuAgent { .. } => not_built("gpu-agent", "issue 7"),
+        Command::GpuAgent { listen, interval } => {
+            init_logging();
+            exit(meridian_control::agent::run(listen, interval))
+        }
         Command::Lab(args) => {
             init_logging();
             exit(lab::run(args))
@@ -141,12 +147,6 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// A subcommand whose part is not built yet says so plainly and exits 2, never pretending to run.
-fn not_built(what: &str, issue: &str) -> ExitCode {
-    eprintln!("meridian {what}: not built yet (tracked in {issue}); nothing was started");
-    ExitCode::from(2)
 }
 
 fn init_logging() {

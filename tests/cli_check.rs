@@ -72,10 +72,3 @@ fn schema_is_json_with_the_top_level_sections() {
     }
     assert_eq!(v["required"], serde_json::json!(["regions"]));
 }
-
-#[test]
-fn unbuilt_parts_say_so_and_exit_2() {
-    let out = meridian().args(["gpu-agent"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
-}

@@ -4,6 +4,7 @@
 //! arriving ages into "unknown" after `stale_after_intervals`; a GPU fault drains the endpoint.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use meridian_config::feed::FeedEndpoint;
@@ -24,7 +25,9 @@ pub struct Target {
 }
 
 /// The endpoints of `region`'s models in the config (static endpoints; discovery adds more).
+/// With the `gpu-agent` source, telemetry comes from the agent on the endpoint's host.
 pub fn static_targets(snap: &Snapshot, region: &str) -> Vec<Target> {
+    let telemetry = &snap.config.control.telemetry;
     let mut out = Vec::new();
     for (m, model) in snap.config.models.iter().enumerate() {
         let health_path = &snap.models[m].policy.health_check.path;
@@ -44,10 +47,18 @@ pub fn static_targets(snap: &Snapshot, region: &str) -> Vec<Target> {
                         reason: None,
                     },
                     ready_url: format!("http://{}{health_path}", e.address),
-                    metrics_url: e
-                        .metrics_url
-                        .clone()
-                        .unwrap_or_else(|| format!("http://{}/metrics", e.address)),
+                    metrics_url: match telemetry.source {
+                        TelemetrySource::GpuAgent => {
+                            format!(
+                                "http://{}/metrics",
+                                SocketAddr::new(e.address.ip(), telemetry.agent_port)
+                            )
+                        }
+                        _ => e
+                            .metrics_url
+                            .clone()
+                            .unwrap_or_else(|| format!("http://{}/metrics", e.address)),
+                    },
                 });
             }
         }
@@ -100,12 +111,13 @@ impl Collector {
                     Ok(r) if r.status().is_success()
                 );
                 let text = match source {
-                    TelemetrySource::Metrics => match client.get(&t.metrics_url).timeout(timeout).send().await {
-                        Ok(r) if r.status().is_success() => r.text().await.ok(),
-                        _ => None,
-                    },
-                    // The gpu-agent source and NVML are not wired to endpoints yet.
-                    TelemetrySource::GpuAgent | TelemetrySource::None => None,
+                    TelemetrySource::Metrics | TelemetrySource::GpuAgent => {
+                        match client.get(&t.metrics_url).timeout(timeout).send().await {
+                            Ok(r) if r.status().is_success() => r.text().await.ok(),
+                            _ => None,
+                        }
+                    }
+                    TelemetrySource::None => None,
                 };
                 (ready, text)
             }
@@ -125,7 +137,7 @@ impl Collector {
                         }
                         Err(_) => scrape_errors += 1,
                     }
-                } else if source == TelemetrySource::Metrics {
+                } else if source != TelemetrySource::None {
                     scrape_errors += 1;
                 }
                 let verdict = self.last.get(&e.id).map(|s| score(s, now, scoring));

@@ -5,10 +5,14 @@
 //! flag, with stale telemetry treated as unknown rather than idle. [`scrape`] reads those metrics,
 //! [`collect`] runs a round over a region's endpoints, [`feed`] publishes the result as the
 //! versioned state feed gateways and DNS servers subscribe to, and [`server`] runs it all.
+//! [`agent`] is `meridian gpu-agent`: per-GPU health from NVML ([`nvml`], behind [`gpu::GpuSource`]).
 
+pub mod agent;
 pub mod collect;
 pub mod feed;
+pub mod gpu;
 pub mod headroom;
+pub mod nvml;
 pub mod scrape;
 pub mod server;
 

@@ -24,7 +24,9 @@ pub fn signals(text: &str, at: f64) -> Result<Signals, String> {
         sum(&exp, "nv_inference_pending_request_count"),
         sum(&exp, "vllm:num_requests_waiting"),
     );
-    let gpu_util = max(&exp, "nv_gpu_utilization").or_else(|| max(&exp, "DCGM_FI_DEV_GPU_UTIL").map(|p| p / 100.0));
+    let gpu_util = max(&exp, "nv_gpu_utilization")
+        .or_else(|| max(&exp, "DCGM_FI_DEV_GPU_UTIL").map(|p| p / 100.0))
+        .or_else(|| max(&exp, "meridian_gpu_utilization_ratio"));
     let memory = ratio(
         sum(&exp, "nv_gpu_memory_used_bytes"),
         sum(&exp, "nv_gpu_memory_total_bytes"),
@@ -32,6 +34,12 @@ pub fn signals(text: &str, at: f64) -> Result<Signals, String> {
     .or_else(|| {
         let used = sum(&exp, "DCGM_FI_DEV_FB_USED")?;
         ratio(Some(used), add(Some(used), sum(&exp, "DCGM_FI_DEV_FB_FREE")))
+    })
+    .or_else(|| {
+        ratio(
+            sum(&exp, "meridian_gpu_memory_used_bytes"),
+            sum(&exp, "meridian_gpu_memory_total_bytes"),
+        )
     });
     Ok(Signals {
         waiting,
@@ -40,10 +48,13 @@ pub fn signals(text: &str, at: f64) -> Result<Signals, String> {
         kv_cache: max(&exp, "vllm:kv_cache_usage_perc").or_else(|| max(&exp, "vllm:gpu_cache_usage_perc")),
         gpu_util,
         memory,
-        // DCGM reports the last XID error code seen (0: none); meridian gpu-agent the XID count.
+        // DCGM reports the last XID code seen (0: none); meridian gpu-agent XID and ECC counts.
         gpu_errors: add(
-            max(&exp, "DCGM_FI_DEV_XID_ERRORS"),
-            max(&exp, "meridian_gpu_xid_errors"),
+            add(
+                max(&exp, "DCGM_FI_DEV_XID_ERRORS"),
+                max(&exp, "meridian_gpu_xid_errors"),
+            ),
+            max(&exp, "meridian_gpu_ecc_uncorrected_errors"),
         ),
         at,
     })

@@ -118,7 +118,8 @@ async fn serve(config: &Path, region: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stop_signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn stop_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(t) => t,
         Err(_) => return std::future::pending().await,
