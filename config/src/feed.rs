@@ -22,6 +22,9 @@ pub struct FeedState {
     pub endpoints: Vec<FeedEndpoint>,
     /// Endpoints able to serve, per model: ready, not drained, not faulted.
     pub capacity: BTreeMap<String, u32>,
+    /// Weights of the canary plans this control loop runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canaries: Vec<CanaryWeight>,
 }
 
 /// One endpoint as control sees it.
@@ -90,4 +93,64 @@ impl FeedState {
         };
         key(self) == key(other)
     }
+}
+
+/// A canary plan's current weight, published by the control loop running it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CanaryWeight {
+    /// Plan name.
+    pub plan: String,
+    /// Model whose rule moves.
+    pub model: String,
+    /// The rule (by name; the rule without `match` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Version serving today.
+    pub stable: String,
+    /// Version rolling out.
+    pub canary: String,
+    /// Percent of the rule's traffic to the canary.
+    pub weight: u32,
+}
+
+/// The rule of `model` a canary plan moves: the one named `route`, else the first without a
+/// header match (what validation checks and what gateways rewrite).
+pub fn canary_rule(model: &crate::schema::Model, route: Option<&str>) -> Option<usize> {
+    match route {
+        Some(name) => model.routes.iter().position(|r| r.name.as_deref() == Some(name)),
+        None => model
+            .routes
+            .iter()
+            .position(|r| r.matches.as_ref().is_none_or(|x| x.headers.is_empty())),
+    }
+}
+
+/// Rewrites the rules canaries move so they split between stable and canary at the published
+/// weights (stickiness unchanged); returns whether anything changed.
+pub fn apply_canaries(config: &mut crate::Config, weights: &[CanaryWeight]) -> bool {
+    use crate::schema::WeightedVersion;
+    let mut changed = false;
+    for w in weights {
+        let Some(model) = config.models.iter_mut().find(|m| m.name == w.model) else {
+            continue;
+        };
+        let Some(r) = canary_rule(model, w.route.as_deref()) else {
+            continue;
+        };
+        let rule = &mut model.routes[r];
+        let weight = w.weight.min(100);
+        rule.version = None;
+        rule.split = vec![
+            WeightedVersion {
+                version: w.stable.clone(),
+                weight: 100 - weight,
+            },
+            WeightedVersion {
+                version: w.canary.clone(),
+                weight,
+            },
+        ];
+        changed = true;
+    }
+    changed
 }

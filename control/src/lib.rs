@@ -8,11 +8,14 @@
 //! [`agent`] is `meridian gpu-agent`: per-GPU health from NVML ([`nvml`], behind [`gpu::GpuSource`]).
 
 pub mod agent;
+pub mod analysis;
+pub mod canary;
 pub mod collect;
 pub mod feed;
 pub mod gpu;
 pub mod headroom;
 pub mod nvml;
+pub mod runner;
 pub mod scrape;
 pub mod server;
 

@@ -6,16 +6,22 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::extract::{ConnectInfo, Path as AxPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use meridian_config::feed::FEED_PATH;
+use meridian_config::feed::{FeedEndpoint, FEED_PATH};
 use meridian_config::{ConfigFile, Snapshot};
+use parking_lot::Mutex;
 use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use serde_json::json;
 
+use crate::canary::Command;
 use crate::collect::{static_targets, Collector};
 use crate::feed::Feed;
 use crate::headroom::Scoring;
+use crate::runner::Canaries;
 
 /// Control's own metrics.
 pub struct ControlMetrics {
@@ -75,6 +81,33 @@ pub fn run(config: &Path, region: &str) -> anyhow::Result<()> {
     rt.block_on(serve(config, region))
 }
 
+/// What the loop, the feed and the admin API share.
+struct Control {
+    region: String,
+    region_index: usize,
+    feed: Arc<Feed>,
+    metrics: ControlMetrics,
+    canaries: Canaries,
+    snap: Mutex<Arc<Snapshot>>,
+    endpoints: Mutex<Vec<FeedEndpoint>>,
+}
+
+impl Control {
+    fn snap(&self) -> Arc<Snapshot> {
+        self.snap.lock().clone()
+    }
+
+    /// Publishes the latest endpoints with the canaries' current weights.
+    fn publish(&self) -> u64 {
+        let snap = self.snap();
+        let version = self
+            .feed
+            .publish(self.endpoints.lock().clone(), self.canaries.weights(&snap));
+        self.metrics.version.set(version as i64);
+        version
+    }
+}
+
 async fn serve(config: &Path, region: &str) -> anyhow::Result<()> {
     let file = ConfigFile::new(config);
     let snap = file.load().map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
@@ -86,36 +119,96 @@ async fn serve(config: &Path, region: &str) -> anyhow::Result<()> {
         .as_ref()
         .map(|c| c.address)
         .ok_or_else(|| anyhow::anyhow!("region `{region}` has no control section (control.address)"))?;
-    let feed = Arc::new(Feed::new(region));
-    let metrics = Arc::new(ControlMetrics::new()?);
-    tokio::spawn(collect_forever(
-        file,
-        snap,
-        region.to_string(),
-        feed.clone(),
-        metrics.clone(),
-    ));
+    let metrics = ControlMetrics::new()?;
+    let canaries = Canaries::new(&metrics.registry)?;
+    let control = Arc::new(Control {
+        region: region.to_string(),
+        region_index: r,
+        feed: Arc::new(Feed::new(region)),
+        metrics,
+        canaries,
+        snap: Mutex::new(Arc::new(snap)),
+        endpoints: Mutex::new(Vec::new()),
+    });
+    tokio::spawn(collect_forever(file, control.clone()));
 
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("control {region} listening on {addr}");
-    let app = Router::new()
+    let feed_routes = Router::new()
         .route(FEED_PATH, get(crate::feed::serve_poll))
-        .with_state(feed.clone())
+        .with_state(control.feed.clone());
+    let app = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        m.render(),
-                    )
-                }
-            }),
-        );
-    axum::serve(listener, app).with_graceful_shutdown(stop_signal()).await?;
+        .route("/metrics", get(metrics_text))
+        .route("/v1/canaries", get(list_canaries))
+        .route("/v1/canaries/{name}/{command}", post(canary_command))
+        .layer(axum::middleware::from_fn_with_state(control.clone(), authorize))
+        .with_state(control)
+        .merge(feed_routes);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop_signal())
+    .await?;
     Ok(())
+}
+
+async fn metrics_text(State(c): State<Arc<Control>>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        c.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn list_canaries(State(c): State<Arc<Control>>) -> Json<serde_json::Value> {
+    Json(json!({ "region": c.region, "canaries": c.canaries.list() }))
+}
+
+async fn canary_command(State(c): State<Arc<Control>>, AxPath((name, command)): AxPath<(String, String)>) -> Response {
+    let Some(cmd) = Command::parse(&command) else {
+        let msg = format!("unknown command {command}; use pause, resume, abort or promote");
+        return (StatusCode::NOT_FOUND, Json(json!({ "error": msg }))).into_response();
+    };
+    match c.canaries.command(&c.snap(), &name, cmd) {
+        Ok(p) => {
+            c.publish();
+            Json(json!(p)).into_response()
+        }
+        Err(e) => (StatusCode::CONFLICT, Json(json!({ "error": e }))).into_response(),
+    }
+}
+
+/// Changes need a bearer token off loopback: the region's gateway admin token (the same operator
+/// secret guards both); reads are open like the feed.
+async fn authorize(
+    State(c): State<Arc<Control>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() == axum::http::Method::GET || peer.ip().is_loopback() {
+        return next.run(req).await;
+    }
+    let snap = c.snap();
+    let expected = snap.config.regions[c.region_index]
+        .gateway
+        .as_ref()
+        .and_then(|g| g.admin.token.as_ref().map(|t| t.expose().to_string()));
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (expected, given) {
+        (Some(want), Some(got)) if want == got => next.run(req).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "a bearer token is required off loopback"})),
+        )
+            .into_response(),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -130,22 +223,18 @@ pub async fn stop_signal() {
     }
 }
 
-async fn collect_forever(
-    file: ConfigFile,
-    mut snap: Snapshot,
-    region: String,
-    feed: Arc<Feed>,
-    metrics: Arc<ControlMetrics>,
-) {
+async fn collect_forever(file: ConfigFile, control: Arc<Control>) {
     let mut collector = Collector::default();
+    let region = control.region.clone();
     loop {
         if file.changed() {
             match file.load() {
-                Ok(s) if s.region(&region).is_some() => snap = s,
-                Ok(_) => tracing::error!("reloaded config lost region {region}; keeping the previous one"),
+                Ok(s) if s.region(&region) == Some(control.region_index) => *control.snap.lock() = Arc::new(s),
+                Ok(_) => tracing::error!("reloaded config moved or lost region {region}; keeping the previous one"),
                 Err(e) => tracing::error!("config rejected, the previous one stays:\n{e}"),
             }
         }
+        let snap = control.snap();
         let t = &snap.config.control.telemetry;
         let scoring = Scoring {
             stale_after: (t.interval.get() * t.stale_after_intervals).as_secs_f64(),
@@ -153,9 +242,8 @@ async fn collect_forever(
         };
         let targets = static_targets(&snap, &region);
         let round = collector.round(&targets, t.source, t.timeout.get(), &scoring).await;
-        let count = |f: &dyn Fn(&meridian_config::feed::FeedEndpoint) -> bool| {
-            round.endpoints.iter().filter(|e| f(e)).count() as i64
-        };
+        let metrics = &control.metrics;
+        let count = |f: &dyn Fn(&FeedEndpoint) -> bool| round.endpoints.iter().filter(|e| f(e)).count() as i64;
         metrics
             .endpoints
             .with_label_values(&["serving"])
@@ -169,8 +257,9 @@ async fn collect_forever(
             .with_label_values(&["drained"])
             .set(count(&|e| e.drained));
         metrics.scrape_errors.inc_by(round.scrape_errors);
-        let version = feed.publish(round.endpoints);
-        metrics.version.set(version as i64);
+        *control.endpoints.lock() = round.endpoints;
+        control.canaries.evaluate(&snap, control.region_index).await;
+        control.publish();
         metrics.rounds.inc();
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -191,6 +191,7 @@ models:
                 feed_ep("lost", "127.0.0.1:12", "no-such-zone"),
             ],
             capacity: Default::default(),
+            canaries: Vec::new(),
         };
         let (registry, metrics) = (Registry::default(), Metrics::new());
         let carry = Carry {

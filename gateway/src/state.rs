@@ -27,6 +27,8 @@ pub struct Gateway {
     pub zone: Option<String>,
     /// The current routing table; readers load it without locking.
     pub routes: ArcSwap<Routes>,
+    /// The config as loaded, before canary weights from control rewrite its rules.
+    config_snap: ArcSwap<meridian_config::Snapshot>,
     /// Endpoint states, by address.
     pub registry: Registry,
     /// Outlier detection.
@@ -121,13 +123,16 @@ impl Gateway {
         let registry = Registry::default();
         let metrics = Metrics::new();
         let telemetry = crate::telemetry::Telemetry::start(&snap.config.observability.tracing)?;
-        let routes = Routes::build(Arc::new(snap), 1, &region, zone, &registry, &metrics, Carry::default())
-            .map_err(anyhow::Error::msg)?;
+        let snap = Arc::new(snap);
+        let config_snap = ArcSwap::new(snap.clone());
+        let routes =
+            Routes::build(snap, 1, &region, zone, &registry, &metrics, Carry::default()).map_err(anyhow::Error::msg)?;
         Ok(Gateway {
             config,
             region,
             zone: zone.map(str::to_string),
             routes: ArcSwap::from_pointee(routes),
+            config_snap,
             registry,
             detector: Detector::default(),
             budget: Arc::new(RetryBudget::default()),
@@ -213,18 +218,37 @@ impl Gateway {
     /// keeps serving. Returns the new generation.
     pub fn reload(&self) -> Result<u64, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock();
-        let result = self
-            .config
-            .load()
-            .map_err(ReloadError::Invalid)
-            .and_then(|snap| self.build(Arc::new(snap)).map_err(ReloadError::Unfit));
-        self.install(result, true)
+        let built = self.config.load().map_err(ReloadError::Invalid).and_then(|snap| {
+            let snap = Arc::new(snap);
+            let routes = self.build(snap.clone()).map_err(ReloadError::Unfit)?;
+            Ok((snap, routes))
+        });
+        match built {
+            Ok((snap, routes)) => {
+                self.config_snap.store(snap);
+                self.install(Ok(routes), true)
+            }
+            Err(e) => self.install(Err(e), true),
+        }
     }
 
     /// A new table from `snap` and the current feed, carrying state over from the current table.
     fn build(&self, snap: Arc<meridian_config::Snapshot>) -> Result<Routes, String> {
         let current = self.routes.load_full();
         let feed = self.feed.load_full();
+        // Canary plans run by control move their rules' weights: compile the config so rewritten.
+        let snap = match feed.as_deref().filter(|f| !f.canaries.is_empty()) {
+            Some(f) => {
+                let mut config = snap.config.clone();
+                meridian_config::feed::apply_canaries(&mut config, &f.canaries);
+                Arc::new(meridian_config::Snapshot::compile(meridian_config::Loaded {
+                    config,
+                    file: snap.file.clone(),
+                    base_dir: snap.base_dir.clone(),
+                }))
+            }
+            None => snap,
+        };
         Routes::build(
             snap,
             current.generation + 1,
@@ -248,9 +272,9 @@ impl Gateway {
         self.feed_ok_at.store(unix_ms, Ordering::Relaxed);
         let state = Arc::new(state);
         let prev = self.feed.swap(Some(state.clone()));
-        if !prev.is_some_and(|p| p.same_membership(&state)) {
+        if !prev.is_some_and(|p| p.same_membership(&state) && p.canaries == state.canaries) {
             let _one_at_a_time = self.reload_lock.lock();
-            let snap = self.routes.load().snap.clone();
+            let snap = self.config_snap.load_full();
             let _ = self.install(self.build(snap).map_err(ReloadError::Unfit), false);
         }
         for e in &state.endpoints {

@@ -29,13 +29,7 @@ pub(super) fn check(cx: &mut Ctx<'_>) {
         if c.stable == c.canary {
             cx.err(format!("{at}.canary"), "the canary must differ from the stable version");
         }
-        let route = match &c.route {
-            Some(name) => m.routes.iter().find(|r| r.name.as_deref() == Some(name)),
-            None => m
-                .routes
-                .iter()
-                .find(|r| r.matches.as_ref().is_none_or(|x| x.headers.is_empty())),
-        };
+        let route = crate::feed::canary_rule(m, c.route.as_deref()).map(|r| &m.routes[r]);
         match route {
             None => cx.err(
                 format!("{at}.route"),

@@ -1,0 +1,225 @@
+//! Progressive canaries end to end: a real control loop runs a plan against a real gateway's
+//! metrics while clients send traffic. Healthy canary: the plan steps through its weights (an
+//! operator pause and resume on the way) and promotes; failing canary: the first analysis rolls
+//! it back, and a restarted control loop remembers that from its state file.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn config(net: u8) -> String {
+    format!(
+        "
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners: [{{ name: public, address: 127.{net}.0.1:8080 }}]
+      admin: {{ address: 127.{net}.0.1:9901 }}
+    control: {{ address: 127.{net}.0.3:9902 }}
+gateway:
+  retries: {{ attempts: 0 }}
+  outlier_detection: {{ enabled: false }}
+models:
+  - name: llm
+    versions:
+      - {{ name: v1, endpoints: [{{ id: a, address: '127.{net}.1.1:8000', region: r, zone: r-a }}] }}
+      - {{ name: v2, endpoints: [{{ id: b, address: '127.{net}.1.2:8000', region: r, zone: r-a }}] }}
+    routes:
+      - {{ split: [{{ version: v1, weight: 100 }}, {{ version: v2, weight: 0 }}], sticky: {{ header: x-user-id }} }}
+control:
+  telemetry: {{ interval: 200ms, timeout: 500ms }}
+  state_file: canary-state.json
+canaries:
+  - name: llm-v2
+    model: llm
+    stable: v1
+    canary: v2
+    steps: [{{ weight: 30, pause: 1s }}, {{ weight: 60, pause: 1s }}]
+    analysis: {{ interval: 300ms, window: 5s, min_requests: 10, success_rate: 0.95 }}
+"
+    )
+}
+
+/// Clients with a new user id per request (the split is sticky on it), until dropped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(public: &'static str) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let c = client();
+                for n in 0u64.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    infer(
+                        &c,
+                        public,
+                        "/v2/models/llm/infer",
+                        &[("x-user-id", &format!("user-{n}"))],
+                    );
+                }
+            }
+        });
+        Traffic {
+            stop,
+            worker: Some(worker),
+        }
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn plan(control: &str) -> Value {
+    let v: Value = client()
+        .get(format!("http://{control}/v1/canaries"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["canaries"][0].clone()
+}
+
+fn command(control: &str, cmd: &str) -> (u16, Value) {
+    let r = client()
+        .post(format!("http://{control}/v1/canaries/llm-v2/{cmd}"))
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.json().unwrap())
+}
+
+/// Versions serving 40 fresh users.
+fn versions_now(public: &str) -> Vec<String> {
+    let c = client();
+    let mut v: Vec<String> = (0..40)
+        .map(|i| {
+            infer(
+                &c,
+                public,
+                "/v2/models/llm/infer",
+                &[("x-user-id", &format!("probe-{i}"))],
+            )
+            .version
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+fn a_healthy_canary_steps_up_and_is_promoted() {
+    let dir = scratch("canary-promote");
+    let cfg = dir.join("meridian.yaml");
+    write_config(&cfg, &config(104));
+    let _a = sim("127.104.1.1:8000", "a", "llm", "v1", &[]);
+    let _b = sim("127.104.1.2:8000", "b", "llm", "v2", &[]);
+    let control = "127.104.0.3:9902";
+    let _control = start(
+        "control",
+        &["control", "--config", cfg.to_str().unwrap(), "--region", "r"],
+        &dir.join("control.log"),
+        "listening on",
+    );
+    let (public, admin) = ("127.104.0.1:8080", "127.104.0.1:9901");
+    let _gw = gateway(&cfg, "r", None, admin, public);
+    let _traffic = Traffic::start(public);
+
+    wait_until("the plan starts at 30%", Duration::from_secs(20), || {
+        plan(control)["weight"] == 30
+    });
+    // The gateway splits by the published weight: fresh users land on both versions.
+    wait_until("traffic reaches the canary", Duration::from_secs(20), || {
+        versions_now(public) == ["v1", "v2"]
+    });
+    // An operator holds the rollout, then lets it go on.
+    let (status, p) = command(control, "pause");
+    assert_eq!((status, p["phase"].as_str()), (200, Some("paused")), "{p}");
+    let (status, p) = command(control, "resume");
+    assert_eq!((status, p["phase"].as_str()), (200, Some("progressing")), "{p}");
+
+    wait_until("promoted", Duration::from_secs(60), || {
+        plan(control)["phase"] == "promoted"
+    });
+    wait_until("all traffic on v2", Duration::from_secs(20), || {
+        versions_now(public) == ["v2"]
+    });
+    let m = scrape(control);
+    assert_eq!(
+        metric_sum(&m, "meridian_canary_promotions_total", &["plan=\"llm-v2\""]),
+        1.0
+    );
+    assert_eq!(metric_sum(&m, "meridian_canary_weight", &["version=\"v2\""]), 100.0);
+    assert_promtool_accepts("control's metrics with a canary", &m);
+    let saved = std::fs::read_to_string(dir.join("canary-state.json")).unwrap();
+    assert!(saved.contains("\"promoted\""), "{saved}");
+    // A finished plan takes no more commands.
+    assert_eq!(command(control, "abort").0, 409);
+}
+
+#[test]
+fn a_failing_canary_is_rolled_back_and_stays_rolled_back_across_restarts() {
+    let dir = scratch("canary-rollback");
+    let cfg = dir.join("meridian.yaml");
+    write_config(&cfg, &config(105));
+    let _a = sim("127.105.1.1:8000", "a", "llm", "v1", &[]);
+    let _b = sim(
+        "127.105.1.2:8000",
+        "b",
+        "llm",
+        "v2",
+        &["--error-rate", "1", "--error-status", "500"],
+    );
+    let control = "127.105.0.3:9902";
+    let control_args = ["control", "--config", cfg.to_str().unwrap(), "--region", "r"];
+    let mut first = start("control", &control_args, &dir.join("control.log"), "listening on");
+    let (public, admin) = ("127.105.0.1:8080", "127.105.0.1:9901");
+    let _gw = gateway(&cfg, "r", None, admin, public);
+    let traffic = Traffic::start(public);
+
+    wait_until("rolled back", Duration::from_secs(60), || {
+        plan(control)["phase"] == "rolled_back"
+    });
+    let p = plan(control);
+    assert!(p["reason"].as_str().unwrap().starts_with("success rate"), "{p}");
+    assert_eq!(p["weight"], 0);
+    wait_until("all traffic back on v1", Duration::from_secs(20), || {
+        versions_now(public) == ["v1"]
+    });
+    assert_eq!(
+        metric_sum(
+            &scrape(control),
+            "meridian_canary_rollbacks_total",
+            &["plan=\"llm-v2\""]
+        ),
+        1.0
+    );
+    drop(traffic);
+
+    // A new control process resumes from the state file: still rolled back, never restarted.
+    first.kill();
+    let _second = start("control", &control_args, &dir.join("control2.log"), "listening on");
+    wait_until("progress restored", Duration::from_secs(20), || {
+        plan(control)["phase"] == "rolled_back"
+    });
+    assert_eq!(plan(control)["weight"], 0);
+    assert_eq!(versions_now(public), ["v1"]);
+}
