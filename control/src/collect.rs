@@ -22,6 +22,9 @@ pub struct Target {
     pub ready_url: String,
     /// Prometheus metrics URL.
     pub metrics_url: String,
+    /// Readiness by Kubernetes (with why not), for discovered endpoints; both it and the
+    /// readiness check must pass.
+    pub kube_ready: Option<(bool, Option<String>)>,
 }
 
 /// The endpoints of `region`'s models in the config (static endpoints; discovery adds more).
@@ -47,6 +50,7 @@ pub fn static_targets(snap: &Snapshot, region: &str) -> Vec<Target> {
                         reason: None,
                     },
                     ready_url: format!("http://{}{health_path}", e.address),
+                    kube_ready: None,
                     metrics_url: match telemetry.source {
                         TelemetrySource::GpuAgent => {
                             format!(
@@ -141,16 +145,21 @@ impl Collector {
                     scrape_errors += 1;
                 }
                 let verdict = self.last.get(&e.id).map(|s| score(s, now, scoring));
-                e.ready = ready;
+                let faulted = verdict.is_some_and(|h| h.faulted);
+                let (kube_ready, kube_why) = t.kube_ready.clone().unwrap_or((true, None));
+                e.ready = ready && kube_ready;
                 e.headroom = verdict.and_then(|h| h.score);
-                e.drained = verdict.is_some_and(|h| h.faulted);
-                e.reason = if e.drained {
+                // A node's drain (cordon, NoExecute taint) came with the target; a GPU fault adds one.
+                e.reason = if faulted {
                     Some("GPU fault reported (XID/ECC)".into())
+                } else if e.drained || !kube_ready {
+                    kube_why
                 } else if !ready {
                     Some("readiness check failing".into())
                 } else {
                     None
                 };
+                e.drained |= faulted;
                 e
             })
             .collect();

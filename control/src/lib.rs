@@ -11,6 +11,7 @@ pub mod agent;
 pub mod analysis;
 pub mod canary;
 pub mod collect;
+pub mod discovery;
 pub mod feed;
 pub mod gpu;
 pub mod headroom;

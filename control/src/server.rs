@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::canary::Command;
 use crate::collect::{static_targets, Collector};
+use crate::discovery::Discoverer;
 use crate::feed::Feed;
 use crate::headroom::Scoring;
 use crate::runner::Canaries;
@@ -225,6 +226,8 @@ pub async fn stop_signal() {
 
 async fn collect_forever(file: ConfigFile, control: Arc<Control>) {
     let mut collector = Collector::default();
+    let mut discoverer: Option<Discoverer> = None;
+    let mut kube_error_logged = false;
     let region = control.region.clone();
     loop {
         if file.changed() {
@@ -240,7 +243,27 @@ async fn collect_forever(file: ConfigFile, control: Arc<Control>) {
             stale_after: (t.interval.get() * t.stale_after_intervals).as_secs_f64(),
             ..Scoring::default()
         };
-        let targets = static_targets(&snap, &region);
+        let mut targets = static_targets(&snap, &region);
+        let wants_kube = snap
+            .config
+            .models
+            .iter()
+            .any(|m| m.versions.iter().any(|v| v.discovery.is_some()));
+        if wants_kube && discoverer.is_none() {
+            let access = snap.config.control.kubernetes.clone().unwrap_or_default();
+            match crate::discovery::client(&access, &snap.base_dir).await {
+                Ok(client) => discoverer = Some(Discoverer::new(client)),
+                Err(e) if !kube_error_logged => {
+                    tracing::error!("no Kubernetes API for discovery (static endpoints only until it answers): {e}");
+                    kube_error_logged = true;
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(d) = discoverer.as_mut() {
+            d.follow(&snap);
+            targets.extend(d.targets(&snap, &region));
+        }
         let round = collector.round(&targets, t.source, t.timeout.get(), &scoring).await;
         let metrics = &control.metrics;
         let count = |f: &dyn Fn(&FeedEndpoint) -> bool| round.endpoints.iter().filter(|e| f(e)).count() as i64;
