@@ -56,6 +56,9 @@ pub struct DnsState {
     /// Metrics.
     pub metrics: DnsMetrics,
     serial: AtomicU32,
+    /// Makes each recompute-and-publish of `health_now` whole: without it a probe's refresh,
+    /// computed before a control report landed, could overwrite the report's refresh.
+    refresh: Mutex<()>,
 }
 
 /// A SOA serial from the clock (seconds since 2020), so it also moves across restarts.
@@ -81,6 +84,7 @@ impl DnsState {
             zones: ArcSwap::from_pointee(zones),
             health: Mutex::new(HashMap::new()),
             metrics,
+            refresh: Mutex::new(()),
             serial: AtomicU32::new(serial),
         };
         state.index_health();
@@ -103,6 +107,7 @@ impl DnsState {
     /// Recomputes the query path's view of health (on probe changes, reports, reloads, and ticks
     /// that age reports out).
     pub fn refresh_health(&self) {
+        let _whole = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
         self.health_now.store(Arc::new(self.health()));
     }
 

@@ -3,6 +3,7 @@
 //! of those per query; see benches/README.md). Parsing and encoding are hickory-proto's; the answer
 //! is [`reply`](crate::reply::reply), shared with the TCP path, which stays on hickory-server.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -64,6 +65,7 @@ pub async fn serve(socket: UdpSocket, state: Arc<DnsState>) {
     let mut bufs = vec![[0u8; MAX_QUERY]; BATCH];
     let mut rx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut tx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut cache = ReplyCache::default();
     loop {
         let received = socket
             .async_io(Interest::READABLE, || {
@@ -82,7 +84,7 @@ pub async fn serve(socket: UdpSocket, state: Arc<DnsState>) {
             .enumerate()
             .filter_map(|(i, (n, src))| {
                 let src = (*src)?;
-                respond(&state, &bufs[i][..(*n).min(MAX_QUERY)], src).map(|out| (out, src))
+                respond(&state, &bufs[i][..(*n).min(MAX_QUERY)], src, Some(&mut cache)).map(|out| (out, src))
             })
             .collect();
         if replies.is_empty() {
@@ -112,8 +114,64 @@ fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
     a.as_sockaddr_in6().map(|v6| SocketAddr::from((v6.ip(), v6.port())))
 }
 
+/// Encoded replies to questions whose answer depends on the question alone (static records,
+/// negative answers, REFUSED: everything but GSLB names), keyed by the query's bytes after its ID
+/// and valid for one zone set. A hit costs a hash lookup and a copy instead of a parse, a lookup
+/// and an encode; NSD and Knot precompile answers for the same reason. One per worker, no locks.
+#[derive(Default)]
+pub struct ReplyCache {
+    zones: usize,
+    map: HashMap<Box<[u8]>, Cached>,
+}
+
+struct Cached {
+    bytes: Vec<u8>,
+    qtype: usize,
+    rcode: usize,
+}
+
+/// Entries kept at most; past it the cache starts over (random names cannot grow it unbounded).
+const CACHE_ENTRIES: usize = 16_384;
+
+impl ReplyCache {
+    fn hit(&mut self, state: &DnsState, zones: usize, packet: &[u8]) -> Option<Vec<u8>> {
+        if self.zones != zones {
+            self.map.clear();
+            self.zones = zones;
+            return None;
+        }
+        let c = self.map.get(packet.get(2..)?)?;
+        state.metrics.query(c.qtype, c.rcode, 0);
+        let mut out = c.bytes.clone();
+        out[..2].copy_from_slice(&packet[..2]);
+        Some(out)
+    }
+
+    fn keep(&mut self, packet: &[u8], bytes: &[u8], qtype: usize, rcode: usize) {
+        if self.map.len() >= CACHE_ENTRIES {
+            self.map.clear();
+        }
+        let cached = Cached {
+            bytes: bytes.to_vec(),
+            qtype,
+            rcode,
+        };
+        self.map.insert(packet[2..].into(), cached);
+    }
+}
+
 /// The datagram to send back for `packet`, or `None` to drop it (responses, unreadable headers).
-pub fn respond(state: &DnsState, packet: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+pub fn respond(
+    state: &DnsState,
+    packet: &[u8],
+    src: SocketAddr,
+    mut cache: Option<&mut ReplyCache>,
+) -> Option<Vec<u8>> {
+    let zones = state.zones.load();
+    let zones_id = Arc::as_ptr(&zones) as usize;
+    if let Some(out) = cache.as_mut().and_then(|c| c.hit(state, zones_id, packet)) {
+        return Some(out);
+    }
     let req = match Message::from_vec(packet) {
         Ok(m) => m,
         Err(_) => {
@@ -131,7 +189,6 @@ pub fn respond(state: &DnsState, packet: &[u8], src: SocketAddr) -> Option<Vec<u
     if req.metadata.message_type != MessageType::Query {
         return None;
     }
-    let zones = state.zones.load();
     let question = match req.queries.as_slice() {
         [q] => Some((LowerName::new(q.name()), q.query_type())),
         _ => None,
@@ -146,6 +203,17 @@ pub fn respond(state: &DnsState, packet: &[u8], src: SocketAddr) -> Option<Vec<u
         false,
     );
     let limit = usize::from(r.edns.as_ref().map_or(512, |e| e.max_payload()));
+    // GSLB names' answers depend on health and on the client: never cached.
+    let gslb = question
+        .as_ref()
+        .is_some_and(|(n, _)| zones.zone_of(n).is_some_and(|z| z.gslb.contains_key(n)));
+    // A CNAME may lead into a GSLB name; those answers are built per query too.
+    let cname = r
+        .answer
+        .answers
+        .iter()
+        .any(|rec| rec.record_type() == hickory_proto::rr::RecordType::CNAME);
+    let client_independent = !gslb && !cname && r.answer.regions.is_empty();
     let mut msg = Message::new(r.metadata.id, MessageType::Response, r.metadata.op_code);
     msg.metadata = r.metadata;
     msg.queries = req.queries;
@@ -154,13 +222,18 @@ pub fn respond(state: &DnsState, packet: &[u8], src: SocketAddr) -> Option<Vec<u
     if let Some(e) = r.edns {
         msg.set_edns(e);
     }
-    let bytes = msg.to_vec().ok()?;
-    if bytes.len() <= limit {
-        return Some(bytes);
+    let qtype = question.as_ref().map_or(11, |(_, t)| crate::metrics::qtype_index(*t));
+    let rcode = crate::metrics::rcode_index(msg.metadata.response_code);
+    let mut bytes = msg.to_vec().ok()?;
+    if bytes.len() > limit {
+        // Too big for the client's buffer: the question alone with TC, so it retries over TCP.
+        msg.answers.clear();
+        msg.authorities.clear();
+        msg.metadata.truncation = true;
+        bytes = msg.to_vec().ok()?;
     }
-    // Too big for the client's buffer: the question alone with TC, so it retries over TCP.
-    msg.answers.clear();
-    msg.authorities.clear();
-    msg.metadata.truncation = true;
-    msg.to_vec().ok()
+    if let Some(c) = cache.filter(|_| client_independent) {
+        c.keep(packet, &bytes, qtype, rcode);
+    }
+    Some(bytes)
 }
