@@ -23,6 +23,8 @@ deps:
 	    sudo apt-get update -qq && sudo apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "please install:$$missing" >&2; exit 1; fi; \
 	fi
+	@# kubernetes-validate (PyPI) checks deploy/multi-region's manifests against the Kubernetes schemas.
+	@python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
 
 build: deps
 	$(CARGO) build --workspace

@@ -64,6 +64,10 @@ enum Command {
         /// Region this control loop watches.
         #[arg(long)]
         region: String,
+        /// Address to bind when it differs from the region's `control.address` (which is where
+        /// gateways and DNS servers reach it, e.g. a Service in front of a pod bound to 0.0.0.0).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Run the NVML node agent that serves per-GPU health as JSON and Prometheus text.
     GpuAgent {
@@ -124,9 +128,9 @@ fn main() -> ExitCode {
             init_logging();
             exit(meridian_dns::run(&config, threads))
         }
-        Command::Control { config, region } => {
+        Command::Control { config, region, listen } => {
             init_logging();
-            exit(meridian_control::run(&config, &region))
+            exit(meridian_control::run(&config, &region, listen))
         }
         Command::GpuAgent { listen, interval } => {
             init_logging();

@@ -105,6 +105,19 @@ fn gateway_and_dns_follow_the_control_state_feed() {
         dig_a(dns, "api.meridian.test") == ["127.102.0.1"]
     });
 
+    // s1's GPU gets busy: control's headroom for it drops and the gateway scales its cost by it.
+    sim_control("127.102.1.1:8000", json!({"gpu_busy": 0.7}));
+    wait_until("s1 headroom from control", Duration::from_secs(20), || {
+        let h = endpoint_flags(admin, "s1").1;
+        h > 0.0 && h < 0.5
+    });
+    let idle = endpoint_flags(admin, "s2").1;
+    assert!(
+        idle > 0.7,
+        "an idle GPU (weights in memory only) keeps most headroom: {idle}"
+    );
+    sim_control("127.102.1.1:8000", json!({"gpu_busy": null}));
+
     // s2's GPU reports an XID error: control drains it, the gateway takes it out of rotation
     // (its own health checks are off: this is control's doing), traffic stays on s1.
     sim_control("127.102.1.2:8000", json!({"gpu_xid": 79}));

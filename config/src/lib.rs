@@ -6,6 +6,7 @@
 //! Schema for editors ([`json_schema`]) and the compiled, immutable [`Snapshot`] that the gateway, DNS
 //! server and control loop consume instead of raw YAML.
 
+pub mod admin_auth;
 pub mod error;
 mod load;
 pub mod schema;

@@ -73,13 +73,14 @@ impl ControlMetrics {
     }
 }
 
-/// Runs the control loop of `region` until SIGINT or SIGTERM.
-pub fn run(config: &Path, region: &str) -> anyhow::Result<()> {
+/// Runs the control loop of `region` until SIGINT or SIGTERM, bound to `listen` or else to the
+/// region's `control.address`.
+pub fn run(config: &Path, region: &str, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(config, region))
+    rt.block_on(serve(config, region, listen))
 }
 
 /// What the loop, the feed and the admin API share.
@@ -109,7 +110,7 @@ impl Control {
     }
 }
 
-async fn serve(config: &Path, region: &str) -> anyhow::Result<()> {
+async fn serve(config: &Path, region: &str, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let file = ConfigFile::new(config);
     let snap = file.load().map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let r = snap
@@ -133,6 +134,7 @@ async fn serve(config: &Path, region: &str) -> anyhow::Result<()> {
     });
     tokio::spawn(collect_forever(file, control.clone()));
 
+    let addr = listen.unwrap_or(addr);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("control {region} listening on {addr}");
     let feed_routes = Router::new()
@@ -189,27 +191,21 @@ async fn authorize(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if req.method() == axum::http::Method::GET || peer.ip().is_loopback() {
+    // Reads (the feed, the canary list) are open like the feed itself; changes need the token.
+    let ok = req.method() == axum::http::Method::GET || {
+        let snap = c.snap();
+        let token = snap.config.regions[c.region_index]
+            .gateway
+            .as_ref()
+            .and_then(|g| g.admin.token.as_ref().map(|t| t.expose()));
+        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+        meridian_config::admin_auth::allowed(peer.ip(), req.method().as_str(), req.uri().path(), token, auth)
+    };
+    if ok {
         return next.run(req).await;
     }
-    let snap = c.snap();
-    let expected = snap.config.regions[c.region_index]
-        .gateway
-        .as_ref()
-        .and_then(|g| g.admin.token.as_ref().map(|t| t.expose().to_string()));
-    let given = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match (expected, given) {
-        (Some(want), Some(got)) if want == got => next.run(req).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "a bearer token is required off loopback"})),
-        )
-            .into_response(),
-    }
+    let body = Json(json!({"error": "a bearer token is required off loopback"}));
+    (StatusCode::UNAUTHORIZED, body).into_response()
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -30,8 +30,34 @@ pub async fn serve(state: Arc<DnsState>, addr: SocketAddr) {
         .route("/regions", get(regions))
         .route("/reload", post(reload))
         .route("/regions/{region}/report", put(report))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
-    let _ = axum::serve(listener, app).await;
+    let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+}
+
+/// Off loopback, changes (reload, control reports) and the region view need `dns.admin.token`.
+async fn authorize(
+    State(state): State<Arc<DnsState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ok = {
+        let zones = state.zones.load();
+        let token = zones
+            .snap
+            .config
+            .dns
+            .as_ref()
+            .and_then(|d| d.admin.token.as_ref().map(|t| t.expose()));
+        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+        meridian_config::admin_auth::allowed(peer.ip(), req.method().as_str(), req.uri().path(), token, auth)
+    };
+    if ok {
+        return next.run(req).await;
+    }
+    let body = Json(json!({"error": "a bearer token is required off loopback"}));
+    (StatusCode::UNAUTHORIZED, body).into_response()
 }
 
 fn region_view(state: &DnsState) -> Vec<(String, bool, String)> {

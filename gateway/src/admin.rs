@@ -75,28 +75,20 @@ async fn authorize(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    if peer.ip().is_loopback() {
-        return next.run(req).await;
-    }
-    let expected = {
+    let ok = {
         let routes = gw.routes.load();
-        routes.snap.config.regions[routes.origin.region]
+        let token = routes.snap.config.regions[routes.origin.region]
             .gateway
             .as_ref()
-            .and_then(|g| g.admin.token.as_ref().map(|t| t.expose().to_string()))
+            .and_then(|g| g.admin.token.as_ref().map(|t| t.expose()));
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+        meridian_config::admin_auth::allowed(peer.ip(), req.method().as_str(), req.uri().path(), token, auth)
     };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match (expected, given) {
-        (Some(want), Some(got)) if constant_time_eq(want.as_bytes(), got.as_bytes()) => next.run(req).await,
-        _ => error(StatusCode::UNAUTHORIZED, "a bearer token is required off loopback"),
+    if ok {
+        next.run(req).await
+    } else {
+        error(StatusCode::UNAUTHORIZED, "a bearer token is required off loopback")
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn error(status: StatusCode, msg: &str) -> Response {

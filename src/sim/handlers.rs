@@ -54,8 +54,11 @@ pub async fn handle(st: Arc<SimState>, req: Request<Incoming>) -> Result<Respons
         )),
         Route::Metrics => {
             let (running, waiting) = st.load();
-            let xid = st.faults.read().gpu_xid;
-            let text = st.metrics.render(running, waiting, st.capacity, xid);
+            let (xid, busy) = {
+                let f = st.faults.read();
+                (f.gpu_xid, f.gpu_busy)
+            };
+            let text = st.metrics.render(running, waiting, st.capacity, xid, busy);
             Ok(Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                 .body(full(text))

@@ -89,9 +89,9 @@ impl SimMetrics {
     }
 
     /// Prometheus text for the current load.
-    pub fn render(&self, running: u32, waiting: u32, capacity: u32, xid: u32) -> String {
+    pub fn render(&self, running: u32, waiting: u32, capacity: u32, xid: u32, busy: Option<f64>) -> String {
         self.xid.set(i64::from(xid));
-        let util = f64::from(running) / f64::from(capacity.max(1));
+        let util = busy.map_or(f64::from(running) / f64::from(capacity.max(1)), |b| b.clamp(0.0, 1.0));
         self.pending.set(i64::from(waiting));
         self.gpu_util.set(util);
         // Weights take 20 GiB; activations and KV cache grow with the batch.

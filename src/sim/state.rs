@@ -32,6 +32,9 @@ pub struct Faults {
     pub stream_gate: bool,
     /// XID error code the simulated GPU reports (DCGM's `DCGM_FI_DEV_XID_ERRORS`); 0 is none.
     pub gpu_xid: u32,
+    /// GPU load to report (0..=1) whatever the simulator's own load: utilization, KV cache and
+    /// memory follow it (lets tests and demos show headroom-aware balancing).
+    pub gpu_busy: Option<f64>,
 }
 
 impl Default for Faults {
@@ -46,6 +49,7 @@ impl Default for Faults {
             jitter_ms: 0.0,
             stream_gate: false,
             gpu_xid: 0,
+            gpu_busy: None,
         }
     }
 }

@@ -27,7 +27,7 @@ pub(super) fn check(cx: &mut Ctx<'_>) {
                 .map(move |(j, z)| (format!("regions[{i}].zones[{j}]"), z.as_str()))
         }),
     );
-    let mut binds: Vec<(String, SocketAddr)> = Vec::new();
+    let mut binds: Vec<Bind> = Vec::new();
     for (i, r) in cfg.regions.iter().enumerate() {
         let at = format!("regions[{i}]");
         cx.name(format!("{at}.name"), "region name", &r.name);
@@ -78,27 +78,27 @@ pub(super) fn check(cx: &mut Ctx<'_>) {
             );
             for (j, l) in gw.listeners.iter().enumerate() {
                 let lat = format!("{at}.gateway.listeners[{j}]");
-                binds.push((format!("{lat}.address"), l.address));
+                binds.push((format!("{lat}.address"), l.address, Some(i)));
                 listener_protocols(cx, &lat, &l.protocols, l.tls.is_some());
                 if let Some(t) = &l.tls {
                     tls::check_listener(cx, &format!("{lat}.tls"), t);
                 }
             }
             admin(cx, &format!("{at}.gateway.admin"), &gw.admin);
-            binds.push((format!("{at}.gateway.admin.address"), gw.admin.address));
+            binds.push((format!("{at}.gateway.admin.address"), gw.admin.address, Some(i)));
             if let Some(url) = &gw.health_url {
                 check_http_url(cx, format!("{at}.gateway.health_url"), url);
             }
         }
         if let Some(c) = &r.control {
-            binds.push((format!("{at}.control.address"), c.address));
+            binds.push((format!("{at}.control.address"), c.address, Some(i)));
         }
     }
     if let Some(dns) = &cfg.dns {
         for (i, a) in dns.listen.iter().enumerate() {
-            binds.push((format!("dns.listen[{i}]"), *a));
+            binds.push((format!("dns.listen[{i}]"), *a, None));
         }
-        binds.push(("dns.admin.address".into(), dns.admin.address));
+        binds.push(("dns.admin.address".into(), dns.admin.address, None));
     }
     bind_conflicts(cx, &binds);
     strands(cx);
@@ -131,22 +131,28 @@ pub(super) fn admin(cx: &mut Ctx<'_>, at: &str, a: &Admin) {
 }
 
 /// Two listeners cannot bind the same socket (a wildcard IP conflicts with any IP on its port).
-fn bind_conflicts(cx: &mut Ctx<'_>, binds: &[(String, SocketAddr)]) {
-    let mut by_port: HashMap<u16, Vec<&(String, SocketAddr)>> = HashMap::new();
+fn bind_conflicts(cx: &mut Ctx<'_>, binds: &[Bind]) {
+    let mut by_port: HashMap<u16, Vec<&Bind>> = HashMap::new();
     for b in binds {
         by_port.entry(b.1.port()).or_default().push(b);
     }
-    for (path, addr) in binds {
-        let clash = by_port[&addr.port()].iter().find(|(p, a)| {
+    for (path, addr, host) in binds {
+        let clash = by_port[&addr.port()].iter().find(|(p, a, other)| {
             p != path
+                // Regions run on their own machines; the DNS server may share one with any of them.
+                && (host == other || host.is_none() || other.is_none())
                 && (a.ip() == addr.ip() || a.ip().is_unspecified() || addr.ip().is_unspecified())
-                && binds.iter().position(|(q, _)| q == p) < binds.iter().position(|(q, _)| q == path)
+                && binds.iter().position(|(q, ..)| q == p) < binds.iter().position(|(q, ..)| q == path)
         });
-        if let Some((first, _)) = clash {
+        if let Some((first, ..)) = clash {
             cx.err(path.clone(), format!("address {addr} is already bound by {first}"));
         }
     }
 }
+
+/// A bound address: its field path, the address, and the region whose machines bind it (`None`
+/// for the DNS server).
+type Bind = (String, SocketAddr, Option<usize>);
 
 /// A region with a gateway must reach every statically served model through itself or the regions
 /// it fails over to; otherwise that region's clients get 503 forever.
