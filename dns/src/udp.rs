@@ -17,6 +17,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::reply::reply;
+use meridian_config::schema::GslbPolicy;
 use crate::state::DnsState;
 
 /// Binds one of several sockets sharing `addr` (the kernel spreads datagrams across them).
@@ -120,7 +121,8 @@ fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
 /// and an encode; NSD and Knot precompile answers for the same reason. One per worker, no locks.
 #[derive(Default)]
 pub struct ReplyCache {
-    zones: usize,
+    /// The zone set and region health the entries were computed from.
+    basis: (usize, usize),
     map: HashMap<Box<[u8]>, Cached>,
 }
 
@@ -128,26 +130,31 @@ struct Cached {
     bytes: Vec<u8>,
     qtype: usize,
     rcode: usize,
+    /// GSLB answer counters to count on each hit (the regions that answered).
+    answered: Vec<prometheus::IntCounter>,
 }
 
 /// Entries kept at most; past it the cache starts over (random names cannot grow it unbounded).
 const CACHE_ENTRIES: usize = 16_384;
 
 impl ReplyCache {
-    fn hit(&mut self, state: &DnsState, zones: usize, packet: &[u8]) -> Option<Vec<u8>> {
-        if self.zones != zones {
+    fn hit(&mut self, state: &DnsState, basis: (usize, usize), packet: &[u8]) -> Option<Vec<u8>> {
+        if self.basis != basis {
             self.map.clear();
-            self.zones = zones;
+            self.basis = basis;
             return None;
         }
         let c = self.map.get(packet.get(2..)?)?;
         state.metrics.query(c.qtype, c.rcode, 0);
+        for counter in &c.answered {
+            counter.inc();
+        }
         let mut out = c.bytes.clone();
         out[..2].copy_from_slice(&packet[..2]);
         Some(out)
     }
 
-    fn keep(&mut self, packet: &[u8], bytes: &[u8], qtype: usize, rcode: usize) {
+    fn keep(&mut self, packet: &[u8], bytes: &[u8], qtype: usize, rcode: usize, answered: Vec<prometheus::IntCounter>) {
         if self.map.len() >= CACHE_ENTRIES {
             self.map.clear();
         }
@@ -155,6 +162,7 @@ impl ReplyCache {
             bytes: bytes.to_vec(),
             qtype,
             rcode,
+            answered,
         };
         self.map.insert(packet[2..].into(), cached);
     }
@@ -168,8 +176,9 @@ pub fn respond(
     mut cache: Option<&mut ReplyCache>,
 ) -> Option<Vec<u8>> {
     let zones = state.zones.load();
-    let zones_id = Arc::as_ptr(&zones) as usize;
-    if let Some(out) = cache.as_mut().and_then(|c| c.hit(state, zones_id, packet)) {
+    // Entries hold for one zone set and one view of region health (GSLB answers follow it).
+    let basis = (Arc::as_ptr(&zones) as usize, Arc::as_ptr(&state.health_now.load()) as usize);
+    if let Some(out) = cache.as_mut().and_then(|c| c.hit(state, basis, packet)) {
         return Some(out);
     }
     let req = match Message::from_vec(packet) {
@@ -203,17 +212,23 @@ pub fn respond(
         false,
     );
     let limit = usize::from(r.edns.as_ref().map_or(512, |e| e.max_payload()));
-    // GSLB names' answers depend on health and on the client: never cached.
+    // GSLB answers by `failover` and `all-healthy` depend on region health alone (part of the
+    // cache's basis); `nearest` and `weighted` look at the client, so they are built per query.
     let gslb = question
         .as_ref()
-        .is_some_and(|(n, _)| zones.zone_of(n).is_some_and(|z| z.gslb.contains_key(n)));
-    // A CNAME may lead into a GSLB name; those answers are built per query too.
+        .and_then(|(n, _)| zones.zone_of(n).and_then(|z| z.gslb.get(n)));
+    let client_blind = gslb.is_none_or(|g| matches!(g.policy.kind, GslbPolicy::Failover | GslbPolicy::AllHealthy));
+    // A CNAME may lead into a GSLB name of any policy; those answers are built per query too.
     let cname = r
         .answer
         .answers
         .iter()
         .any(|rec| rec.record_type() == hickory_proto::rr::RecordType::CNAME);
-    let client_independent = !gslb && !cname && r.answer.regions.is_empty();
+    let answered: Vec<prometheus::IntCounter> = match gslb {
+        Some(g) => r.answer.regions.iter().filter_map(|i| g.answer_counters.get(*i).cloned()).collect(),
+        None => Vec::new(),
+    };
+    let client_independent = client_blind && !cname && (gslb.is_some() || r.answer.regions.is_empty());
     let mut msg = Message::new(r.metadata.id, MessageType::Response, r.metadata.op_code);
     msg.metadata = r.metadata;
     msg.queries = req.queries;
@@ -233,7 +248,7 @@ pub fn respond(
         bytes = msg.to_vec().ok()?;
     }
     if let Some(c) = cache.filter(|_| client_independent) {
-        c.keep(packet, &bytes, qtype, rcode);
+        c.keep(packet, &bytes, qtype, rcode, answered);
     }
     Some(bytes)
 }
