@@ -1,6 +1,6 @@
-//! The UDP fast path: each worker thread owns a `SO_REUSEPORT` socket and receives, answers and sends in
-//! one task, with no per-packet task, channel or thread hop (hickory-server's UDP path costs three
-//! of those per query; see benches/README.md). Parsing and encoding are hickory-proto's; the answer
+//! The UDP fast path: each worker thread owns a `SO_REUSEPORT` socket and receives, answers and sends
+//! in one blocking loop, with no event loop and no per-packet task, channel or thread hop
+//! (hickory-server's UDP path costs three of those per query; see benches/README.md). Parsing and encoding are hickory-proto's; the answer
 //! is [`reply`](crate::reply::reply), shared with the TCP path, which stays on hickory-server.
 
 use std::collections::HashMap;
@@ -13,12 +13,10 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 use crate::reply::reply;
-use meridian_config::schema::GslbPolicy;
 use crate::state::DnsState;
+use meridian_config::schema::GslbPolicy;
 
 /// Binds one of several sockets sharing `addr` (the kernel spreads datagrams across them).
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -34,24 +32,14 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
-/// Runs a worker on its own thread with its own single-threaded runtime: the batch buffers never move
-/// between threads, and a worker never waits on another.
+/// Runs a worker on its own thread, blocking in `recvmmsg` (NSD's and Knot's model): no event
+/// loop, no readiness bookkeeping, the batch buffers never move between threads, and a worker
+/// never waits on another.
 pub fn spawn_worker(socket: std::net::UdpSocket, state: Arc<DnsState>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("dns-udp".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_io().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!("dns udp worker: {e}");
-                return;
-            }
-        };
-        rt.block_on(async move {
-            match UdpSocket::from_std(socket) {
-                Ok(s) => serve(s, state).await,
-                Err(e) => tracing::error!("dns udp worker: {e}"),
-            }
-        });
-    })
+    socket.set_nonblocking(false)?;
+    std::thread::Builder::new()
+        .name("dns-udp".into())
+        .spawn(move || serve(&socket, &state))
 }
 
 /// Datagrams taken from the kernel per wake-up (and answered per `sendmmsg`).
@@ -59,51 +47,50 @@ const BATCH: usize = 32;
 /// Largest query read; EDNS queries are small, and a larger datagram is not a query we answer.
 const MAX_QUERY: usize = 4096;
 
-/// Serves one socket until the task is aborted: `recvmmsg` a batch, answer each, `sendmmsg` the
-/// answers, as NSD and Knot do, so a busy server makes two system calls per batch, not per query.
-pub async fn serve(socket: UdpSocket, state: Arc<DnsState>) {
+/// Serves one socket for the life of the process: `recvmmsg` waits for at least one datagram and
+/// takes whatever else is queued (up to a batch), each is answered, and `sendmmsg` sends the
+/// answers, so a busy server makes two system calls per batch, not per query.
+pub fn serve(socket: &std::net::UdpSocket, state: &DnsState) {
     let fd = socket.as_raw_fd();
     let mut bufs = vec![[0u8; MAX_QUERY]; BATCH];
     let mut rx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut tx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut cache = ReplyCache::default();
+    let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
+    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
     loop {
-        let received = socket
-            .async_io(Interest::READABLE, || {
-                let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
-                    bufs.iter_mut().map(|b| [IoSliceMut::new(&mut b[..])]).collect();
-                let got = recvmmsg(fd, &mut rx, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
-                    .map_err(std::io::Error::from)?;
-                Ok(got
-                    .map(|m| (m.bytes, m.address.and_then(|a| to_std(&a))))
-                    .collect::<Vec<_>>())
-            })
-            .await;
-        let Ok(received) = received else { continue };
-        let replies: Vec<(Vec<u8>, SocketAddr)> = received
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (n, src))| {
-                let src = (*src)?;
-                respond(&state, &bufs[i][..(*n).min(MAX_QUERY)], src, Some(&mut cache)).map(|out| (out, src))
-            })
-            .collect();
-        if replies.is_empty() {
-            continue;
+        received.clear();
+        {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs.iter_mut().map(|b| [IoSliceMut::new(&mut b[..])]).collect();
+            match recvmmsg(fd, &mut rx, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
+                Ok(got) => received.extend(got.map(|m| (m.bytes, m.address.and_then(|a| to_std(&a))))),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("dns udp receive: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+            }
         }
-        let addrs: Vec<Option<SockaddrStorage>> =
-            replies.iter().map(|(_, a)| Some(SockaddrStorage::from(*a))).collect();
-        let slices: Vec<[IoSlice<'_>; 1]> = replies.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
-        let sent = socket
-            .try_io(Interest::WRITABLE, || {
-                sendmmsg(fd, &mut tx, slices.iter(), &addrs, [], MsgFlags::MSG_DONTWAIT)
-                    .map(|r| r.count())
-                    .map_err(std::io::Error::from)
-            })
-            .unwrap_or(0);
-        // Whatever the kernel did not take at once goes out one by one, waiting for room.
-        for (out, dst) in replies.iter().skip(sent) {
-            let _ = socket.send_to(out, dst).await;
+        replies.clear();
+        for (i, (n, src)) in received.iter().enumerate() {
+            let Some(src) = *src else { continue };
+            if let Some(out) = respond(state, &bufs[i][..(*n).min(MAX_QUERY)], src, Some(&mut cache)) {
+                replies.push((out, src));
+            }
+        }
+        let mut sent = 0;
+        while sent < replies.len() {
+            let rest = &replies[sent..];
+            let addrs: Vec<Option<SockaddrStorage>> =
+                rest.iter().map(|(_, a)| Some(SockaddrStorage::from(*a))).collect();
+            let slices: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+            match sendmmsg(fd, &mut tx, slices.iter(), &addrs, [], MsgFlags::empty()) {
+                Ok(r) => sent += r.count().max(1),
+                Err(nix::errno::Errno::EINTR) => {}
+                // A reply that cannot go (an unreachable client) is dropped, as DNS over UDP may.
+                Err(_) => sent += 1,
+            }
         }
     }
 }
@@ -177,7 +164,10 @@ pub fn respond(
 ) -> Option<Vec<u8>> {
     let zones = state.zones.load();
     // Entries hold for one zone set and one view of region health (GSLB answers follow it).
-    let basis = (Arc::as_ptr(&zones) as usize, Arc::as_ptr(&state.health_now.load()) as usize);
+    let basis = (
+        Arc::as_ptr(&zones) as usize,
+        Arc::as_ptr(&state.health_now.load()) as usize,
+    );
     if let Some(out) = cache.as_mut().and_then(|c| c.hit(state, basis, packet)) {
         return Some(out);
     }
@@ -225,7 +215,12 @@ pub fn respond(
         .iter()
         .any(|rec| rec.record_type() == hickory_proto::rr::RecordType::CNAME);
     let answered: Vec<prometheus::IntCounter> = match gslb {
-        Some(g) => r.answer.regions.iter().filter_map(|i| g.answer_counters.get(*i).cloned()).collect(),
+        Some(g) => r
+            .answer
+            .regions
+            .iter()
+            .filter_map(|i| g.answer_counters.get(*i).cloned())
+            .collect(),
         None => Vec::new(),
     };
     let client_independent = client_blind && !cname && (gslb.is_some() || r.answer.regions.is_empty());

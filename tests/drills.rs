@@ -1,0 +1,276 @@
+//! Failover drills over network namespaces: each region runs in its own namespace (gateway and
+//! sim backends in two zones) behind a veth link to the root namespace, where the clients and the
+//! DNS server are. (a) A zone's backends die under load: the gateway spills to the other zone.
+//! (b) A region's link goes down: DNS stops answering with it and the other region serves.
+//! (c) The link comes back: failback. Measured failover times and losses are written to stderr
+//! (uncaptured, so they show in CI's log). Without root or `ip netns`, the drills say so and skip;
+//! the same behaviours run on loopback in gateway_failover.rs, dns_e2e.rs and control_feed.rs.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Runs `ip ARGS`, failing the test when it fails.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether network namespaces can be made here (root and iproute2).
+fn netns_available(probe: &str) -> bool {
+    let made = Command::new("ip")
+        .args(["netns", "add", probe])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        let _ = Command::new("ip").args(["netns", "del", probe]).status();
+    }
+    made
+}
+
+/// A region's namespace and its link to the root namespace; removed when dropped.
+struct Region {
+    ns: String,
+    host_if: String,
+    procs: Vec<Proc>,
+}
+
+impl Region {
+    fn new(tag: &str, n: u8) -> Region {
+        let ns = format!("mdr-{tag}-{}", std::process::id());
+        let host_if = format!("mdh{n}{}", std::process::id() % 100_000);
+        let peer_if = format!("mdp{n}{}", std::process::id() % 100_000);
+        ip(&["netns", "add", &ns]);
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if]);
+        ip(&["link", "set", &peer_if, "netns", &ns]);
+        ip(&["addr", "add", &format!("10.77.{n}.1/24"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&[
+            "netns",
+            "exec",
+            &ns,
+            "ip",
+            "addr",
+            "add",
+            &format!("10.77.{n}.2/24"),
+            "dev",
+            &peer_if,
+        ]);
+        ip(&["netns", "exec", &ns, "ip", "link", "set", &peer_if, "up"]);
+        ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        Region {
+            ns,
+            host_if,
+            procs: Vec::new(),
+        }
+    }
+
+    /// Starts `meridian ARGS` inside the namespace; waits for `banner` on stdout when given.
+    fn run(&mut self, name: &str, args: &[&str], log: &std::path::Path, banner: Option<&str>) -> usize {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_meridian")])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        if let Some(b) = banner {
+            loop {
+                match lines.next() {
+                    Some(Ok(l)) if l.contains(b) => break,
+                    Some(Ok(_)) => {}
+                    _ => panic!("{name} did not start; see {}", log.display()),
+                }
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.procs.push(Proc {
+            child,
+            name: name.into(),
+        });
+        self.procs.len() - 1
+    }
+
+    fn link(&self, up: bool) {
+        ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]);
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        self.procs.clear();
+        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+const CONFIG: &str = "
+regions:
+  - name: us
+    zones: [us-a, us-b]
+    failover: [eu]
+    gateway:
+      listeners: [{ name: public, address: 10.77.1.2:8080 }]
+      admin: { address: 10.77.1.2:9901, token: drill }
+      public_addresses: [10.77.1.2]
+  - name: eu
+    zones: [eu-a, eu-b]
+    failover: [us]
+    gateway:
+      listeners: [{ name: public, address: 10.77.2.2:8080 }]
+      admin: { address: 10.77.2.2:9901, token: drill }
+      public_addresses: [10.77.2.2]
+gateway:
+  health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 2 }
+models:
+  - name: m
+    versions:
+      - name: v1
+        endpoints:
+          - { id: us-a, address: '127.0.1.1:8001', region: us, zone: us-a }
+          - { id: us-b, address: '127.0.1.2:8001', region: us, zone: us-b }
+          - { id: eu-a, address: '127.0.2.1:8001', region: eu, zone: eu-a }
+          - { id: eu-b, address: '127.0.2.2:8001', region: eu, zone: eu-b }
+dns:
+  listen: [127.77.0.1:5353]
+  admin: { address: 127.77.0.1:9953 }
+  probe: { interval: 200ms, timeout: 300ms, healthy_threshold: 1, unhealthy_threshold: 2 }
+  zones:
+    - name: meridian.test
+      soa: { mname: ns1.meridian.test, rname: hostmaster.meridian.test }
+      ns: [ns1.meridian.test]
+      records: [{ name: ns1, type: A, value: 127.0.0.1 }]
+  gslb:
+    - { name: api.meridian.test, policy: failover, regions: [us, eu], ttl: 1s }
+";
+
+fn report(line: &str) {
+    let _ = writeln!(std::io::stderr(), "drill: {line}");
+}
+
+fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn failover_drills_over_network_namespaces() {
+    if !netns_available(&format!("mdr-probe-{}", std::process::id())) {
+        report("network namespaces unavailable (needs root and iproute2): skipped; loopback drills run in gateway_failover, dns_e2e and control_feed");
+        return;
+    }
+    let dir = scratch("drills");
+    let cfg = dir.join("meridian.yaml");
+    write_config(&cfg, CONFIG);
+    let cfg_s = cfg.to_str().unwrap().to_string();
+    let mut regions = Vec::new();
+    for (n, r) in [(1u8, "us"), (2u8, "eu")] {
+        let mut region = Region::new(r, n);
+        for zone in ["a", "b"] {
+            let addr = format!("127.0.{n}.{}:8001", if zone == "a" { 1 } else { 2 });
+            let id = format!("{r}-{zone}");
+            region.run(
+                &id,
+                &[
+                    "sim-backend",
+                    "--listen",
+                    &addr,
+                    "--id",
+                    &id,
+                    "--model",
+                    "m",
+                    "--latency",
+                    "1ms",
+                ],
+                &dir.join(format!("{id}.log")),
+                Some("listening on"),
+            );
+        }
+        let zone = format!("{r}-a");
+        region.run(
+            &format!("gateway-{r}"),
+            &[
+                "gateway",
+                "--config",
+                &cfg_s,
+                "--region",
+                r,
+                "--zone",
+                &zone,
+                "--threads",
+                "1",
+            ],
+            &dir.join(format!("gateway-{r}.log")),
+            None,
+        );
+        let c = client();
+        wait_until("gateway ready across its link", Duration::from_secs(30), || {
+            c.get(format!("http://10.77.{n}.2:9901/readyz"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        });
+        regions.push(region);
+    }
+    let _dns = start("dns", &["dns", "--config", &cfg_s], &dir.join("dns.log"), "listening");
+    let dns = "127.77.0.1:5353";
+    wait_until("DNS answers with us", Duration::from_secs(20), || {
+        dig_a(dns, "api.meridian.test") == ["10.77.1.2"]
+    });
+
+    // (a) us-a's backend dies under load; the us gateway spills to us-b.
+    let load = Load::start("10.77.1.2:8080", "/v2/models/m/infer", 4);
+    load.wait_for_more(500, "load before the zone loss");
+    regions[0].procs.remove(0); // us-a's sim: killed
+    load.wait_for_more(2000, "load after the zone loss");
+    let (ok, failed) = load.stop();
+    let loss = failed as f64 / (ok + failed) as f64;
+    report(&format!(
+        "(a) zone us-a's backend killed under load: {failed} of {} requests failed ({:.3}%)",
+        ok + failed,
+        loss * 100.0
+    ));
+    assert!(loss < 0.001, "{failed} of {} failed", ok + failed);
+
+    // (b) us's link goes down: DNS answers with eu, whose gateway serves.
+    regions[0].link(false);
+    let failover = time_until(Duration::from_secs(20), || {
+        dig_a(dns, "api.meridian.test") == ["10.77.2.2"]
+    });
+    report(&format!(
+        "(b) us link down: DNS answered eu after {} ms (probe interval 200 ms x unhealthy threshold 2 = 400 ms, plus the 300 ms probe timeout)",
+        failover.as_millis()
+    ));
+    assert_eq!(
+        infer(&client(), "10.77.2.2:8080", "/v2/models/m/infer", &[]).status,
+        200
+    );
+
+    // (c) the link comes back: failback once the probes pass again.
+    regions[0].link(true);
+    let failback = time_until(Duration::from_secs(20), || {
+        dig_a(dns, "api.meridian.test") == ["10.77.1.2"]
+    });
+    report(&format!(
+        "(c) us link back: DNS answered us again after {} ms (healthy threshold 1)",
+        failback.as_millis()
+    ));
+    assert_eq!(
+        infer(&client(), "10.77.1.2:8080", "/v2/models/m/infer", &[]).status,
+        200
+    );
+}
