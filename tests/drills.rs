@@ -102,6 +102,11 @@ impl Region {
         self.procs.len() - 1
     }
 
+    /// Kills a process of this region (SIGKILL, as a crash would).
+    fn kill(&mut self, name: &str) {
+        self.procs.retain(|p| p.name != name);
+    }
+
     fn link(&self, up: bool) {
         ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }]);
     }
@@ -124,6 +129,7 @@ regions:
       listeners: [{ name: public, address: 10.77.1.2:8080 }]
       admin: { address: 10.77.1.2:9901, token: drill }
       public_addresses: [10.77.1.2]
+    control: { address: '10.77.1.2:9902' }
   - name: eu
     zones: [eu-a, eu-b]
     failover: [us]
@@ -131,6 +137,8 @@ regions:
       listeners: [{ name: public, address: 10.77.2.2:8080 }]
       admin: { address: 10.77.2.2:9901, token: drill }
       public_addresses: [10.77.2.2]
+control:
+  telemetry: { interval: 200ms, timeout: 200ms }
 gateway:
   health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 2 }
 models:
@@ -201,6 +209,14 @@ fn failover_drills_over_network_namespaces() {
                 Some("listening on"),
             );
         }
+        if r == "us" {
+            region.run(
+                "control-us",
+                &["control", "--config", &cfg_s, "--region", "us"],
+                &dir.join("control-us.log"),
+                Some("listening on"),
+            );
+        }
         let zone = format!("{r}-a");
         region.run(
             &format!("gateway-{r}"),
@@ -235,8 +251,8 @@ fn failover_drills_over_network_namespaces() {
     // (a) us-a's backend dies under load; the us gateway spills to us-b.
     let load = Load::start("10.77.1.2:8080", "/v2/models/m/infer", 4);
     load.wait_for_more(500, "load before the zone loss");
-    regions[0].procs.remove(0); // us-a's sim: killed
-    load.wait_for_more(2000, "load after the zone loss");
+    regions[0].kill("us-a");
+    load.wait_for_more(5000, "load after the zone loss");
     let (ok, failed) = load.stop();
     let loss = failed as f64 / (ok + failed) as f64;
     report(&format!(
@@ -273,4 +289,21 @@ fn failover_drills_over_network_namespaces() {
         infer(&client(), "10.77.1.2:8080", "/v2/models/m/infer", &[]).status,
         200
     );
+
+    // (d) us's control loop dies: its gateway and DNS keep serving on the last state.
+    wait_until("DNS follows us's control", Duration::from_secs(20), || {
+        scrape("127.77.0.1:9953").contains("meridian_state_feed_staleness_seconds{region=\"us\"}")
+    });
+    regions[0].kill("control-us");
+    let load = Load::start("10.77.1.2:8080", "/v2/models/m/infer", 2);
+    load.wait_for_more(1000, "load with control gone");
+    let (ok, failed) = load.stop();
+    let dns_answer = dig_a(dns, "api.meridian.test");
+    let stale = metric_sum(&scrape("10.77.1.2:9901"), "meridian_state_feed_staleness_seconds", &[]);
+    report(&format!(
+        "(d) us control killed: {failed} of {} requests failed, DNS still answers {dns_answer:?}, gateway feed staleness {stale:.1} s",
+        ok + failed
+    ));
+    assert_eq!(failed, 0);
+    assert_eq!(dns_answer, ["10.77.1.2"]);
 }
