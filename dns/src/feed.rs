@@ -28,18 +28,9 @@ pub async fn supervise(state: Arc<DnsState>) {
                 .filter_map(|r| Some((r.name.clone(), r.control.as_ref()?.address)))
                 .collect()
         };
-        tasks.retain(|k, h| {
-            let keep = wanted.contains(k);
-            if !keep {
-                h.abort();
-            }
-            keep
+        crate::reconcile::reconcile(&mut tasks, &wanted, |(region, addr)| {
+            tokio::spawn(follow(state.clone(), region.clone(), *addr))
         });
-        for k in wanted {
-            tasks
-                .entry(k.clone())
-                .or_insert_with(|| tokio::spawn(follow(state.clone(), k.0, k.1)));
-        }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

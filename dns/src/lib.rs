@@ -14,6 +14,7 @@ pub mod gslb;
 pub mod handler;
 pub mod metrics;
 pub mod probe;
+pub mod reconcile;
 pub mod reply;
 pub mod server;
 pub mod state;

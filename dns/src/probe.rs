@@ -95,14 +95,7 @@ pub async fn supervise(state: Arc<DnsState>) {
                 .map(|r| r.name.clone())
                 .collect()
         };
-        tasks.retain(|name, h| {
-            let keep = wanted.contains(name);
-            if !keep {
-                h.abort();
-            }
-            keep
-        });
-        for name in wanted {
+        crate::reconcile::reconcile(&mut tasks, &wanted, |name| {
             let health = state
                 .health
                 .lock()
@@ -110,10 +103,8 @@ pub async fn supervise(state: Arc<DnsState>) {
                 .entry(name.clone())
                 .or_default()
                 .clone();
-            tasks
-                .entry(name.clone())
-                .or_insert_with(|| tokio::spawn(probe_region(state.clone(), name, health, client.clone())));
-        }
+            tokio::spawn(probe_region(state.clone(), name.clone(), health, client.clone()))
+        });
         // Also ages control reports out of the query path's view.
         state.refresh_health();
         tokio::time::sleep(Duration::from_millis(500)).await;
