@@ -232,7 +232,8 @@ models:
 fn tls_sni_certificates_mutual_tls_alpn_and_reload() {
     let dir = scratch("tls");
     let cfg = dir.join("meridian.yaml");
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/tls");
+    let pki = test_pki(&dir);
+    let examples = pki.to_str().unwrap();
     write_config(&cfg, &tls_config(examples, true));
     let _sim = sim("127.91.1.1:8000", "t1", "llm", "v1", &[]);
     let _gw = gateway(&cfg, "r", None, "127.91.0.1:9901", "127.91.0.1:8080");
@@ -519,8 +520,9 @@ models:
 /// a backend whose certificate does not match is never used (health checks verify it too).
 #[test]
 fn upstream_tls_verifies_backends_against_the_configured_ca() {
-    let tls = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/tls");
     let dir = scratch("upstream-tls");
+    let pki = test_pki(&dir);
+    let tls = pki.to_str().unwrap();
     let cfg = dir.join("meridian.yaml");
     write_config(
         &cfg,
@@ -609,8 +611,10 @@ fn openssl_handshake(addr: &str, version_flag: &str) -> bool {
 /// on disk (no config change) are picked up, while a broken file leaves the old one serving.
 #[test]
 fn tls_versions_and_certificates_renewed_on_disk() {
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/tls");
     let dir = scratch("tls-renew");
+    let pki = dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let examples = test_pki(&pki).to_str().unwrap().to_string();
     let copy = |from: &str, to: &str| {
         let tmp = dir.join(format!("{to}.tmp"));
         std::fs::copy(format!("{examples}/{from}"), &tmp).unwrap();

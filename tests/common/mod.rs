@@ -379,3 +379,41 @@ pub fn assert_promtool_accepts(what: &str, text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A test PKI made fresh for a test (rcgen): in `dir`, `ca.pem`; `api.pem`/`api.key` for
+/// api.example.com and *.api.example.com; `other.pem`/`other.key` for other.example.com (server
+/// certificates); `client.pem`/`client.key` (a client certificate for mutual TLS). Returns `dir`.
+pub fn test_pki(dir: &Path) -> PathBuf {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "Meridian test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, &ca_key);
+    for (name, sans, usage) in [
+        (
+            "api",
+            vec!["api.example.com", "*.api.example.com"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+        ("other", vec!["other.example.com"], ExtendedKeyUsagePurpose::ServerAuth),
+        (
+            "client",
+            vec!["client.example.com"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(sans.into_iter().map(String::from).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![usage];
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+    dir.to_path_buf()
+}
