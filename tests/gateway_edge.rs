@@ -77,6 +77,27 @@ fn streams_limits_and_h2c() {
         Ok(r) => assert_eq!(r.status(), 413),
         Err(e) => panic!("a streamed body over the limit must get 413, got {e}"),
     }
+    // Never an open proxy: an absolute-form URI for another host is routed by its path like any
+    // request (here: no inference route, 404 from the gateway), and CONNECT is refused.
+    for (request, status) in [
+        (
+            "GET http://127.0.0.1:9/ HTTP/1.1\r\nhost: 127.0.0.1:9\r\n\r\n",
+            "HTTP/1.1 404 ",
+        ),
+        (
+            "CONNECT 127.0.0.1:22 HTTP/1.1\r\nhost: 127.0.0.1:22\r\n\r\n",
+            "HTTP/1.1 405 ",
+        ),
+    ] {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(public).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with(status), "{request:?} -> {answer}");
+    }
     // Slowloris: a client dripping header lines (each well within pingora's per-read timeout)
     // gets a 408 once the whole block has not arrived within client_header (1s), and is closed.
     {
