@@ -137,18 +137,12 @@ fn authoritative_answers_gslb_failover_ecs_truncation_and_reload() {
     // The regions' gateway health endpoints: sim backends whose readiness the test switches.
     let _us = sim("127.70.1.1:8000", "us-gw", "m", "v1", &[]);
     let _eu = sim("127.70.2.1:8000", "eu-gw", "m", "v1", &[]);
-    let log = std::fs::File::create(dir.join("dns.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["dns", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let _dns = Proc {
-        child,
-        name: "dns".into(),
-    };
+    let _dns = start(
+        "dns",
+        &["dns", "--config", cfg.to_str().unwrap()],
+        &dir.join("dns.log"),
+        "listening",
+    );
     let c = client();
     wait_until("dns admin", Duration::from_secs(20), || {
         c.get(format!("http://{ADMIN}/healthz"))
@@ -347,18 +341,12 @@ fn every_policy_fail_open_closed_reports_source_placement_and_fuzz() {
     write_config(&cfg, &config2());
     let mut us = sim("127.71.1.1:8000", "us-gw", "m", "v1", &[]);
     let _eu = sim("127.71.2.1:8000", "eu-gw", "m", "v1", &[]);
-    let log = std::fs::File::create(dir.join("dns.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["dns", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut dns = Proc {
-        child,
-        name: "dns".into(),
-    };
+    let mut dns = start(
+        "dns",
+        &["dns", "--config", cfg.to_str().unwrap()],
+        &dir.join("dns.log"),
+        "listening",
+    );
     let c = client();
     wait_until("dns admin", Duration::from_secs(20), || {
         c.get(format!("http://{ADMIN2}/healthz"))

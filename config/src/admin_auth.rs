@@ -8,6 +8,18 @@ use std::net::IpAddr;
 /// Paths anyone may read.
 const OPEN: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
+/// What a refused request is told.
+pub const REFUSAL: &str = "a bearer token is required off loopback";
+
+/// [`allowed`] for an HTTP request (method, path and `Authorization` read from it).
+pub fn permits<B>(peer: IpAddr, req: &http::Request<B>, token: Option<&str>) -> bool {
+    let auth = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    allowed(peer, req.method().as_str(), req.uri().path(), token, auth)
+}
+
 /// Whether a request from `peer` for `method path` with `authorization` may proceed when the
 /// listener's token is `token`.
 pub fn allowed(peer: IpAddr, method: &str, path: &str, token: Option<&str>, authorization: Option<&str>) -> bool {

@@ -50,13 +50,12 @@ async fn authorize(
             .dns
             .as_ref()
             .and_then(|d| d.admin.token.as_ref().map(|t| t.expose()));
-        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
-        meridian_config::admin_auth::allowed(peer.ip(), req.method().as_str(), req.uri().path(), token, auth)
+        meridian_config::admin_auth::permits(peer.ip(), &req, token)
     };
     if ok {
         return next.run(req).await;
     }
-    let body = Json(json!({"error": "a bearer token is required off loopback"}));
+    let body = Json(json!({ "error": meridian_config::admin_auth::REFUSAL }));
     (StatusCode::UNAUTHORIZED, body).into_response()
 }
 

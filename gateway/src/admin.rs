@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use meridian_config::admin_auth;
 use serde_json::{json, Value};
 
 use crate::endpoint::flags;
@@ -21,10 +22,7 @@ use crate::state::{Gateway, ReloadError};
 pub async fn serve(gw: Arc<Gateway>) {
     let addr = {
         let routes = gw.routes.load();
-        routes.snap.config.regions[routes.origin.region]
-            .gateway
-            .as_ref()
-            .map(|g| g.admin.address)
+        routes.gateway_spec().map(|g| g.admin.address)
     };
     let Some(addr) = addr else { return };
     let listener = match bind_shared(addr) {
@@ -71,23 +69,20 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 async fn authorize(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
     let ok = {
         let routes = gw.routes.load();
-        let token = routes.snap.config.regions[routes.origin.region]
-            .gateway
-            .as_ref()
+        let token = routes
+            .gateway_spec()
             .and_then(|g| g.admin.token.as_ref().map(|t| t.expose()));
-        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
-        meridian_config::admin_auth::allowed(peer.ip(), req.method().as_str(), req.uri().path(), token, auth)
+        admin_auth::permits(peer.ip(), &req, token)
     };
     if ok {
         next.run(req).await
     } else {
-        error(StatusCode::UNAUTHORIZED, "a bearer token is required off loopback")
+        error(StatusCode::UNAUTHORIZED, admin_auth::REFUSAL)
     }
 }
 

@@ -25,10 +25,7 @@ pub async fn subscribe(gw: Arc<Gateway>) {
     loop {
         let addr = {
             let routes = gw.routes.load();
-            routes.snap.config.regions[routes.origin.region]
-                .control
-                .as_ref()
-                .map(|c| c.address)
+            routes.region().control.as_ref().map(|c| c.address)
         };
         let Some(addr) = addr else {
             // No control loop for this region (yet): static endpoints only.

@@ -44,6 +44,17 @@ pub struct Routes {
 }
 
 impl Routes {
+    /// This gateway's region as configured.
+    pub fn region(&self) -> &meridian_config::schema::Region {
+        &self.snap.config.regions[self.origin.region]
+    }
+
+    /// This gateway's own settings (listeners, admin, shutdown); `None` only for a table built for
+    /// a region without a gateway section, which `build` refuses.
+    pub fn gateway_spec(&self) -> Option<&meridian_config::schema::RegionGateway> {
+        self.region().gateway.as_ref()
+    }
+
     /// Builds the table for a gateway in `region` (and `zone`, when known).
     pub fn build(
         snap: Arc<Snapshot>,

@@ -39,7 +39,7 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
         Arc::new(SystemClock),
     )?);
     let routes = gw.routes.load_full();
-    let Some(spec) = routes.snap.config.regions[routes.origin.region].gateway.clone() else {
+    let Some(spec) = routes.gateway_spec().cloned() else {
         anyhow::bail!("region {} has no gateway", gw.region);
     };
     // The certificate files as they are now, before the listeners load them: later changes reload.

@@ -41,9 +41,7 @@ impl ShutdownSignalWatch for Signals {
                 self.gw.drain.begin();
                 let delay = {
                     let routes = self.gw.routes.load();
-                    routes.snap.config.regions[routes.origin.region]
-                        .gateway
-                        .as_ref()
+                    routes.gateway_spec()
                         .map_or(std::time::Duration::ZERO, |g| g.shutdown_delay.get())
                 };
                 tracing::info!(?delay, "SIGTERM: draining connections before closing the listeners");

@@ -156,7 +156,7 @@ impl Gateway {
 
     /// Swaps in the TLS listeners' certificates of a new config (listeners themselves need a restart).
     fn reload_certificates(&self, routes: &Routes) {
-        let Some(gw) = routes.snap.config.regions[routes.origin.region].gateway.as_ref() else {
+        let Some(gw) = routes.gateway_spec() else {
             return;
         };
         for (name, resolver) in self.tls.lock().iter() {
@@ -182,7 +182,7 @@ impl Gateway {
     /// previous certificates serving.
     pub fn reload_changed_certificates(&self) {
         let routes = self.routes.load_full();
-        let Some(gw) = routes.snap.config.regions[routes.origin.region].gateway.as_ref() else {
+        let Some(gw) = routes.gateway_spec() else {
             return;
         };
         let now: Vec<_> = gw

@@ -68,10 +68,7 @@ async fn next_phase(phases: &mut Option<broadcast::Receiver<ExecutionPhase>>) ->
 async fn stop(gw: &Gateway, tasks: Vec<tokio::task::JoinHandle<()>>, admin: tokio::task::JoinHandle<()>) {
     let grace = {
         let routes = gw.routes.load();
-        routes.snap.config.regions[routes.origin.region]
-            .gateway
-            .as_ref()
-            .map_or(Duration::ZERO, |g| g.shutdown_grace.get())
+        routes.gateway_spec().map_or(Duration::ZERO, |g| g.shutdown_grace.get())
     };
     tracing::info!(in_progress = gw.drain.active(), ?grace, "draining");
     if gw.drain.until_idle(grace).await {
