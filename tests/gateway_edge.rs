@@ -426,12 +426,24 @@ models:
         .unwrap();
     first_event(&mut stream);
     let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Each class's request carries its own trace id, so the gateway's access log (written before a
+    // request gives its slot up) shows the order they were served in.
+    let trace = |class: &str| {
+        let digit = ["critical", "standard", "sheddable"]
+            .iter()
+            .position(|c| *c == class)
+            .unwrap_or(3)
+            + 1;
+        format!("{digit:0>32}")
+    };
     let send = |class: &'static str| {
         let done = done.clone();
+        let traceparent = format!("00-{}-00f067aa0ba902b7-01", trace(class));
         std::thread::spawn(move || {
             let r = client()
                 .post(format!("http://{public}/v2/models/ordered/infer"))
                 .header("x-priority", class)
+                .header("traceparent", traceparent)
                 .body("{}")
                 .send()
                 .unwrap();
@@ -460,10 +472,21 @@ models:
     stream.read_to_string(&mut rest).unwrap();
     critical.join().unwrap();
     standard.join().unwrap();
-    assert_eq!(
-        *done.lock().unwrap(),
-        [("sheddable", 429), ("critical", 200), ("standard", 200)]
-    );
+    let mut outcomes = done.lock().unwrap().clone();
+    outcomes.sort();
+    assert_eq!(outcomes, [("critical", 200), ("sheddable", 429), ("standard", 200)]);
+    let log = cfg.with_extension("r.out");
+    let served = || -> Vec<&'static str> {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("\"status\":200"))
+            .filter_map(|l| ["critical", "standard"].into_iter().find(|c| l.contains(&trace(c))))
+            .collect()
+    };
+    wait_until("both served requests logged", Duration::from_secs(10), || {
+        served().len() == 2
+    });
+    assert_eq!(served(), ["critical", "standard"], "critical goes first");
     assert_eq!(
         metric(r#"meridian_shed_total{model_name="ordered",priority="sheddable",reason="displaced"} "#),
         1.0
