@@ -1,5 +1,6 @@
-//! The per-request routing decision at scale: classify the path, select the version (header rules
-//! then a sticky weighted split), and pick an endpoint (locality levels + power of two choices).
+//! The per-request routing decision at scale, through the same functions a request runs: `decide`
+//! (the header block's size, the path, the model, the version by header rules then a sticky weighted
+//! split, the body limit, the priority class) and the pick (locality levels + power of two choices).
 //! Target (ARCHITECTURE.md): < 1 us at 1,000 models x 1,000 endpoints.
 //!
 //! `cargo bench --bench routing` runs the full size; under `cargo test` the same code runs once at a
@@ -10,15 +11,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{HeaderMap, Method};
 use meridian_config::schema::{
     Config, Endpoint, HeaderMatch, Model, Region, Route, RouteMatch, StickyKey, Version, WeightedVersion,
 };
 use meridian_config::{Loaded, Snapshot};
-use meridian_gateway::classify::{classify, Target};
-use meridian_gateway::cluster::{Cluster, Origin};
-use meridian_gateway::endpoint::Registry;
-use meridian_gateway::select::select;
+use meridian_gateway_core::cluster::{Cluster, Origin};
+use meridian_gateway_core::decide::{decide, Decision, Env};
+use meridian_gateway_core::endpoint::Registry;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -140,21 +139,33 @@ fn bench(c: &mut Criterion) {
                 .collect()
         })
         .collect();
-    let paths: Vec<String> = (0..models).map(|m| format!("/v2/models/model-{m}/infer")).collect();
-    let mut headers = HeaderMap::new();
-    headers.insert("x-user-id", "user-12345".parse().unwrap());
+    let heads: Vec<http::request::Parts> = (0..models)
+        .map(|m| {
+            let req = http::Request::post(format!("/v2/models/model-{m}/infer"))
+                .header("host", "api.example.com")
+                .header("content-type", "application/json")
+                .header("content-length", "96")
+                .header("x-user-id", "user-12345")
+                .body(())
+                .unwrap();
+            req.into_parts().0
+        })
+        .collect();
+    let env = Env {
+        ready: true,
+        client: Some("10.0.0.1".parse().unwrap()),
+        shadow_draw: 0.5,
+    };
     let mut rng = SmallRng::seed_from_u64(1);
     let mut i = 0usize;
     let epoch = registry.epoch();
     c.bench_function(&format!("route+pick {models} models x {endpoints} endpoints"), |b| {
         b.iter(|| {
             i = (i + 7919) % models;
-            let Ok(Target::Model { model, version, .. }) = classify(&Method::POST, black_box(&paths[i])) else {
+            let Ok(Decision::Route(r)) = decide(&snap, black_box(&heads[i]), None, &env) else {
                 unreachable!()
             };
-            let m = snap.model(model).unwrap();
-            let sel = select(&snap.models[m], version, &headers, b"10.0.0.1", 0.5).unwrap();
-            let pick = clusters[m][sel.version].pick(epoch, 1, &mut rng, &[]).unwrap();
+            let pick = clusters[r.model][r.version].pick(epoch, 1, &mut rng, &[]).unwrap();
             black_box(pick.endpoint.address)
         })
     });

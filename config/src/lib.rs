@@ -8,7 +8,10 @@
 
 pub mod admin_auth;
 pub mod error;
+pub mod feed;
 mod load;
+pub mod names;
+pub mod pem;
 pub mod schema;
 pub mod snapshot;
 pub mod source;
@@ -17,21 +20,15 @@ pub mod units;
 mod validate;
 pub mod watch;
 
-pub mod feed;
 pub use error::{ConfigErrors, Diagnostic};
 pub use load::{load_file, load_str, Loaded};
+pub use pem::{certs as read_cert_chain, key as read_private_key, PemError};
 pub use schema::Config;
 pub use snapshot::Snapshot;
-pub use validate::tls::{certs as read_cert_chain, key as read_private_key};
 pub use watch::ConfigFile;
 
 /// The JSON Schema of the config file, for editors that validate YAML as it is typed.
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(Config);
     serde_json::to_value(schema).unwrap_or_default()
-}
-
-/// Helpers for DNS names shared by validation and the DNS server.
-pub mod names {
-    pub use crate::validate::dns_names::*;
 }

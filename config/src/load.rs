@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{ConfigErrors, Diagnostic};
-use crate::schema::{Config, SectionKind, SECTIONS};
+use crate::schema::Config;
 use crate::source::Document;
+use crate::typecheck::{type_errors, with_key};
 use crate::validate;
 
 /// A config that passed every check, with the file it came from.
@@ -54,58 +55,6 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<Loaded, Confi
     Err(diagnose(&doc, file, problems))
 }
 
-/// Type-checks each top-level section (and each list element) on its own, so that one mistake does
-/// not hide the others.
-fn type_errors(value: &serde_json::Value) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let Some(root) = value.as_object() else {
-        return vec![(
-            ".".into(),
-            "the config must be a mapping of sections (regions, models, ...)".into(),
-        )];
-    };
-    for key in root.keys() {
-        if !SECTIONS.iter().any(|(name, _)| name == key) {
-            let known: Vec<_> = SECTIONS.iter().map(|(n, _)| format!("`{n}`")).collect();
-            out.push((
-                key.clone(),
-                format!("unknown field `{key}`, expected one of {}", known.join(", ")),
-            ));
-        }
-    }
-    if !root.contains_key("regions") {
-        out.push((".".into(), "missing field `regions`".into()));
-    }
-    for (name, kind) in SECTIONS {
-        let Some(section) = root.get(*name) else { continue };
-        match kind {
-            SectionKind::One(check) => out.extend(check(section).into_iter().map(|(p, m)| (join(name, &p), m))),
-            SectionKind::ListOf(check) => match section.as_array() {
-                Some(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        let at = format!("{name}[{i}]");
-                        out.extend(check(item).into_iter().map(|(p, m)| (join(&at, &p), m)));
-                    }
-                }
-                None if section.is_null() => {}
-                None => out.push((name.to_string(), "invalid type: expected a list".into())),
-            },
-        }
-    }
-    out
-}
-
-pub(crate) fn join(prefix: &str, path: &str) -> String {
-    if prefix.is_empty() || prefix == "." {
-        return if path.is_empty() { ".".into() } else { path.to_string() };
-    }
-    match path {
-        "." | "" => prefix.to_string(),
-        p if p.starts_with('[') => format!("{prefix}{p}"),
-        p => format!("{prefix}.{p}"),
-    }
-}
-
 /// Turns (path, message) pairs into positioned diagnostics in file order.
 fn diagnose(doc: &Document, file: &str, problems: Vec<(String, String)>) -> ConfigErrors {
     let mut out: Vec<Diagnostic> = problems
@@ -115,7 +64,7 @@ fn diagnose(doc: &Document, file: &str, problems: Vec<(String, String)>) -> Conf
             let unknown = message
                 .strip_prefix("unknown field `")
                 .and_then(|rest| rest.split('`').next())
-                .map(|key| crate::typecheck::with_key(&path, key));
+                .map(|key| with_key(&path, key));
             let (path, pos) = match unknown {
                 Some(p) if doc.key_pos(&p).is_some() => {
                     let pos = doc.key_pos(&p).unwrap_or_default();

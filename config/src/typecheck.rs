@@ -1,15 +1,96 @@
-//! Finding every type error in a value, not just the first one serde stops at.
+//! Finding every type error in a document, not just the first one serde stops at.
 //!
-//! serde stops at the first error. To report the rest, the offending key is removed from a scratch
-//! copy and the value is checked again, until it passes or nothing more can be removed. A field that
-//! only went missing because an earlier pass removed it is not reported again.
+//! Each top-level section (and each element of a list section) is checked on its own, so one bad
+//! section does not hide errors in the others. Within a section serde still stops at the first
+//! error: to report the rest, the offending key is removed from a scratch copy and the value is
+//! checked again, until it passes or nothing more can be removed. A field that only went missing
+//! because an earlier pass removed it is not reported again.
 
 use std::collections::HashSet;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::load::join;
+use crate::schema::{CanaryPlan, Control, Dns, GatewayPolicy, Model, Observability, Region};
+
+/// The top-level keys and how to type-check each one on its own, so that one bad section does not
+/// hide errors in the others. Keep in step with [`crate::Config`]'s fields.
+const SECTIONS: &[(&str, SectionKind)] = &[
+    ("regions", SectionKind::ListOf(check_as::<Region>)),
+    ("gateway", SectionKind::One(check_as::<GatewayPolicy>)),
+    ("models", SectionKind::ListOf(check_as::<Model>)),
+    ("dns", SectionKind::One(check_as::<Dns>)),
+    ("control", SectionKind::One(check_as::<Control>)),
+    ("canaries", SectionKind::ListOf(check_as::<CanaryPlan>)),
+    ("observability", SectionKind::One(check_as::<Observability>)),
+];
+
+/// A type check of one part of the document: the serde path and message of each error found.
+type SectionCheck = fn(&serde_json::Value) -> Vec<(String, String)>;
+
+/// How a top-level section is type-checked on its own.
+enum SectionKind {
+    /// The section is one value of a type.
+    One(SectionCheck),
+    /// The section is a list; each element is checked on its own.
+    ListOf(SectionCheck),
+}
+
+fn check_as<T: for<'de> Deserialize<'de>>(v: &serde_json::Value) -> Vec<(String, String)> {
+    all_errors::<T>(v)
+}
+
+/// Type-checks each top-level section (and each list element) on its own, so that one mistake does
+/// not hide the others.
+pub(crate) fn type_errors(value: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Some(root) = value.as_object() else {
+        return vec![(
+            ".".into(),
+            "the config must be a mapping of sections (regions, models, ...)".into(),
+        )];
+    };
+    for key in root.keys() {
+        if !SECTIONS.iter().any(|(name, _)| name == key) {
+            let known: Vec<_> = SECTIONS.iter().map(|(n, _)| format!("`{n}`")).collect();
+            out.push((
+                key.clone(),
+                format!("unknown field `{key}`, expected one of {}", known.join(", ")),
+            ));
+        }
+    }
+    if !root.contains_key("regions") {
+        out.push((".".into(), "missing field `regions`".into()));
+    }
+    for (name, kind) in SECTIONS {
+        let Some(section) = root.get(*name) else { continue };
+        match kind {
+            SectionKind::One(check) => out.extend(check(section).into_iter().map(|(p, m)| (join(name, &p), m))),
+            SectionKind::ListOf(check) => match section.as_array() {
+                Some(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let at = format!("{name}[{i}]");
+                        out.extend(check(item).into_iter().map(|(p, m)| (join(&at, &p), m)));
+                    }
+                }
+                None if section.is_null() => {}
+                None => out.push((name.to_string(), "invalid type: expected a list".into())),
+            },
+        }
+    }
+    out
+}
+
+fn join(prefix: &str, path: &str) -> String {
+    if prefix.is_empty() || prefix == "." {
+        return if path.is_empty() { ".".into() } else { path.to_string() };
+    }
+    match path {
+        "." | "" => prefix.to_string(),
+        p if p.starts_with('[') => format!("{prefix}{p}"),
+        p => format!("{prefix}.{p}"),
+    }
+}
 
 /// Most errors reported for one section, so a pathological file cannot loop for long.
 const MAX_ERRORS: usize = 64;

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meridian_config::schema::LogFormat;
 use serde::Serialize;
@@ -83,9 +83,12 @@ impl AccessLog {
 
     /// Waits (bounded) until every queued line is written: the last step of a graceful stop.
     pub fn flush(&self, within: Duration) {
-        let until = Instant::now() + within;
-        while self.pending.load(Ordering::Acquire) > 0 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
+        const STEP: Duration = Duration::from_millis(5);
+        for _ in 0..within.as_millis().div_ceil(STEP.as_millis()) {
+            if self.pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            std::thread::sleep(STEP);
         }
     }
 

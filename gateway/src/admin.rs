@@ -3,7 +3,7 @@
 //! must send `Authorization: Bearer <token>`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -13,15 +13,39 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use meridian_config::admin_auth;
+use meridian_gateway_core::clock::Clock;
+use meridian_gateway_core::endpoint::{flags, Registry};
 use serde_json::{json, Value};
 
-use crate::endpoint::flags;
-use crate::state::{Gateway, ReloadError};
+use crate::drain::Drain;
+use crate::exposition::Exposition;
+use crate::reloader::{ReloadError, Reloader};
+use crate::routes::SharedRoutes;
+
+/// What the admin API reads and acts on.
+pub struct AdminApi {
+    /// The current table (the admin address and token, the endpoints by locality).
+    pub routes: SharedRoutes,
+    /// Reloads and their counters.
+    pub reloader: Arc<Reloader>,
+    /// Endpoint states (drain and undrain).
+    pub registry: Arc<Registry>,
+    /// Time, for EWMA readings.
+    pub clock: Arc<dyn Clock>,
+    /// Whether the gateway is stopping.
+    pub drain: Arc<Drain>,
+    /// Whether the first health round finished.
+    pub ready: Arc<AtomicBool>,
+    /// `/metrics`.
+    pub exposition: Arc<Exposition>,
+}
+
+type Api = State<Arc<AdminApi>>;
 
 /// Serves the admin API until the task is aborted.
-pub async fn serve(gw: Arc<Gateway>) {
+pub async fn serve(api: Arc<AdminApi>) {
     let addr = {
-        let routes = gw.routes.load();
+        let routes = api.routes.load();
         routes.gateway_spec().map(|g| g.admin.address)
     };
     let Some(addr) = addr else { return };
@@ -33,7 +57,7 @@ pub async fn serve(gw: Arc<Gateway>) {
         }
     };
     tracing::info!("admin listening on {addr}");
-    let app = router(gw);
+    let app = router(api);
     let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
 }
 
@@ -52,7 +76,7 @@ fn bind_shared(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// The admin routes.
-pub fn router(gw: Arc<Gateway>) -> Router {
+pub fn router(api: Arc<AdminApi>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
@@ -62,18 +86,18 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/reload", post(reload))
         .route("/endpoints/{id}/drain", post(drain))
         .route("/endpoints/{id}/undrain", post(undrain))
-        .layer(middleware::from_fn_with_state(gw.clone(), authorize))
-        .with_state(gw)
+        .layer(middleware::from_fn_with_state(api.clone(), authorize))
+        .with_state(api)
 }
 
 async fn authorize(
-    State(gw): State<Arc<Gateway>>,
+    State(api): Api,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
     let ok = {
-        let routes = gw.routes.load();
+        let routes = api.routes.load();
         let token = routes
             .gateway_spec()
             .and_then(|g| g.admin.token.as_ref().map(|t| t.expose()));
@@ -90,9 +114,9 @@ fn error(status: StatusCode, msg: &str) -> Response {
     (status, Json(json!({ "error": msg }))).into_response()
 }
 
-async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    let draining = gw.drain.draining();
-    let ready = gw.ready.load(Ordering::Relaxed) && !draining;
+async fn readyz(State(api): Api) -> Response {
+    let draining = api.drain.draining();
+    let ready = api.ready.load(Ordering::Relaxed) && !draining;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -101,56 +125,55 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     (status, Json(json!({ "ready": ready, "draining": draining }))).into_response()
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    let text = gw.metrics.render(&gw);
+async fn metrics(State(api): Api) -> Response {
+    let text = api.exposition.render();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn config(State(gw): State<Arc<Gateway>>) -> Json<Value> {
-    let routes = gw.routes.load();
+async fn config(State(api): Api) -> Json<Value> {
+    let routes = api.routes.load();
+    let reloads = api.reloader.stats();
     Json(json!({
         "generation": routes.generation,
         "file": routes.snap.file,
-        "region": gw.region,
-        "zone": gw.zone,
-        "reloads": {"ok": gw.reloads_ok.load(Ordering::Relaxed), "failed": gw.reloads_failed.load(Ordering::Relaxed),
-                    "last_error": *gw.last_reload_error.lock()},
+        "region": api.reloader.region(),
+        "zone": api.reloader.zone(),
+        "reloads": {"ok": reloads.ok, "failed": reloads.failed, "last_error": reloads.last_error},
         "config": routes.snap.config,
     }))
 }
 
-async fn endpoints(State(gw): State<Arc<Gateway>>) -> Json<Value> {
-    let routes = gw.routes.load();
-    let now = gw.clock.now();
-    let epoch = gw.registry.epoch();
+async fn endpoints(State(api): Api) -> Json<Value> {
+    let routes = api.routes.load();
+    let now = api.clock.now();
+    let epoch = api.registry.epoch();
     let mut out = Vec::new();
-    for (m, versions) in routes.clusters.iter().enumerate() {
+    for (m, v, version) in routes.versions() {
         let model = &routes.snap.models[m];
-        for (v, cluster) in versions.iter().enumerate() {
-            let loads = cluster.level_loads(epoch);
-            for (li, level) in cluster.levels.iter().enumerate() {
-                for (ep, weight) in &level.members {
-                    let f = ep.flags();
-                    out.push(json!({
-                        "id": &*ep.id, "address": ep.address, "model": &*model.name, "version": &*model.versions[v].name,
-                        "locality": level.kind.label(), "level": li, "level_share": loads.get(li).map(|l| l.share),
-                        "panic": loads.get(li).map(|l| l.panic),
-                        "weight": weight, "available": f == 0,
-                        "healthy": f & flags::UNHEALTHY == 0, "ejected": f & flags::EJECTED != 0,
-                        "drained": f & flags::DRAINED != 0,
-                        "ejections": ep.outlier.total_ejections.load(Ordering::Relaxed),
-                        "in_flight": ep.in_flight(), "ewma_ms": ep.latency(now) / 1e6, "headroom": ep.headroom(),
-                    }));
-                }
+        let cluster = &version.cluster;
+        let loads = cluster.level_loads(epoch);
+        for (li, level) in cluster.levels.iter().enumerate() {
+            for (ep, weight) in &level.members {
+                let f = ep.flags();
+                out.push(json!({
+                    "id": &*ep.id, "address": ep.address, "model": &*model.name, "version": &*model.versions[v].name,
+                    "locality": level.kind.label(), "level": li, "level_share": loads.get(li).map(|l| l.share),
+                    "panic": loads.get(li).map(|l| l.panic),
+                    "weight": weight, "available": f == 0,
+                    "healthy": f & flags::UNHEALTHY == 0, "ejected": f & flags::EJECTED != 0,
+                    "drained": f & flags::DRAINED != 0,
+                    "ejections": ep.outlier.total_ejections.load(Ordering::Relaxed),
+                    "in_flight": ep.in_flight(), "ewma_ms": ep.latency(now) / 1e6, "headroom": ep.headroom(),
+                }));
             }
         }
     }
     Json(json!({ "generation": routes.generation, "endpoints": out }))
 }
 
-async fn reload(State(gw): State<Arc<Gateway>>) -> Response {
-    let gw2 = gw.clone();
-    match tokio::task::spawn_blocking(move || gw2.reload()).await {
+async fn reload(State(api): Api) -> Response {
+    let reloader = api.reloader.clone();
+    match tokio::task::spawn_blocking(move || reloader.reload()).await {
         Ok(Ok(generation)) => Json(json!({ "generation": generation })).into_response(),
         Ok(Err(ReloadError::Invalid(errors))) => {
             let lines: Vec<_> = errors.0.iter().map(ToString::to_string).collect();
@@ -160,23 +183,23 @@ async fn reload(State(gw): State<Arc<Gateway>>) -> Response {
             )
                 .into_response()
         }
-        Ok(Err(ReloadError::Unfit(e))) => error(StatusCode::BAD_REQUEST, &e),
+        Ok(Err(e @ ReloadError::Unfit(_))) => error(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed"),
     }
 }
 
-async fn drain(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
-    set_drain(&gw, &id, true)
+async fn drain(State(api): Api, Path(id): Path<String>) -> Response {
+    set_drain(&api.registry, &id, true)
 }
 
-async fn undrain(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
-    set_drain(&gw, &id, false)
+async fn undrain(State(api): Api, Path(id): Path<String>) -> Response {
+    set_drain(&api.registry, &id, false)
 }
 
-fn set_drain(gw: &Gateway, id: &str, on: bool) -> Response {
-    match gw.registry.by_id(id) {
+fn set_drain(registry: &Registry, id: &str, on: bool) -> Response {
+    match registry.by_id(id) {
         Some(ep) => {
-            gw.registry.set_flag(&ep, flags::DRAINED, on);
+            registry.set_flag(&ep, flags::DRAINED, on);
             Json(json!({ "id": id, "drained": on })).into_response()
         }
         None => error(StatusCode::NOT_FOUND, &format!("endpoint {id} not found")),
@@ -193,8 +216,9 @@ mod tests {
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
 
-    use crate::clock::SystemClock;
-    use crate::state::Gateway;
+    use meridian_gateway_core::clock::SystemClock;
+
+    use crate::gateway::Gateway;
 
     const CONFIG: &str = "
 regions:
@@ -208,8 +232,8 @@ models:
     versions: [{ name: v1, endpoints: [{ id: e1, address: 127.0.0.1:2, region: r, zone: r-a }] }]
 ";
 
-    async fn status(gw: &Arc<Gateway>, peer: &str, auth: Option<&str>) -> StatusCode {
-        let app = super::router(gw.clone()).layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+    async fn status(gw: &Gateway, peer: &str, auth: Option<&str>) -> StatusCode {
+        let app = super::router(Arc::new(gw.admin())).layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()));
         let mut req = Request::get("/config");
         if let Some(a) = auth {
             req = req.header("authorization", a);
@@ -223,7 +247,7 @@ models:
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("meridian.yaml");
         std::fs::write(&path, CONFIG).unwrap();
-        let gw = Arc::new(Gateway::start(&path, None, None, Arc::new(SystemClock)).unwrap());
+        let gw = Gateway::start(&path, None, None, Arc::new(SystemClock)).unwrap();
         assert_eq!(status(&gw, "127.0.0.1:5000", None).await, StatusCode::OK);
         assert_eq!(status(&gw, "[::1]:5000", None).await, StatusCode::OK);
         assert_eq!(status(&gw, "10.1.2.3:5000", None).await, StatusCode::UNAUTHORIZED);

@@ -44,19 +44,19 @@ impl Drain {
     /// Starts draining and waits until no request is in progress or `grace` passes; true when idle.
     pub async fn until_idle(&self, grace: Duration) -> bool {
         self.begin();
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            // Registered before the count is read, so a request ending in between still wakes us.
-            notified.as_mut().enable();
-            if self.active.load(Ordering::SeqCst) == 0 {
-                return true;
+        let idle = async {
+            loop {
+                let notified = self.idle.notified();
+                tokio::pin!(notified);
+                // Registered before the count is read, so a request ending in between still wakes us.
+                notified.as_mut().enable();
+                if self.active.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.active.load(Ordering::SeqCst) == 0;
-            }
-        }
+        };
+        tokio::time::timeout(grace, idle).await.is_ok() || self.active.load(Ordering::SeqCst) == 0
     }
 }
 

@@ -1,71 +1,61 @@
-//! The gateway's subscription to its region's control loop (the state feed): long-polls
-//! `GET /v1/state?after=V` and hands each new state to [`Gateway::apply_feed`]. When control is
-//! unreachable the last good state keeps applying (static stability) and
-//! `meridian_state_feed_staleness_seconds` grows; static endpoints never depended on it.
+//! The last good state from the region's control loop, and how old it is. The gateway keeps serving
+//! it while control is unreachable (static stability); `meridian_state_feed_staleness_seconds`
+//! says for how long. Filled by [`crate::subscription`], read by table builds and the exposition.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use meridian_config::feed::{FeedState, FEED_PATH};
+use arc_swap::ArcSwapOption;
+use meridian_config::feed::FeedState;
+use meridian_gateway_core::clock::Nanos;
 
-use crate::state::Gateway;
+/// The feed as last received.
+#[derive(Debug, Default)]
+pub struct FeedView {
+    state: ArcSwapOption<FeedState>,
+    /// Clock reading of the last answer, plus one (0: never answered).
+    answered: AtomicU64,
+}
 
-/// How long control may hold a poll open.
-const WAIT: &str = "10s";
+impl FeedView {
+    /// Records a state received at `now`; returns the one it replaces.
+    pub fn record(&self, state: Arc<FeedState>, now: Nanos) -> Option<Arc<FeedState>> {
+        self.answered.store(now.saturating_add(1), Ordering::Relaxed);
+        self.state.swap(Some(state))
+    }
 
-/// Follows the feed until the task is aborted.
-pub async fn subscribe(gw: Arc<Gateway>) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()
-        .unwrap_or_default();
-    let mut version = 0u64;
-    let mut failing = false;
-    loop {
-        let addr = {
-            let routes = gw.routes.load();
-            routes.region().control.as_ref().map(|c| c.address)
-        };
-        let Some(addr) = addr else {
-            // No control loop for this region (yet): static endpoints only.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            continue;
-        };
-        let url = format!("http://{addr}{FEED_PATH}?after={version}&wait={WAIT}");
-        let answer = async {
-            let r = client.get(&url).timeout(Duration::from_secs(15)).send().await?;
-            r.error_for_status()?.json::<FeedState>().await
-        };
-        match answer.await {
-            Ok(state) => {
-                if failing {
-                    tracing::info!(%addr, version = state.version, "state feed reachable again");
-                    failing = false;
-                }
-                // A restarted control loop counts from 1 again: follow it down as well as up.
-                version = state.version;
-                gw.apply_feed(state);
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(%addr, "state feed unreachable, keeping the last good state: {e}");
-                    failing = true;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+    /// The last good state, if control ever answered.
+    pub fn current(&self) -> Option<Arc<FeedState>> {
+        self.state.load_full()
+    }
+
+    /// Seconds since control last answered at `now`, or `None` before it ever did.
+    pub fn staleness(&self, now: Nanos) -> Option<f64> {
+        match self.answered.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(now.saturating_sub(at - 1) as f64 / 1e9),
         }
     }
 }
 
-/// Seconds since the feed last answered, or `None` before it ever did.
-pub fn staleness(gw: &Gateway) -> Option<f64> {
-    let at = gw.feed_ok_at.load(Ordering::Relaxed);
-    if at == 0 {
-        return None;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_counts_from_the_last_answer() {
+        let v = FeedView::default();
+        assert_eq!(v.staleness(5), None);
+        let state = FeedState {
+            version: 7,
+            ..FeedState::default()
+        };
+        assert!(
+            v.record(Arc::new(state.clone()), 0).is_none(),
+            "the first answer, at time 0"
+        );
+        assert_eq!(v.staleness(2_500_000_000), Some(2.5));
+        assert_eq!(v.record(Arc::new(state), 3_000_000_000).map(|p| p.version), Some(7));
+        assert_eq!(v.staleness(3_000_000_000), Some(0.0));
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Some(now.saturating_sub(at) as f64 / 1000.0)
 }

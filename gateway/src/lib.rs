@@ -1,35 +1,41 @@
-//! Meridian's L7 inference gateway.
+//! Meridian's L7 inference gateway: the pingora shell around `meridian-gateway-core`.
 //!
-//! A functional core — [`classify`] (which API, model and version), [`select`] (version selection),
-//! [`locality`] and [`cluster`] (priority levels and the power-of-two-choices pick), [`outlier`]
-//! (ejection), [`budget`] (retry budget) — that is plain Rust with an injectable clock and RNG, and a
-//! thin shell that adapts it to pingora.
+//! Where to start reading:
+//! - [`proxy`]: the request path, one file per stage pingora calls (its module doc has the table);
+//!   every decision on it comes from the core crate (`meridian_gateway_core::decide`, the pick,
+//!   outlier detection, admission).
+//! - [`routes`]: the routing table a request reads (arc-swapped whole), and [`reloader`], which
+//!   builds and installs it from the config file and the control loop's [`feed`].
+//! - [`gateway`]: the process's parts made once at start, each consumer handed only what it uses;
+//!   [`server`] wires them into pingora's server, listeners and background services.
+//!
+//! Off the request path: [`health`] (active checks), [`tasks`] (outlier interval, reload triggers,
+//! the admin listener, graceful stop), [`admin`], [`subscription`] (the state feed), [`exposition`]
+//! (Prometheus text over [`metrics`]' families), [`telemetry`] and [`accesslog`], [`shadow`],
+//! [`tls`]/[`certs`]/[`upstream_tls`], [`slowclient`], [`drain`] and [`signals`].
+//!
+//! What may import what: nothing here is imported by the core; [`metrics`], [`feed`], [`drain`],
+//! [`tls`] and [`upstream_tls`] import no other module of this crate but each other's leaves;
+//! [`routes`] builds on those; [`reloader`] on [`routes`]; the services on [`reloader`] and
+//! [`routes`]; only [`gateway`] and [`server`] see everything.
 
 pub mod accesslog;
 pub mod admin;
-pub mod admission;
-pub mod budget;
-pub mod classify;
-pub mod clock;
-pub mod cluster;
+pub mod certs;
 pub mod drain;
-pub mod endpoint;
-pub mod errors;
+pub mod exposition;
 pub mod feed;
-pub mod grpc;
+pub mod gateway;
 pub mod health;
-pub mod locality;
 pub mod metrics;
-pub mod openai;
-pub mod outlier;
 pub mod proxy;
+pub mod reloader;
 pub mod routes;
-pub mod select;
 pub mod server;
 pub mod shadow;
 pub mod signals;
 pub mod slowclient;
-pub mod state;
+pub mod subscription;
 pub mod tasks;
 pub mod telemetry;
 pub mod tls;

@@ -1,27 +1,25 @@
-//! The gateway's routing table: one compiled config snapshot plus, for every model version, its
-//! endpoints grouped by locality as seen from this gateway. Built off the request path on each
+//! The gateway's routing table: one compiled config snapshot plus, for every model, its admission
+//! state and, for every version, its endpoints grouped by locality as seen from this gateway, the
+//! metric series its requests count into and its upstream TLS. Built off the request path on each
 //! (re)load and swapped whole through arc-swap.
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use meridian_config::feed::FeedState;
-use meridian_config::snapshot::EndpointSpec;
+use meridian_config::snapshot::{EndpointSpec, ModelEntry, ModelId, VersionId};
 use meridian_config::Snapshot;
+use meridian_gateway_core::admission::Admission;
+use meridian_gateway_core::cluster::{Cluster, Origin};
+use meridian_gateway_core::endpoint::Registry;
 
-use crate::admission::Admission;
-use crate::cluster::{Cluster, Origin};
-use crate::endpoint::Registry;
 use crate::metrics::{Metrics, VersionSeries};
+use crate::upstream_tls::{UpstreamTls, UpstreamTlsError};
 
-/// What a new table takes over from the running process: the table it replaces (admission state
-/// survives) and the control loop's latest endpoints.
-#[derive(Clone, Copy, Default)]
-pub struct Carry<'a> {
-    /// The table being replaced.
-    pub prev: Option<&'a Routes>,
-    /// The state feed's endpoints to merge.
-    pub feed: Option<&'a FeedState>,
-}
+/// The current table, shared by the proxy and everything that follows reloads.
+pub type SharedRoutes = Arc<ArcSwap<Routes>>;
 
 /// An immutable routing table.
 #[derive(Debug)]
@@ -32,15 +30,51 @@ pub struct Routes {
     pub generation: u64,
     /// Where this gateway runs.
     pub origin: Origin,
-    /// Clusters by model and version index.
-    pub clusters: Vec<Vec<Arc<Cluster>>>,
-    /// Metric series by model and version index.
-    pub series: Vec<Vec<VersionSeries>>,
-    /// Admission control by model index, carried over from the previous table while a model's
-    /// limits stay the same (so a reload neither forgets admitted requests nor the queue).
-    pub admission: Vec<Arc<Admission>>,
-    /// TLS to backends by model and version index (`None`: plaintext).
-    pub upstream_tls: Vec<Vec<Option<Arc<crate::upstream_tls::UpstreamTls>>>>,
+    /// Models, by [`ModelId`] (the snapshot's order).
+    pub models: Vec<ModelRoute>,
+}
+
+/// One model's part of the table.
+#[derive(Debug)]
+pub struct ModelRoute {
+    /// Admission control, carried over from the previous table while the model's limits stay the
+    /// same (so a reload neither forgets admitted requests nor the queue).
+    pub admission: Arc<Admission>,
+    /// Versions, by [`VersionId`].
+    pub versions: Vec<VersionRoute>,
+}
+
+/// One model version's part of the table.
+#[derive(Debug)]
+pub struct VersionRoute {
+    /// Its endpoints by locality, and the pick.
+    pub cluster: Arc<Cluster>,
+    /// The metric series its requests touch.
+    pub series: VersionSeries,
+    /// TLS to its backends (`None`: plaintext).
+    pub tls: Option<Arc<UpstreamTls>>,
+}
+
+/// Why a table could not be built for this gateway from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The gateway's region is gone from the config.
+    #[error("region `{0}` is not in the config")]
+    UnknownRegion(String),
+    /// The region has no gateway section.
+    #[error("region `{0}` has no gateway section")]
+    NoGateway(String),
+    /// The gateway's zone is not one of its region's.
+    #[error("zone `{zone}` is not a zone of region `{region}`")]
+    ZoneNotInRegion {
+        /// The zone asked for.
+        zone: String,
+        /// The gateway's region.
+        region: String,
+    },
+    /// A version's upstream CA does not load.
+    #[error(transparent)]
+    UpstreamTls(#[from] UpstreamTlsError),
 }
 
 impl Routes {
@@ -55,76 +89,109 @@ impl Routes {
         self.region().gateway.as_ref()
     }
 
-    /// Builds the table for a gateway in `region` (and `zone`, when known).
+    /// A model's config entry and its part of the table.
+    pub fn model(&self, m: ModelId) -> (&ModelEntry, &ModelRoute) {
+        (&self.snap.models[m], &self.models[m])
+    }
+
+    /// A version's part of the table.
+    pub fn version(&self, m: ModelId, v: VersionId) -> &VersionRoute {
+        &self.models[m].versions[v]
+    }
+
+    /// Every version's part of the table, with its model and version index.
+    pub fn versions(&self) -> impl Iterator<Item = (ModelId, VersionId, &VersionRoute)> {
+        self.models
+            .iter()
+            .enumerate()
+            .flat_map(|(m, model)| model.versions.iter().enumerate().map(move |(v, route)| (m, v, route)))
+    }
+
+    /// The address of every endpoint in the table (the registry keeps these and forgets the rest).
+    pub fn addresses(&self) -> HashSet<SocketAddr> {
+        self.versions()
+            .flat_map(|(_, _, route)| route.cluster.endpoints().map(|e| e.address))
+            .collect()
+    }
+}
+
+/// Builds tables for one gateway: where it runs, and the long-lived state tables point into.
+#[derive(Clone, Copy)]
+pub struct Builder<'a> {
+    /// The gateway's region.
+    pub region: &'a str,
+    /// Its zone, when known.
+    pub zone: Option<&'a str>,
+    /// Endpoint states, shared across tables.
+    pub registry: &'a Registry,
+    /// Metric families the tables' series come from.
+    pub metrics: &'a Metrics,
+}
+
+impl Builder<'_> {
+    /// The table for `snap`, taking over admission state from `prev` and merging the endpoints the
+    /// control loop's `feed` adds.
     pub fn build(
+        &self,
         snap: Arc<Snapshot>,
         generation: u64,
-        region: &str,
-        zone: Option<&str>,
-        registry: &Registry,
-        metrics: &Metrics,
-        carry: Carry<'_>,
-    ) -> Result<Routes, String> {
-        let Carry { prev, feed } = carry;
+        prev: Option<&Routes>,
+        feed: Option<&FeedState>,
+    ) -> Result<Routes, BuildError> {
+        let region = self.region;
         let r = snap
             .region(region)
-            .ok_or_else(|| format!("region `{region}` is not in the config"))?;
+            .ok_or_else(|| BuildError::UnknownRegion(region.into()))?;
         if snap.config.regions[r].gateway.is_none() {
-            return Err(format!("region `{region}` has no gateway section"));
+            return Err(BuildError::NoGateway(region.into()));
         }
-        let zone = match zone {
+        let zone = match self.zone {
             Some(z) => match snap.zone(z) {
                 Some(id) if snap.zones[id].region == r => Some(id),
-                _ => return Err(format!("zone `{z}` is not a zone of region `{region}`")),
+                _ => {
+                    return Err(BuildError::ZoneNotInRegion {
+                        zone: z.into(),
+                        region: region.into(),
+                    })
+                }
             },
             None => None,
         };
         let origin = Origin { region: r, zone };
-        let clusters = snap
+        let models = snap
             .models
             .iter()
-            .map(|m| {
-                m.versions
-                    .iter()
-                    .map(|v| {
-                        let merged = with_feed(&snap, &m.name, &v.name, &v.endpoints, feed);
-                        let c = Cluster::build(&snap, origin, &merged, registry, &m.policy.locality);
-                        Arc::new(c.with_max_in_flight(m.policy.limits.per_endpoint_concurrency))
+            .enumerate()
+            .map(|(m, entry)| {
+                let limits = &entry.policy.limits;
+                let admission = prev
+                    .and_then(|p| {
+                        let i = p.snap.model(&entry.name)?;
+                        Some(p.models[i].admission.clone()).filter(|a| a.same_limits(limits))
                     })
-                    .collect()
-            })
-            .collect();
-        let series = snap
-            .models
-            .iter()
-            .map(|m| {
-                m.versions
+                    .unwrap_or_else(|| Arc::new(Admission::new(limits)));
+                let versions = entry
+                    .versions
                     .iter()
-                    .map(|v| metrics.version_series(&m.name, &v.name))
-                    .collect()
+                    .enumerate()
+                    .map(|(v, version)| {
+                        let merged = with_feed(&snap, &entry.name, &version.name, &version.endpoints, feed);
+                        let c = Cluster::build(&snap, origin, &merged, self.registry, &entry.policy.locality);
+                        Ok(VersionRoute {
+                            cluster: Arc::new(c.with_max_in_flight(limits.per_endpoint_concurrency)),
+                            series: self.metrics.version_series(&entry.name, &version.name),
+                            tls: UpstreamTls::load(&snap, m, v)?,
+                        })
+                    })
+                    .collect::<Result<_, BuildError>>()?;
+                Ok(ModelRoute { admission, versions })
             })
-            .collect();
-        let admission = snap
-            .models
-            .iter()
-            .map(|m| {
-                let limits = &m.policy.limits;
-                prev.and_then(|p| {
-                    let i = p.snap.model(&m.name)?;
-                    Some(p.admission[i].clone()).filter(|a| a.same_limits(limits))
-                })
-                .unwrap_or_else(|| Arc::new(Admission::new(limits)))
-            })
-            .collect();
-        let upstream_tls = crate::upstream_tls::compile(&snap)?;
+            .collect::<Result<_, BuildError>>()?;
         Ok(Routes {
             snap,
             generation,
             origin,
-            clusters,
-            series,
-            admission,
-            upstream_tls,
+            models,
         })
     }
 }
@@ -205,16 +272,19 @@ models:
             canaries: Vec::new(),
         };
         let (registry, metrics) = (Registry::default(), Metrics::new());
-        let carry = Carry {
-            prev: None,
-            feed: Some(&feed),
+        let builder = Builder {
+            region: "r",
+            zone: Some("r-a"),
+            registry: &registry,
+            metrics: &metrics,
         };
-        let routes = Routes::build(snap, 1, "r", Some("r-a"), &registry, &metrics, carry).unwrap();
-        let mut ids: Vec<_> = routes.clusters[0][0].endpoints().map(|e| e.id.to_string()).collect();
+        let routes = builder.build(snap, 1, None, Some(&feed)).unwrap();
+        let cluster = &routes.version(0, 0).cluster;
+        let mut ids: Vec<_> = cluster.endpoints().map(|e| e.id.to_string()).collect();
         ids.sort();
         // The configured address keeps its configured id; the discovered one joins in its zone's
         // level; one in an unknown zone is left out.
         assert_eq!(ids, ["k1", "s1"]);
-        assert_eq!(routes.clusters[0][0].levels[1].members.len(), 1);
+        assert_eq!(cluster.levels[1].members.len(), 1);
     }
 }

@@ -8,10 +8,9 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
 
-use crate::clock::SystemClock;
-use crate::proxy::Proxy;
-use crate::state::Gateway;
-use crate::tasks::Tasks;
+use meridian_gateway_core::clock::SystemClock;
+
+use crate::gateway::Gateway;
 
 /// How a gateway process starts, beyond its config file.
 #[derive(Clone, Debug, Default)]
@@ -32,18 +31,19 @@ pub struct Options {
 /// region's `shutdown_grace`), SIGQUIT (graceful upgrade: the listening sockets go to the new
 /// process, then the same drain) or SIGINT (immediate).
 pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
-    let gw = Arc::new(Gateway::start(
+    let gw = Gateway::start(
         config,
         opts.region.as_deref(),
         opts.zone.as_deref(),
         Arc::new(SystemClock),
-    )?);
+    )?;
+    let region = gw.reloader.region().to_string();
     let routes = gw.routes.load_full();
     let Some(spec) = routes.gateway_spec().cloned() else {
-        anyhow::bail!("region {} has no gateway", gw.region);
+        anyhow::bail!("region {region} has no gateway");
     };
     // The certificate files as they are now, before the listeners load them: later changes reload.
-    gw.reload_changed_certificates();
+    gw.reloader.reload_changed_certificates();
     let files = RunFiles::new(opts.run_dir.as_deref(), spec.admin.address);
     let conf = ServerConf {
         threads: opts
@@ -68,7 +68,7 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
     server.bootstrap();
     files.write_pid()?;
     let phases = server.watch_execution_phase();
-    let mut app = pingora::proxy::http_proxy(&server.configuration, Proxy { gw: gw.clone() });
+    let mut app = pingora::proxy::http_proxy(&server.configuration, gw.proxy());
     let h2c = spec
         .listeners
         .iter()
@@ -80,7 +80,7 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
         "meridian gateway".into(),
         crate::slowclient::HeaderDeadline {
             inner: Arc::new(app),
-            gw: gw.clone(),
+            routes: gw.routes.clone(),
         },
     );
     for l in &spec.listeners {
@@ -89,24 +89,17 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
             Some(tls) => {
                 let h2 = l.speaks(meridian_config::schema::Protocol::H2);
                 let (settings, resolver) = crate::tls::settings(tls, &routes.snap.base_dir, h2)?;
-                gw.tls.lock().push((l.name.clone(), resolver));
+                gw.reloader.certificates.register(&l.name, resolver);
                 proxy.add_tls_with_settings(&l.address.to_string(), None, settings);
             }
         }
-        println!("gateway {} listening on {} ({})", gw.region, l.address, l.name);
+        println!("gateway {region} listening on {} ({})", l.address, l.name);
     }
-    println!("gateway {} admin on {}", gw.region, spec.admin.address);
+    println!("gateway {region} admin on {}", spec.admin.address);
     server.add_service(proxy);
-    let signals_gw = gw.clone();
-    server.add_service(background_service(
-        "meridian tasks",
-        Tasks {
-            gw,
-            phases: parking_lot::Mutex::new(Some(phases)),
-        },
-    ));
+    server.add_service(background_service("meridian tasks", gw.tasks(phases)));
     server.run(pingora::server::RunArgs {
-        shutdown_signal: Box::new(crate::signals::Signals { gw: signals_gw }),
+        shutdown_signal: Box::new(gw.signals()),
     });
     std::process::exit(0)
 }

@@ -4,57 +4,111 @@
 
 use std::sync::Arc;
 
+use meridian_config::snapshot::{ModelId, VersionId};
+use meridian_gateway_core::clock::Clock;
+use meridian_gateway_core::endpoint::Registry;
 use pingora::http::RequestHeader;
 
 use crate::routes::Routes;
-use crate::state::Gateway;
 
 /// Header marking a mirrored request, so backends and their metrics can tell copies apart.
 pub const SHADOW_HEADER: &str = "x-meridian-shadow";
 
-/// Sends the copy in the background.
-pub fn send(
-    gw: &Arc<Gateway>,
-    routes: &Routes,
-    model: usize,
-    version: usize,
-    req: &RequestHeader,
+/// What mirroring needs: its own HTTP client, and the endpoint states and time the pick reads.
+pub struct Mirror {
+    /// The client the copies go out on.
+    pub client: reqwest::Client,
+    /// Endpoint states (the copy counts in its endpoint's in-flight load).
+    pub registry: Arc<Registry>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Mirror {
+    /// Sends a copy of `req` with `body` to version `version` of `model` in the background.
+    pub fn send(
+        &self,
+        routes: &Routes,
+        model: ModelId,
+        version: VersionId,
+        req: &RequestHeader,
+        body: Vec<bytes::Bytes>,
+    ) {
+        let cluster = &routes.version(model, version).cluster;
+        let Some(pick) = cluster.pick(self.registry.epoch(), self.clock.now(), &mut rand::rng(), &[]) else {
+            return;
+        };
+        let url = format!(
+            "http://{}{}",
+            pick.endpoint.address,
+            req.uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in req.headers.iter() {
+            if !matches!(
+                k.as_str(),
+                "host" | "content-length" | "connection" | "transfer-encoding" | "keep-alive"
+            ) {
+                headers.append(k.clone(), v.clone());
+            }
+        }
+        headers.insert(SHADOW_HEADER, reqwest::header::HeaderValue::from_static("true"));
+        let method = req.method.clone();
+        let timeout = routes.snap.models[model].policy.timeouts.request.get();
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _in_flight = pick.endpoint.start();
+            let body: Vec<u8> = body.concat();
+            let sent = client
+                .request(method, url)
+                .headers(headers)
+                .body(body)
+                .timeout(timeout)
+                .send()
+                .await;
+            if let Ok(resp) = sent {
+                let _ = resp.bytes().await;
+            }
+        });
+    }
+}
+
+/// A request being mirrored: its body captured as it streams to the primary, up to the replay
+/// limit; the copy goes out once the client's request is complete, unless the body overflowed.
+pub struct ShadowCopy {
+    /// The version that gets the copy.
+    pub version: VersionId,
     body: Vec<bytes::Bytes>,
-) {
-    let cluster = &routes.clusters[model][version];
-    let Some(pick) = cluster.pick(gw.registry.epoch(), gw.clock.now(), &mut rand::rng(), &[]) else {
-        return;
-    };
-    let url = format!(
-        "http://{}{}",
-        pick.endpoint.address,
-        req.uri.path_and_query().map_or("/", |p| p.as_str())
-    );
-    let mut headers = reqwest::header::HeaderMap::new();
-    for (k, v) in req.headers.iter() {
-        if !matches!(
-            k.as_str(),
-            "host" | "content-length" | "connection" | "transfer-encoding" | "keep-alive"
-        ) {
-            headers.append(k.clone(), v.clone());
+    size: usize,
+    limit: usize,
+    overflow: bool,
+}
+
+impl ShadowCopy {
+    /// An empty copy for `version`, holding at most `limit` body bytes.
+    pub fn new(version: VersionId, limit: usize) -> ShadowCopy {
+        ShadowCopy {
+            version,
+            body: Vec::new(),
+            size: 0,
+            limit,
+            overflow: false,
         }
     }
-    headers.insert(SHADOW_HEADER, reqwest::header::HeaderValue::from_static("true"));
-    let method = req.method.clone();
-    let timeout = routes.snap.models[model].policy.timeouts.request.get();
-    let client = gw.shadow_client.clone();
-    tokio::spawn(async move {
-        let _in_flight = pick.endpoint.start();
-        let body: Vec<u8> = body.concat();
-        let sent = client
-            .request(method, url)
-            .headers(headers)
-            .body(body)
-            .timeout(timeout)
-            .send()
-            .await;
-        if let Ok(resp) = sent {
-            let _ = resp.bytes().await;
+
+    /// Captures the next chunk of the body.
+    pub fn add(&mut self, chunk: &bytes::Bytes) {
+        self.size += chunk.len();
+        if self.size > self.limit {
+            self.overflow = true;
+            self.body.clear();
+        } else if !self.overflow {
+            self.body.push(chunk.clone());
         }
-    });
+    }
+
+    /// The captured body, unless it overflowed the limit.
+    pub fn into_body(self) -> Option<Vec<bytes::Bytes>> {
+        (!self.overflow).then_some(self.body)
+    }
 }

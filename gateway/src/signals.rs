@@ -13,12 +13,15 @@ use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::state::Gateway;
+use crate::drain::Drain;
+use crate::routes::SharedRoutes;
 
 /// The gateway's signal watcher.
 pub struct Signals {
-    /// Shared gateway state.
-    pub gw: Arc<Gateway>,
+    /// Started on SIGTERM and SIGQUIT.
+    pub drain: Arc<Drain>,
+    /// Where the drain window (`shutdown_delay`) is read from.
+    pub routes: SharedRoutes,
 }
 
 #[async_trait]
@@ -34,13 +37,13 @@ impl ShutdownSignalWatch for Signals {
         };
         tokio::select! {
             _ = quit.recv() => {
-                self.gw.drain.begin();
+                self.drain.begin();
                 ShutdownSignal::GracefulUpgrade
             }
             _ = term.recv() => {
-                self.gw.drain.begin();
+                self.drain.begin();
                 let delay = {
-                    let routes = self.gw.routes.load();
+                    let routes = self.routes.load();
                     routes.gateway_spec()
                         .map_or(std::time::Duration::ZERO, |g| g.shutdown_delay.get())
                 };

@@ -11,29 +11,69 @@ use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use tokio::sync::broadcast;
 
-use crate::outlier::Detector;
-use crate::state::Gateway;
+use meridian_gateway_core::clock::Clock;
+use meridian_gateway_core::endpoint::Registry;
+use meridian_gateway_core::outlier::Detector;
+
+use crate::accesslog::AccessLog;
+use crate::admin::AdminApi;
+use crate::drain::Drain;
+use crate::health::Checker;
+use crate::metrics::Metrics;
+use crate::reloader::Reloader;
+use crate::routes::SharedRoutes;
+use crate::telemetry::Telemetry;
 
 /// The background service.
 pub struct Tasks {
-    /// Shared gateway state.
-    pub gw: Arc<Gateway>,
+    /// The current table.
+    pub routes: SharedRoutes,
+    /// Active health checks.
+    pub checker: Arc<Checker>,
+    /// The outlier detection interval.
+    pub outliers: Arc<OutlierInterval>,
+    /// Config and certificate reloads, and the state feed's target.
+    pub reloader: Arc<Reloader>,
+    /// The admin API.
+    pub admin: Arc<AdminApi>,
+    /// Requests in progress, waited for at the end.
+    pub drain: Arc<Drain>,
+    /// Flushed at the end.
+    pub access_log: Arc<AccessLog>,
+    /// Flushed at the end.
+    pub telemetry: Option<Arc<Telemetry>>,
     /// The server's execution phases: a graceful upgrade hands the admin listener over at once.
     pub phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+}
+
+/// What the outlier detection interval reads and writes.
+pub struct OutlierInterval {
+    /// The current table: clusters and their outlier settings.
+    pub routes: SharedRoutes,
+    /// Endpoint states.
+    pub registry: Arc<Registry>,
+    /// The detector.
+    pub detector: Arc<Detector>,
+    /// `meridian_endpoint_ejections_total`.
+    pub metrics: Arc<Metrics>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
 }
 
 #[async_trait]
 impl BackgroundService for Tasks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let gw = self.gw.clone();
         let handles = vec![
-            tokio::spawn(crate::health::supervise(gw.clone())),
-            tokio::spawn(outlier_interval(gw.clone())),
-            tokio::spawn(watch_file(gw.clone())),
-            tokio::spawn(on_sighup(gw.clone())),
-            tokio::spawn(crate::feed::subscribe(gw.clone())),
+            tokio::spawn(self.checker.clone().supervise()),
+            tokio::spawn(self.outliers.clone().run()),
+            tokio::spawn(watch_file(self.reloader.clone())),
+            tokio::spawn(on_sighup(self.reloader.clone())),
+            tokio::spawn(crate::subscription::subscribe(
+                self.routes.clone(),
+                self.reloader.clone(),
+            )),
         ];
-        let admin = tokio::spawn(crate::admin::serve(gw.clone()));
+        let admin = tokio::spawn(crate::admin::serve(self.admin.clone()));
         let mut phases = self.phases.lock().take();
         loop {
             tokio::select! {
@@ -46,7 +86,7 @@ impl BackgroundService for Tasks {
                 }
             }
         }
-        stop(&gw, handles, admin).await;
+        self.stop(handles, admin).await;
     }
 }
 
@@ -63,84 +103,86 @@ async fn next_phase(phases: &mut Option<broadcast::Receiver<ExecutionPhase>>) ->
     }
 }
 
-/// The end of a graceful stop: listeners are closed (pingora did that); requests in progress get
-/// the configured grace to finish, then the process exits without waiting out the rest of it.
-async fn stop(gw: &Gateway, tasks: Vec<tokio::task::JoinHandle<()>>, admin: tokio::task::JoinHandle<()>) {
-    let grace = {
-        let routes = gw.routes.load();
-        routes.gateway_spec().map_or(Duration::ZERO, |g| g.shutdown_grace.get())
-    };
-    tracing::info!(in_progress = gw.drain.active(), ?grace, "draining");
-    if gw.drain.until_idle(grace).await {
-        tracing::info!("drained: every request in progress finished");
-    } else {
-        tracing::warn!(
-            in_progress = gw.drain.active(),
-            "grace period over: cutting the requests still in progress"
-        );
+impl Tasks {
+    /// The end of a graceful stop: listeners are closed (pingora did that); requests in progress
+    /// get the configured grace to finish, then the process exits without waiting out the rest.
+    async fn stop(&self, tasks: Vec<tokio::task::JoinHandle<()>>, admin: tokio::task::JoinHandle<()>) {
+        let grace = {
+            let routes = self.routes.load();
+            routes.gateway_spec().map_or(Duration::ZERO, |g| g.shutdown_grace.get())
+        };
+        tracing::info!(in_progress = self.drain.active(), ?grace, "draining");
+        if self.drain.until_idle(grace).await {
+            tracing::info!("drained: every request in progress finished");
+        } else {
+            tracing::warn!(
+                in_progress = self.drain.active(),
+                "grace period over: cutting the requests still in progress"
+            );
+        }
+        for h in tasks {
+            h.abort();
+        }
+        admin.abort();
+        self.access_log.flush(Duration::from_secs(2));
+        if let Some(t) = &self.telemetry {
+            t.shutdown(Duration::from_secs(2));
+        }
+        std::process::exit(0);
     }
-    for h in tasks {
-        h.abort();
-    }
-    admin.abort();
-    gw.access_log.flush(Duration::from_secs(2));
-    if let Some(t) = &gw.telemetry {
-        t.shutdown(Duration::from_secs(2));
-    }
-    std::process::exit(0);
 }
 
-/// The outlier detection interval: ejections end, multipliers decay, success-rate ejection runs.
-async fn outlier_interval(gw: Arc<Gateway>) {
-    loop {
-        let routes = gw.routes.load_full();
-        let interval = routes
-            .snap
-            .models
-            .iter()
-            .map(|m| m.policy.outlier_detection.interval.get())
-            .min()
-            .unwrap_or(Duration::from_secs(10));
-        tokio::time::sleep(interval).await;
-        let now = gw.clock.now();
-        let all = gw.registry.all();
-        for ep in &all {
-            gw.detector.tick_endpoint(&gw.registry, ep, now);
-        }
-        for (m, versions) in routes.clusters.iter().enumerate() {
-            let cfg = &routes.snap.models[m].policy.outlier_detection;
-            for c in versions {
-                let members: Vec<_> = c.endpoints().collect();
-                for e in gw.detector.tick_cluster(&gw.registry, &members, now, cfg) {
+impl OutlierInterval {
+    /// Every interval: ejections end, multipliers decay, success-rate ejection runs.
+    async fn run(self: Arc<Self>) {
+        loop {
+            let routes = self.routes.load_full();
+            let interval = routes
+                .snap
+                .models
+                .iter()
+                .map(|m| m.policy.outlier_detection.interval.get())
+                .min()
+                .unwrap_or(Duration::from_secs(10));
+            tokio::time::sleep(interval).await;
+            let now = self.clock.now();
+            let all = self.registry.all();
+            for ep in &all {
+                self.detector.tick_endpoint(&self.registry, ep, now);
+            }
+            for (m, _, version) in routes.versions() {
+                let cfg = &routes.snap.models[m].policy.outlier_detection;
+                let members: Vec<_> = version.cluster.endpoints().collect();
+                for e in self.detector.tick_cluster(&self.registry, &members, now, cfg) {
                     tracing::warn!(endpoint = %e.id, "endpoint ejected for its success rate");
-                    gw.metrics.ejections.with_label_values(&[&e.id, "success_rate"]).inc();
+                    self.metrics.ejections.with_label_values(&[&e.id, "success_rate"]).inc();
                 }
             }
-        }
-        for ep in &all {
-            Detector::reset_interval(ep);
+            for ep in &all {
+                Detector::reset_interval(ep);
+            }
         }
     }
 }
 
 /// Reloads when the config file's content changes. Polling the content (not inotify) also follows
 /// Kubernetes ConfigMap updates, which swap a symlink rather than write the file.
-async fn watch_file(gw: Arc<Gateway>) {
+async fn watch_file(reloader: Arc<Reloader>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if gw.file_changed() {
-            let _ = gw.reload();
+        if reloader.file_changed() {
+            let _ = reloader.reload();
         }
-        gw.reload_changed_certificates();
+        reloader.reload_changed_certificates();
     }
 }
 
-async fn on_sighup(gw: Arc<Gateway>) {
+async fn on_sighup(reloader: Arc<Reloader>) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading config");
-        let _ = gw.reload();
+        let _ = reloader.reload();
     }
 }

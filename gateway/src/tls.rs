@@ -13,6 +13,25 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert, RootCertStore, WebPkiClientVerifier};
 
+/// Why a listener's certificates do not load.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// rustls has no crypto provider (a build problem).
+    #[error("no TLS crypto provider")]
+    NoProvider,
+    /// A certificate or key file is missing or not PEM.
+    #[error(transparent)]
+    File(#[from] meridian_config::PemError),
+    /// The key does not load as a signing key.
+    #[error("{}: {reason}", key.display())]
+    BadKey {
+        /// The key file.
+        key: std::path::PathBuf,
+        /// rustls's words.
+        reason: String,
+    },
+}
+
 /// Certificates of one listener.
 #[derive(Debug, Default)]
 pub struct CertSet {
@@ -23,9 +42,9 @@ pub struct CertSet {
 
 impl CertSet {
     /// Loads every certificate of `tls`, paths relative to `base`.
-    pub fn load(tls: &ListenerTls, base: &Path) -> Result<CertSet, String> {
+    pub fn load(tls: &ListenerTls, base: &Path) -> Result<CertSet, CertError> {
         pingora::tls::install_default_crypto_provider();
-        let provider = CryptoProvider::get_default().ok_or("no TLS crypto provider")?;
+        let provider = CryptoProvider::get_default().ok_or(CertError::NoProvider)?;
         let mut set = CertSet::default();
         for c in &tls.certificates {
             let chain = meridian_config::read_cert_chain(&base.join(&c.cert))?;
@@ -33,7 +52,10 @@ impl CertSet {
             let signer = provider
                 .key_provider
                 .load_private_key(key)
-                .map_err(|e| format!("{}: {e}", c.key.display()))?;
+                .map_err(|e| CertError::BadKey {
+                    key: c.key.clone(),
+                    reason: e.to_string(),
+                })?;
             let ck = Arc::new(CertifiedKey::new(chain, signer));
             set.default.get_or_insert_with(|| ck.clone());
             for name in &c.server_names {
@@ -93,7 +115,7 @@ impl ResolvesServerCert for SniResolver {
 /// The pingora TLS settings of a listener, and its resolver (kept to swap certificates on reload).
 pub fn settings(tls: &ListenerTls, base: &Path, h2: bool) -> anyhow::Result<(TlsSettings, Arc<SniResolver>)> {
     let resolver = Arc::new(SniResolver {
-        certs: ArcSwap::from_pointee(CertSet::load(tls, base).map_err(anyhow::Error::msg)?),
+        certs: ArcSwap::from_pointee(CertSet::load(tls, base)?),
         tls13_only: tls.min_version == meridian_config::schema::TlsVersion::Tls13,
     });
     let callbacks: pingora::listeners::TlsAcceptCallbacks = Box::new(NoCallbacks);
@@ -101,7 +123,7 @@ pub fn settings(tls: &ListenerTls, base: &Path, h2: bool) -> anyhow::Result<(Tls
     s.set_cert_resolver(resolver.clone());
     if let Some(ca) = &tls.client_ca {
         let mut roots = RootCertStore::empty();
-        for cert in meridian_config::read_cert_chain(&base.join(ca)).map_err(anyhow::Error::msg)? {
+        for cert in meridian_config::read_cert_chain(&base.join(ca))? {
             roots.add(cert)?;
         }
         let verifier = WebPkiClientVerifier::builder(Arc::new(roots)).build()?;

@@ -47,30 +47,3 @@ pub struct Config {
     #[serde(default)]
     pub observability: Observability,
 }
-
-/// The top-level keys and how to type-check each one on its own, so that one bad section does not
-/// hide errors in the others. Keep in step with [`Config`]'s fields.
-pub(crate) const SECTIONS: &[(&str, SectionKind)] = &[
-    ("regions", SectionKind::ListOf(check_as::<Region>)),
-    ("gateway", SectionKind::One(check_as::<GatewayPolicy>)),
-    ("models", SectionKind::ListOf(check_as::<Model>)),
-    ("dns", SectionKind::One(check_as::<Dns>)),
-    ("control", SectionKind::One(check_as::<Control>)),
-    ("canaries", SectionKind::ListOf(check_as::<CanaryPlan>)),
-    ("observability", SectionKind::One(check_as::<Observability>)),
-];
-
-/// A type check of one part of the document: the serde path and message of each error found.
-pub(crate) type SectionCheck = fn(&serde_json::Value) -> Vec<(String, String)>;
-
-/// How a top-level section is type-checked on its own.
-pub(crate) enum SectionKind {
-    /// The section is one value of a type.
-    One(SectionCheck),
-    /// The section is a list; each element is checked on its own.
-    ListOf(SectionCheck),
-}
-
-fn check_as<T: for<'de> Deserialize<'de>>(v: &serde_json::Value) -> Vec<(String, String)> {
-    crate::typecheck::all_errors::<T>(v)
-}

@@ -1,6 +1,6 @@
 //! Canary plan checks: the plan must name a model, two of its versions and a rule it can move.
 
-use super::Ctx;
+use super::context::Ctx;
 
 pub(super) fn check(cx: &mut Ctx<'_>) {
     let cfg = cx.cfg;

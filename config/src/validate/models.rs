@@ -2,7 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{policy, tls, Ctx};
+use super::context::Ctx;
+use super::policy;
 use crate::schema::{Discovery, Model, Route};
 
 pub(super) fn check(cx: &mut Ctx<'_>) {
@@ -118,8 +119,8 @@ fn versions(cx: &mut Ctx<'_>, at: &str, m: &Model, ids: &mut HashMap<String, (St
             }
         }
         if let Some(ca) = v.upstream.tls.as_ref().and_then(|t| t.ca.as_ref()) {
-            if let Err(e) = tls::certs(&cx.base_dir.join(ca)) {
-                cx.err(format!("{vat}.upstream.tls.ca"), e);
+            if let Err(e) = crate::pem::certs(&cx.base_dir.join(ca)) {
+                cx.err(format!("{vat}.upstream.tls.ca"), e.to_string());
             }
         }
     }

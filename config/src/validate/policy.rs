@@ -1,6 +1,6 @@
 //! Checks of a traffic policy, shared by the gateway defaults and each model's overrides.
 
-use super::Ctx;
+use super::context::Ctx;
 use crate::schema::{GatewayPolicy, HealthCheck, Limits, OutlierDetection, Retries, Timeouts};
 
 /// Checks the gateway-wide policy at `at`.

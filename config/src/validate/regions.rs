@@ -3,7 +3,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use super::{check_http_url, tls, Ctx};
+use super::context::{check_http_url, Ctx};
+use super::tls;
 use crate::schema::{Admin, Protocol};
 
 pub(super) fn check(cx: &mut Ctx<'_>) {

@@ -1,11 +1,8 @@
 //! TLS file checks: certificates and keys must exist and parse as PEM.
 
-use std::path::Path;
-
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
 use super::Ctx;
+use crate::names::is_domain_name;
+use crate::pem::{certs, key};
 use crate::schema::ListenerTls;
 
 pub(super) fn check_listener(cx: &mut Ctx<'_>, at: &str, t: &ListenerTls) {
@@ -19,7 +16,7 @@ pub(super) fn check_listener(cx: &mut Ctx<'_>, at: &str, t: &ListenerTls) {
         }
         for (n, name) in c.server_names.iter().enumerate() {
             let bare = name.strip_prefix("*.").unwrap_or(name);
-            if !crate::validate::dns::is_domain_name(bare) {
+            if !is_domain_name(bare) {
                 cx.err(
                     format!("{cat}.server_names[{n}]"),
                     format!("`{name}` is not a DNS name"),
@@ -27,33 +24,15 @@ pub(super) fn check_listener(cx: &mut Ctx<'_>, at: &str, t: &ListenerTls) {
             }
         }
         if let Err(e) = certs(&cx.base_dir.join(&c.cert)) {
-            cx.err(format!("{cat}.cert"), e);
+            cx.err(format!("{cat}.cert"), e.to_string());
         }
         if let Err(e) = key(&cx.base_dir.join(&c.key)) {
-            cx.err(format!("{cat}.key"), e);
+            cx.err(format!("{cat}.key"), e.to_string());
         }
     }
     if let Some(ca) = &t.client_ca {
         if let Err(e) = certs(&cx.base_dir.join(ca)) {
-            cx.err(format!("{at}.client_ca"), e);
+            cx.err(format!("{at}.client_ca"), e.to_string());
         }
     }
-}
-
-/// Reads a PEM certificate chain; errors say what is wrong with the file.
-pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let chain: Vec<_> = CertificateDer::pem_slice_iter(&text)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(chain)
-}
-
-/// Reads a PEM private key; errors say what is wrong with the file.
-pub fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    PrivateKeyDer::from_pem_slice(&text).map_err(|e| format!("{} holds no PEM private key: {e}", path.display()))
 }

@@ -7,15 +7,21 @@
 //! lowest class (429).
 //!
 //! The state sits behind a short mutex, taken only for models with a concurrency limit: an admit or
-//! a release holds it for a few queue operations, never across an await.
+//! a release holds it for a few queue operations, never across an await. The queue deadline's timer
+//! is the caller's (a `sleep` it passes in), so this stays free of any runtime.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::{select, Either};
 
 use meridian_config::schema::{Limits, PriorityClass};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+
+use crate::reply::Reply;
 
 /// One model's admission state, kept across reloads while its limits stay the same.
 #[derive(Debug)]
@@ -82,6 +88,30 @@ impl Shed {
             Shed::Deadline => (503, "queue_deadline"),
         }
     }
+
+    /// What the client of a request of `class` for `model` is told (429 or 503, with Retry-After).
+    pub fn reply(self, model: &str, class: PriorityClass) -> Reply {
+        let msg = match self {
+            Shed::LowPriority => {
+                format!("model {model} is busy; {} requests are shed first", class_label(class))
+            }
+            Shed::Displaced => {
+                format!("model {model} is busy; a higher-priority request took this one's place in the queue")
+            }
+            Shed::QueueFull => format!("model {model} is at its concurrency limit and its queue is full"),
+            Shed::Deadline => format!("model {model} stayed at its concurrency limit past the queue deadline"),
+        };
+        Reply::error(self.status().0, msg)
+    }
+}
+
+/// A priority class as metrics and messages name it.
+pub fn class_label(class: PriorityClass) -> &'static str {
+    match class {
+        PriorityClass::Critical => "critical",
+        PriorityClass::Standard => "standard",
+        PriorityClass::Sheddable => "sheddable",
+    }
 }
 
 /// Keeps a request's slot until dropped, then hands it to the next waiter.
@@ -125,8 +155,13 @@ impl Admission {
         self.state.lock().waiting()
     }
 
-    /// Admits a request of `class`, waiting in the queue if needed.
-    pub async fn admit(&self, class: PriorityClass) -> Result<Admitted, Shed> {
+    /// Admits a request of `class`, waiting in the queue if needed; `sleep` makes the timer of the
+    /// queue deadline (e.g. `tokio::time::sleep`), polled only while the request waits.
+    pub async fn admit<F: Future<Output = ()>>(
+        &self,
+        class: PriorityClass,
+        sleep: impl FnOnce(Duration) -> F,
+    ) -> Result<Admitted, Shed> {
         let Some(limit) = self.limit else {
             return Ok(Admitted(None));
         };
@@ -166,8 +201,12 @@ impl Admission {
             rx,
             settled: false,
         };
-        let woke = tokio::time::timeout(self.queue_timeout, &mut queued.rx).await;
-        queued.outcome(woke.ok().and_then(Result::ok))
+        let deadline = std::pin::pin!(sleep(self.queue_timeout));
+        let woke = match select(&mut queued.rx, deadline).await {
+            Either::Left((answer, _)) => answer.ok(),
+            Either::Right(((), _)) => None,
+        };
+        queued.outcome(woke)
     }
 }
 
@@ -236,6 +275,7 @@ pub fn class_of(value: Option<&[u8]>) -> Option<PriorityClass> {
 mod tests {
     use super::*;
     use meridian_config::units::Duration as D;
+    use tokio::time::sleep;
 
     fn limits(n: u32, queue: u32) -> Limits {
         let mut l = Limits {
@@ -251,17 +291,20 @@ mod tests {
     #[tokio::test]
     async fn limit_queue_deadline_and_priorities() {
         let a = Admission::new(&limits(2, 1));
-        let first = a.admit(PriorityClass::Standard).await.unwrap();
+        let first = a.admit(PriorityClass::Standard, sleep).await.unwrap();
         assert_eq!(
-            a.admit(PriorityClass::Sheddable).await.unwrap_err(),
+            a.admit(PriorityClass::Sheddable, sleep).await.unwrap_err(),
             Shed::LowPriority,
             "1 of 2 in use is 50%"
         );
-        let _second = a.admit(PriorityClass::Critical).await.unwrap();
+        let _second = a.admit(PriorityClass::Critical, sleep).await.unwrap();
         // Full: a standard request waits, then times out.
-        assert_eq!(a.admit(PriorityClass::Standard).await.unwrap_err(), Shed::Deadline);
+        assert_eq!(
+            a.admit(PriorityClass::Standard, sleep).await.unwrap_err(),
+            Shed::Deadline
+        );
         // A waiter gets the slot a finished request frees.
-        let waiter = a.admit(PriorityClass::Standard);
+        let waiter = a.admit(PriorityClass::Standard, sleep);
         let release = async {
             tokio::task::yield_now().await;
             drop(first);
@@ -274,16 +317,19 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_sheds_standard_but_not_critical() {
         let a = Arc::new(Admission::new(&limits(1, 0)));
-        let _held = a.admit(PriorityClass::Standard).await.unwrap();
-        assert_eq!(a.admit(PriorityClass::Standard).await.unwrap_err(), Shed::QueueFull);
+        let _held = a.admit(PriorityClass::Standard, sleep).await.unwrap();
         assert_eq!(
-            a.admit(PriorityClass::Critical).await.unwrap_err(),
+            a.admit(PriorityClass::Standard, sleep).await.unwrap_err(),
+            Shed::QueueFull
+        );
+        assert_eq!(
+            a.admit(PriorityClass::Critical, sleep).await.unwrap_err(),
             Shed::Deadline,
             "critical waits even past the queue size"
         );
         assert!(
             Admission::new(&Limits::default())
-                .admit(PriorityClass::Sheddable)
+                .admit(PriorityClass::Sheddable, sleep)
                 .await
                 .is_ok(),
             "no model limit"
@@ -308,7 +354,7 @@ mod tests {
     #[tokio::test]
     async fn a_freed_slot_goes_to_the_highest_class_first() {
         let a = patient(1, 8, 100.0);
-        let held = a.admit(PriorityClass::Standard).await.unwrap();
+        let held = a.admit(PriorityClass::Standard, sleep).await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (name, class) in [
@@ -318,7 +364,7 @@ mod tests {
         ] {
             let (a, order) = (a.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let slot = a.admit(class).await.unwrap();
+                let slot = a.admit(class, sleep).await.unwrap();
                 order.lock().push(name);
                 settle().await;
                 drop(slot);
@@ -337,28 +383,31 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_displaces_the_lowest_class_and_cancelled_waiters_leave() {
         let a = patient(1, 1, 100.0);
-        let held = a.admit(PriorityClass::Standard).await.unwrap();
+        let held = a.admit(PriorityClass::Standard, sleep).await.unwrap();
         let low = tokio::spawn({
             let a = a.clone();
-            async move { a.admit(PriorityClass::Sheddable).await.map(drop) }
+            async move { a.admit(PriorityClass::Sheddable, sleep).await.map(drop) }
         });
         settle().await;
         let high = tokio::spawn({
             let a = a.clone();
-            async move { a.admit(PriorityClass::Standard).await.map(drop) }
+            async move { a.admit(PriorityClass::Standard, sleep).await.map(drop) }
         });
         settle().await;
         assert_eq!(low.await.unwrap(), Err(Shed::Displaced));
         // Same class, queue full: refused, not displaced.
-        assert_eq!(a.admit(PriorityClass::Standard).await.unwrap_err(), Shed::QueueFull);
+        assert_eq!(
+            a.admit(PriorityClass::Standard, sleep).await.unwrap_err(),
+            Shed::QueueFull
+        );
         drop(held);
         assert_eq!(high.await.unwrap(), Ok(()));
 
         // A waiter whose client went away leaves the queue and takes no slot with it.
-        let held = a.admit(PriorityClass::Standard).await.unwrap();
+        let held = a.admit(PriorityClass::Standard, sleep).await.unwrap();
         let gone = tokio::spawn({
             let a = a.clone();
-            async move { a.admit(PriorityClass::Standard).await.map(drop) }
+            async move { a.admit(PriorityClass::Standard, sleep).await.map(drop) }
         });
         settle().await;
         assert_eq!(a.waiting(), 1);
@@ -367,6 +416,6 @@ mod tests {
         assert_eq!(a.waiting(), 0);
         drop(held);
         assert_eq!(a.state.lock().in_use, 0);
-        assert!(a.admit(PriorityClass::Standard).await.is_ok());
+        assert!(a.admit(PriorityClass::Standard, sleep).await.is_ok());
     }
 }

@@ -48,9 +48,9 @@ pub struct EndpointState {
     /// Outlier detection counters.
     pub outlier: OutlierCounters,
     /// Active health check progress: consecutive passes (positive) or failures (negative).
-    pub(crate) check_streak: Mutex<i32>,
+    check_streak: Mutex<i32>,
     /// Whether the first active check round has finished for this endpoint.
-    pub(crate) checked: AtomicBool,
+    checked: AtomicBool,
 }
 
 /// Counters outlier detection keeps per endpoint.
@@ -108,6 +108,30 @@ impl EndpointState {
         };
         let after = if on { before | flag } else { before & !flag };
         (before == 0) != (after == 0)
+    }
+
+    /// Records an active check result: whether it was the first, and the streak it makes
+    /// (consecutive passes positive, failures negative).
+    pub fn record_check(&self, passed: bool) -> (bool, i32) {
+        let first = !self.checked.swap(true, Ordering::AcqRel);
+        let mut s = self.check_streak.lock();
+        *s = match (passed, *s) {
+            (true, n) if n > 0 => n + 1,
+            (true, _) => 1,
+            (false, n) if n < 0 => n - 1,
+            (false, _) => -1,
+        };
+        (first, *s)
+    }
+
+    /// Marks the endpoint checked without a check (health checks are off for it).
+    pub fn mark_checked(&self) {
+        self.checked.store(true, Ordering::Release);
+    }
+
+    /// Whether a first check result (or [`Self::mark_checked`]) is in.
+    pub fn checked_once(&self) -> bool {
+        self.checked.load(Ordering::Acquire)
     }
 
     /// Requests in flight.

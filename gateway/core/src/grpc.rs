@@ -1,15 +1,12 @@
-//! gRPC through the gateway (KServe V2 `inference.GRPCInferenceService` and any other service):
-//! requests pass through over HTTP/2 untouched, trailers and `grpc-status` included. The model is
-//! named by the `x-model-name` header (any service) or, for the V2 service's model calls, read from
-//! the first message's `model_name` and `model_version` fields with a bounded peek. Answers the
-//! gateway gives itself are gRPC statuses (trailers-only responses), not JSON.
+//! gRPC calls as the gateway decides them (KServe V2 `inference.GRPCInferenceService` and any other
+//! service): the model is named by the `x-model-name` header (any service) or, for the V2 service's
+//! model calls, read from the first message's `model_name` and `model_version` fields with a bounded
+//! peek. Answers the gateway gives itself become gRPC statuses; [`status_code`] maps them and
+//! [`encode_message`] writes `grpc-message`. Sending them is the shell's.
 
-use bytes::Bytes;
 use http::HeaderMap;
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 
-use crate::openai::Peek;
+use crate::peek::Peek;
 
 /// The KServe V2 gRPC service.
 pub const V2_SERVICE: &str = "inference.GRPCInferenceService";
@@ -139,7 +136,7 @@ pub fn status_code(http: u16) -> u8 {
 }
 
 /// `grpc-message` is percent-encoded (gRPC over HTTP/2 spec).
-fn encode_message(msg: &str) -> String {
+pub fn encode_message(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     for b in msg.bytes() {
         if (0x20..=0x7e).contains(&b) && b != b'%' {
@@ -149,38 +146,6 @@ fn encode_message(msg: &str) -> String {
         }
     }
     out
-}
-
-/// A trailers-only response: the status in the header block, no body.
-pub async fn send_status(
-    session: &mut Session,
-    code: u8,
-    message: &str,
-    retry_after: Option<u32>,
-) -> pingora::Result<()> {
-    let mut h = ResponseHeader::build(200, Some(4))?;
-    h.insert_header("content-type", "application/grpc")?;
-    h.insert_header("grpc-status", code.to_string())?;
-    h.insert_header("grpc-message", encode_message(message))?;
-    if let Some(s) = retry_after {
-        h.insert_header("retry-after", s.to_string())?;
-    }
-    session.write_response_header(Box::new(h), true).await
-}
-
-/// A unary answer: one message, then `grpc-status: 0` in the trailers.
-pub async fn send_message(session: &mut Session, message: &[u8]) -> pingora::Result<()> {
-    let mut h = ResponseHeader::build(200, Some(2))?;
-    h.insert_header("content-type", "application/grpc")?;
-    session.write_response_header(Box::new(h), false).await?;
-    let mut frame = Vec::with_capacity(5 + message.len());
-    frame.push(0);
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(message);
-    session.write_response_body(Some(Bytes::from(frame)), false).await?;
-    let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-    session.write_response_trailers(trailers).await
 }
 
 /// `ServerLiveResponse { live }` / `ServerReadyResponse { ready }`: one bool in field 1.

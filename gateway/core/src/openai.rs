@@ -7,20 +7,7 @@ use std::fmt;
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
-/// Most body bytes read while looking for `model`: pingora replays at most this much of a body it
-/// has already read (its retry buffer), so the peek never loses bytes.
-pub const PEEK_LIMIT: usize = 64 * 1024;
-
-/// What a body prefix says about the model.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Peek {
-    /// The model named, and its version when the body names one.
-    Model(String, Option<String>),
-    /// The prefix ends before `model` appeared: read more.
-    NeedMore,
-    /// The body is not a JSON object with a string `model` (400).
-    Invalid(String),
-}
+use crate::peek::Peek;
 
 /// Records `model` as soon as it is read: serde_json then fails the early stop (it expects the
 /// object's end), and that error is expected.

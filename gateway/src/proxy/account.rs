@@ -1,0 +1,148 @@
+//! The end of a request (pingora's `logging`): its metrics, the end of its trace, its access log
+//! line, and the mirrored copy sent off. Everything here reads what the request resolved to; nothing
+//! changes how it was served.
+
+use meridian_gateway_core::cluster::Level;
+use meridian_gateway_core::endpoint::EndpointState;
+use opentelemetry::trace::TraceContextExt;
+use pingora::proxy::Session;
+
+use super::context::Ctx;
+use super::Proxy;
+use crate::accesslog::{trace_id, Entry};
+use crate::metrics::UNKNOWN_MODEL;
+use crate::routes::Routes;
+
+/// Where a request ended up, resolved once for every record of it.
+struct Served<'a> {
+    model: &'a str,
+    version: &'a str,
+    /// The last try's endpoint and locality level.
+    endpoint: Option<(&'a EndpointState, Option<&'a Level>)>,
+}
+
+impl<'a> Served<'a> {
+    fn of(routes: &'a Routes, ctx: &'a Ctx) -> Served<'a> {
+        let model = ctx.labels.model.map(|m| &routes.snap.models[m]);
+        let version = model.zip(ctx.labels.version).map(|(m, v)| &*m.versions[v].name);
+        let endpoint = ctx.attempt.as_ref().map(|a| {
+            let level = match (ctx.labels.model, ctx.labels.version) {
+                (Some(m), Some(v)) => routes.version(m, v).cluster.levels.get(a.pick.level),
+                _ => None,
+            };
+            (&*a.pick.endpoint, level)
+        });
+        Served {
+            model: model.map_or("", |m| &m.name),
+            version: version.unwrap_or(""),
+            endpoint,
+        }
+    }
+
+    fn locality(&self) -> &'a str {
+        self.endpoint.and_then(|(_, l)| l).map_or("", |l| l.kind.label())
+    }
+}
+
+impl Proxy {
+    /// Accounts for a finished request and sends its mirrored copy.
+    pub(super) fn finish(&self, session: &mut Session, ctx: &mut Ctx) {
+        if let Some(a) = ctx.attempt.as_mut() {
+            a.in_flight = None;
+        }
+        self.account(session, ctx);
+        ctx.end_attempt_span();
+        if let Some(server) = ctx.trace.take() {
+            self.end_trace(session, ctx, &server);
+        }
+        let copy = ctx.flight.as_mut().and_then(|f| f.shadow.take());
+        if let (Some(copy), Some((routes, routed))) = (copy, ctx.routed()) {
+            let version = copy.version;
+            if let Some(body) = copy.into_body() {
+                self.mirror
+                    .send(routes, routed.model, version, session.req_header(), body);
+            }
+        }
+    }
+
+    /// Ends the request's server span with what the request came to.
+    fn end_trace(&self, session: &Session, ctx: &Ctx, server: &opentelemetry::Context) {
+        let req = session.req_header();
+        let served = ctx.routes.as_ref().map(|r| Served::of(r, ctx));
+        let served = served.as_ref();
+        let model = served.filter(|_| ctx.labels.model.is_some()).map(|s| s.model);
+        let version = served.filter(|_| ctx.labels.version.is_some()).map(|s| s.version);
+        let route = model.map(|m| route_template(req.uri.path(), m, version));
+        let outcome = crate::telemetry::Outcome {
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            route: route.as_deref(),
+            model: model.zip(version),
+            endpoint: served.and_then(|s| Some((&*s.endpoint?.0.id, s.locality()))),
+            retries: ctx.tried.len().saturating_sub(1),
+        };
+        crate::telemetry::end_request(server, req.method.as_str(), &outcome);
+    }
+
+    /// Metrics and the access log line of a finished request.
+    fn account(&self, session: &Session, ctx: &Ctx) {
+        let Some(routes) = ctx.routes.as_ref() else { return };
+        let served = Served::of(routes, ctx);
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let seconds = self.clock.now().saturating_sub(ctx.started) as f64 / 1e9;
+        let series = match (ctx.labels.model, ctx.labels.version, &ctx.attempt) {
+            (Some(m), Some(v), Some(_)) => Some(&routes.version(m, v).series),
+            _ => None,
+        };
+        let model_label = if ctx.labels.model.is_some() {
+            served.model
+        } else {
+            UNKNOWN_MODEL
+        };
+        self.metrics
+            .request(series, model_label, served.version, status, seconds);
+        let log = &routes.snap.config.observability.access_log;
+        if !log.enabled {
+            return;
+        }
+        let req = session.req_header();
+        // The trace this request's spans belong to; without tracing, the one the client named.
+        let traced = ctx
+            .trace
+            .as_ref()
+            .map(|c| c.span().span_context().trace_id().to_string());
+        let entry = Entry {
+            time: humantime::format_rfc3339_millis(self.clock.wall()).to_string(),
+            trace_id: traced.as_deref().or_else(|| {
+                req.headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(trace_id)
+            }),
+            client: session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            model: served.model,
+            version: served.version,
+            endpoint: served.endpoint.map_or("", |(e, _)| &e.id),
+            locality: served.locality(),
+            status,
+            duration_ms: seconds * 1e3,
+            retries: ctx.tried.len().saturating_sub(1),
+            bytes_in: ctx.bytes_in,
+            bytes_out: session.body_bytes_sent(),
+        };
+        if !self.access_log.write(&entry, log.format) {
+            self.metrics.access_log_dropped.inc();
+        }
+    }
+}
+
+/// `http.route` of a model request: its path with the model and version as placeholders
+/// (`/v2/models/{model}/versions/{version}/infer`); other paths are fixed routes already.
+fn route_template(path: &str, model: &str, version: Option<&str>) -> String {
+    let mut route = path.replacen(&format!("/models/{model}"), "/models/{model}", 1);
+    if let Some(v) = version {
+        route = route.replacen(&format!("/versions/{v}"), "/versions/{version}", 1);
+    }
+    route
+}

@@ -1,0 +1,161 @@
+//! The pingora adapter. Each callback of [`ProxyHttp`] is a thin delegate to the stage that owns it,
+//! in the order pingora calls them for a request:
+//!
+//! | pingora callback | stage | file |
+//! | --- | --- | --- |
+//! | `request_filter` | decide (core), peek at the body, admit | [`request`] |
+//! | `upstream_peer` | pick the endpoint, build the peer | [`upstream`] |
+//! | `upstream_request_filter` | the request as the backend sees it | [`upstream`] |
+//! | `request_body_filter` | body limit, shadow capture | [`body`] |
+//! | `upstream_response_filter`, `fail_to_connect`, `error_while_proxy` | the try's outcome, retries | [`attempt`] |
+//! | `fail_to_proxy` | the gateway's answer when proxying failed | [`attempt`], [`reply`] |
+//! | `logging` | metrics, trace, access log, shadow copy | [`account`] |
+//!
+//! Per-request state is [`context::Ctx`]. Decisions come from `meridian-gateway-core`; nothing here
+//! decides where a request goes.
+
+mod account;
+mod attempt;
+mod body;
+mod context;
+mod reply;
+mod request;
+mod upstream;
+
+use std::net::IpAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use meridian_gateway_core::budget::RetryBudget;
+use meridian_gateway_core::clock::Clock;
+use meridian_gateway_core::endpoint::Registry;
+use meridian_gateway_core::outlier::Detector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::Error;
+
+pub use context::Ctx;
+
+use crate::accesslog::AccessLog;
+use crate::drain::Drain;
+use crate::metrics::Metrics;
+use crate::routes::SharedRoutes;
+use crate::shadow::Mirror;
+use crate::telemetry::Telemetry;
+
+/// The proxy service: what the request path reads and writes, and nothing else.
+pub struct Proxy {
+    /// The current routing table.
+    pub routes: SharedRoutes,
+    /// Endpoint states (availability epoch, ejections).
+    pub registry: Arc<Registry>,
+    /// Outlier detection.
+    pub detector: Arc<Detector>,
+    /// Retry budget.
+    pub budget: Arc<RetryBudget>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Request-path metric families.
+    pub metrics: Arc<Metrics>,
+    /// Access log sink.
+    pub access_log: Arc<AccessLog>,
+    /// Trace export, when configured.
+    pub telemetry: Option<Arc<Telemetry>>,
+    /// Requests in progress and whether the gateway is stopping.
+    pub drain: Arc<Drain>,
+    /// Whether the first health round finished (V2 and gRPC readiness answers).
+    pub ready: Arc<AtomicBool>,
+    /// Shadow traffic.
+    pub mirror: Arc<Mirror>,
+}
+
+/// The client's IP address, when the connection has one.
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(self.drain.enter())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        self.arrive(session, ctx).await
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+        self.peer(session, ctx)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        self.upstream_request(session, req, ctx)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        self.take_body_chunk(body, ctx)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        self.response_header(session, resp, ctx)
+    }
+
+    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, e: Box<Error>) -> Box<Error> {
+        self.connect_failed(session, ctx, e)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _reused: bool,
+    ) -> Box<Error> {
+        self.proxy_failed(&peer.to_string(), session, e, ctx)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let reply = attempt::failure_reply(ctx, e);
+        let status = reply.as_ref().map_or(0, |r| r.status);
+        if let Some(reply) = reply.filter(|_| session.response_written().is_none()) {
+            if reply.status == 413 {
+                // The client may still be sending: read the rest (bounded) so it can read the
+                // answer instead of hitting a reset.
+                body::drain_body(session, body::DRAIN_LIMIT).await;
+            }
+            // The connection is not reused after a failure: say so, or the client's pool would
+            // send its next request into a closing connection.
+            session.set_keepalive(None);
+            let _ = reply::send(session, &reply).await;
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        self.finish(session, ctx);
+    }
+}
