@@ -1,6 +1,6 @@
 //! The last good state from the region's control loop, and how old it is. The gateway keeps serving
 //! it while control is unreachable (static stability); `meridian_state_feed_staleness_seconds`
-//! says for how long. Filled by [`crate::subscription`], read by table builds and the exposition.
+//! says for how long. Filled by `subscription`, read by table builds and the exposition.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! request data: a request for a model the config does not know counts as `model_name="unknown"`.
 //! The per-version series every request touches are resolved once per routing table, so the request
 //! path does no label lookups for them. This file defines the families the request path counts into;
-//! [`crate::exposition`] adds the gauges read at scrape time and renders the text.
+//! `exposition` adds the gauges read at scrape time and renders the text.
 
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 

@@ -6,7 +6,7 @@
 
 use http::HeaderMap;
 
-use crate::peek::Peek;
+use crate::prefix::Peek;
 
 /// The KServe V2 gRPC service.
 pub const V2_SERVICE: &str = "inference.GRPCInferenceService";

@@ -26,6 +26,7 @@ pub mod locality;
 pub mod openai;
 pub mod outlier;
 pub mod peek;
+pub mod prefix;
 pub mod reply;
 pub mod select;
 

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::peek::Peek;
+use crate::prefix::Peek;
 
 /// Records `model` as soon as it is read: serde_json then fails the early stop (it expects the
 /// object's end), and that error is expected.

@@ -2,7 +2,7 @@
 //! the status that tells the client what to do: 404 unknown model, 503 + Retry-After when nothing is
 //! healthy...), JSON answers (V2 health and metadata, the model list) and, for gRPC clients, the one
 //! unary message the gateway answers itself (`ServerLive`/`ServerReady`). An error reaches a gRPC
-//! client as a gRPC status instead ([`crate::grpc::status_code`]). The shell writes them.
+//! client as a gRPC status instead (`grpc::status_code`). The shell writes them.
 
 /// What a reply carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
