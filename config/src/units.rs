@@ -30,12 +30,31 @@ impl Duration {
     }
 }
 
+/// A duration or size that does not parse, with how to write one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// Not a duration.
+    #[error("invalid duration `{input}` ({reason}); write a number and a unit, like 500ms, 10s, 5m or 1h")]
+    Duration {
+        /// What was written.
+        input: String,
+        /// The parser's words.
+        reason: String,
+    },
+    /// Not a size.
+    #[error("invalid size `{0}`; write a number and a unit, like 64KiB, 16MiB or 1GB")]
+    Size(String),
+}
+
 impl FromStr for Duration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         humantime::parse_duration(s.trim())
             .map(Duration)
-            .map_err(|e| format!("invalid duration `{s}` ({e}); write a number and a unit, like 500ms, 10s, 5m or 1h"))
+            .map_err(|e| UnitError::Duration {
+                input: s.into(),
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -114,11 +133,11 @@ impl ByteSize {
 }
 
 impl FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         bytesize::ByteSize::from_str(s.trim())
             .map(|b| ByteSize(b.as_u64()))
-            .map_err(|_| format!("invalid size `{s}`; write a number and a unit, like 64KiB, 16MiB or 1GB"))
+            .map_err(|_| UnitError::Size(s.into()))
     }
 }
 
@@ -207,6 +226,7 @@ mod tests {
         assert!("ten"
             .parse::<Duration>()
             .unwrap_err()
+            .to_string()
             .contains("invalid duration `ten`"));
     }
 

@@ -12,16 +12,19 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::gpu::{AgentView, GpuSource};
+use meridian_clock::{Clock, SystemClock};
+
+use crate::gpu::{AgentView, GpuError, GpuSource};
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub fn run(listen: SocketAddr, interval: Duration) -> anyhow::Result<()> {
     let view = Arc::new(RwLock::new(AgentView::default()));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     std::thread::Builder::new().name("nvml".into()).spawn({
         let view = view.clone();
         move || {
-            read_forever(&view, interval, || {
-                crate::nvml::NvmlSource::init().map(|s| Box::new(s) as _)
+            read_forever(&view, interval, &*clock.clone(), || {
+                crate::nvml::NvmlSource::init(clock.clone()).map(|s| Box::new(s) as _)
             })
         }
     })?;
@@ -58,7 +61,8 @@ async fn metrics(State(view): State<Arc<RwLock<AgentView>>>) -> impl axum::respo
 pub fn read_forever(
     view: &RwLock<AgentView>,
     interval: Duration,
-    open: impl Fn() -> Result<Box<dyn GpuSource>, String>,
+    clock: &dyn Clock,
+    open: impl Fn() -> Result<Box<dyn GpuSource>, GpuError>,
 ) {
     loop {
         let mut source = match open() {
@@ -66,8 +70,8 @@ pub fn read_forever(
             Err(e) => {
                 tracing::warn!("no GPU telemetry on this node: {e}");
                 *view.write().unwrap_or_else(|p| p.into_inner()) = AgentView {
-                    error: Some(e),
-                    updated_unix: unix_now(),
+                    error: Some(e.to_string()),
+                    updated_unix: clock.unix_secs(),
                     ..AgentView::default()
                 };
                 std::thread::sleep(Duration::from_secs(30));
@@ -85,23 +89,17 @@ pub fn read_forever(
                         error: None,
                         driver_version: driver.clone(),
                         gpus,
-                        updated_unix: unix_now(),
+                        updated_unix: clock.unix_secs(),
                     };
                 }
                 Err(e) => {
                     // Keep the last readings (their timestamp ages) and say what went wrong.
                     v.nvml_available = false;
-                    v.error = Some(e);
+                    v.error = Some(e.to_string());
                     break;
                 }
             }
         }
         std::thread::sleep(interval);
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -10,6 +10,23 @@ use openmetrics_parser::PrometheusValue;
 
 use crate::canary::Verdict;
 
+/// Why an analysis round has no sample: the gateways' metrics could not be had or read.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum AnalysisError {
+    /// The region has no gateway.
+    #[error("the region has no gateway to read metrics from")]
+    NoGateway,
+    /// The gateway's admin listener did not answer.
+    #[error("gateway metrics unreachable: {0}")]
+    Unreachable(String),
+    /// The answer broke off.
+    #[error("gateway metrics: {0}")]
+    Body(String),
+    /// The answer is not Prometheus text.
+    #[error("gateway metrics unreadable: {0}")]
+    Unreadable(String),
+}
+
 /// One scrape's counters for one model version.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sample {
@@ -24,13 +41,13 @@ pub struct Sample {
 }
 
 /// Reads the counters of `model`/`version` from one or more gateways' metrics texts (summed).
-pub fn sample(texts: &[String], model: &str, version: &str, at: f64) -> Result<Sample, String> {
+pub fn sample(texts: &[String], model: &str, version: &str, at: f64) -> Result<Sample, AnalysisError> {
     let mut s = Sample {
         at,
         ..Sample::default()
     };
     for text in texts {
-        let exp = parse_prometheus(text).map_err(|e| format!("gateway metrics unreadable: {e:?}"))?;
+        let exp = parse_prometheus(text).map_err(|e| AnalysisError::Unreadable(format!("{e:?}")))?;
         let ours = |labels: Option<openmetrics_parser::LabelSet<'_>>| {
             labels.is_some_and(|l| {
                 l.get_label_value("model_name") == Some(model) && l.get_label_value("model_version") == Some(version)

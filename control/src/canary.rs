@@ -176,10 +176,10 @@ impl Progress {
     }
 
     /// Applies an operator's command; errors say why it does not apply now.
-    pub fn command(&mut self, cmd: Command, now: f64) -> Result<Event, String> {
+    pub fn command(&mut self, cmd: Command, now: f64) -> Result<Event, CommandError> {
         let done = matches!(self.phase, Phase::Promoted | Phase::RolledBack | Phase::Aborted);
         match (cmd, self.phase) {
-            (_, _) if done => Err(format!("the plan is already {:?}", self.phase).to_lowercase()),
+            (_, _) if done => Err(CommandError::Finished(self.phase)),
             (Command::Pause, Phase::Progressing) => {
                 self.phase = Phase::Paused;
                 self.reason = Some("paused by an operator".into());
@@ -203,10 +203,24 @@ impl Progress {
                 self.reason = Some("promoted by an operator".into());
                 Ok(Event::Promoted)
             }
-            (Command::Pause, _) => Err("only a progressing plan can be paused".into()),
-            (Command::Resume, _) => Err("only a paused plan can be resumed".into()),
+            (Command::Pause, _) => Err(CommandError::NotProgressing),
+            (Command::Resume, _) => Err(CommandError::NotPaused),
         }
     }
+}
+
+/// Why an operator's command does not apply to a plan now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The plan has finished (promoted, rolled back or aborted).
+    #[error("the plan is already {}", format!("{:?}", .0).to_lowercase())]
+    Finished(Phase),
+    /// Pause needs a progressing plan.
+    #[error("only a progressing plan can be paused")]
+    NotProgressing,
+    /// Resume needs a paused plan.
+    #[error("only a paused plan can be resumed")]
+    NotPaused,
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_clock::Clock;
 
 use meridian_config::feed::FeedEndpoint;
 use meridian_config::schema::TelemetrySource;
@@ -73,18 +76,20 @@ pub fn static_targets(snap: &Snapshot, region: &str) -> Vec<Target> {
 /// Collects rounds, remembering each endpoint's last telemetry between them.
 pub struct Collector {
     client: reqwest::Client,
-    started: Instant,
+    /// Telemetry ages count in this clock's monotonic seconds.
+    clock: Arc<dyn Clock>,
     last: HashMap<String, Signals>,
 }
 
-impl Default for Collector {
-    fn default() -> Self {
+impl Collector {
+    /// A collector reading time from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Collector {
         Collector {
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(2)
                 .build()
                 .unwrap_or_default(),
-            started: Instant::now(),
+            clock,
             last: HashMap::new(),
         }
     }
@@ -127,7 +132,7 @@ impl Collector {
             }
         });
         let results = futures_util::future::join_all(probes).await;
-        let now = self.started.elapsed().as_secs_f64();
+        let now = self.clock.now() as f64 / 1e9;
         let mut scrape_errors = 0;
         let endpoints = targets
             .iter()

@@ -32,10 +32,30 @@ pub struct GpuReading {
     pub last_xid: Option<u64>,
 }
 
+/// Why GPU readings could not be had: the step that failed and the driver library's words.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{step}: {reason}")]
+pub struct GpuError {
+    /// What was being done (`NVML`, `NVML device count`, `NVML read`).
+    pub step: &'static str,
+    /// Why it failed.
+    pub reason: String,
+}
+
+impl GpuError {
+    /// `step` failed with `reason`.
+    pub fn new(step: &'static str, reason: impl std::fmt::Display) -> GpuError {
+        GpuError {
+            step,
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// Where readings come from.
 pub trait GpuSource: Send {
     /// Waits up to `wait` (collecting fault events meanwhile), then reads every GPU.
-    fn poll(&mut self, wait: std::time::Duration) -> Result<Vec<GpuReading>, String>;
+    fn poll(&mut self, wait: std::time::Duration) -> Result<Vec<GpuReading>, GpuError>;
     /// The driver version, for the report.
     fn driver(&self) -> Option<String>;
 }

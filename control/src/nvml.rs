@@ -10,21 +10,24 @@ use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError, TemperatureSe
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{EventSet, Nvml};
 
-use crate::gpu::{GpuReading, GpuSource};
+use meridian_clock::Clock;
+
+use crate::gpu::{GpuError, GpuReading, GpuSource};
 
 /// NVML, loaded once for the life of the process (the event set borrows it).
 pub struct NvmlSource {
     nvml: &'static Nvml,
+    clock: std::sync::Arc<dyn Clock>,
     events: Option<EventSet<'static>>,
     xids: HashMap<String, (u64, u64)>,
 }
 
 impl NvmlSource {
     /// Loads NVML and registers for critical XID events on every GPU that supports them.
-    pub fn init() -> Result<NvmlSource, String> {
-        let nvml: &'static Nvml = Box::leak(Box::new(Nvml::init().map_err(|e| format!("NVML: {e}"))?));
+    pub fn init(clock: std::sync::Arc<dyn Clock>) -> Result<NvmlSource, GpuError> {
+        let nvml: &'static Nvml = Box::leak(Box::new(Nvml::init().map_err(|e| GpuError::new("NVML", e))?));
         let mut events = nvml.create_event_set().ok();
-        let count = nvml.device_count().map_err(|e| format!("NVML device count: {e}"))?;
+        let count = nvml.device_count().map_err(|e| GpuError::new("NVML device count", e))?;
         for i in 0..count {
             let (Some(set), Ok(device)) = (events.take(), nvml.device_by_index(i)) else {
                 continue;
@@ -37,6 +40,7 @@ impl NvmlSource {
         }
         Ok(NvmlSource {
             nvml,
+            clock,
             events,
             xids: HashMap::new(),
         })
@@ -71,13 +75,13 @@ impl NvmlSource {
 }
 
 impl GpuSource for NvmlSource {
-    fn poll(&mut self, wait: Duration) -> Result<Vec<GpuReading>, String> {
+    fn poll(&mut self, wait: Duration) -> Result<Vec<GpuReading>, GpuError> {
         match &self.events {
             Some(set) => {
                 // Wait on XID events for the interval; each one is counted, then waiting resumes.
-                let until = std::time::Instant::now() + wait;
+                let until = self.clock.now().saturating_add(meridian_clock::nanos(wait));
                 loop {
-                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    let left = Duration::from_nanos(until.saturating_sub(self.clock.now()));
                     if left.is_zero() {
                         break;
                     }
@@ -102,7 +106,7 @@ impl GpuSource for NvmlSource {
             }
             None => std::thread::sleep(wait),
         }
-        self.read().map_err(|e| format!("NVML read: {e}"))
+        self.read().map_err(|e| GpuError::new("NVML read", e))
     }
 
     fn driver(&self) -> Option<String> {

@@ -6,17 +6,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use meridian_clock::Clock;
 use meridian_config::feed::CanaryWeight;
 use meridian_config::Snapshot;
 use parking_lot::Mutex;
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 
-use crate::analysis::{sample, Window};
-use crate::canary::{Command, Event, Progress};
+use crate::analysis::{sample, AnalysisError, Window};
+use crate::canary::{Command, CommandError, Event, Progress};
 
 /// The runner.
 pub struct Canaries {
+    /// Wall time: plans' progress is persisted, so it counts in Unix seconds.
+    clock: Arc<dyn Clock>,
     state: Mutex<State>,
     client: reqwest::Client,
     metrics: CanaryMetrics,
@@ -71,16 +75,25 @@ impl CanaryMetrics {
     }
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+/// Why an operator's command on a plan was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RefusedCommand {
+    /// No plan has that name.
+    #[error("no canary plan named {0}")]
+    NoPlan(String),
+    /// The plan has not had its first analysis yet.
+    #[error("canary plan {0} has not started yet")]
+    NotStarted(String),
+    /// The command does not apply in the plan's phase.
+    #[error(transparent)]
+    Phase(#[from] CommandError),
 }
 
 impl Canaries {
     /// A runner registering its metrics in `registry`.
-    pub fn new(registry: &Registry) -> anyhow::Result<Canaries> {
+    pub fn new(registry: &Registry, clock: Arc<dyn Clock>) -> anyhow::Result<Canaries> {
         Ok(Canaries {
+            clock,
             state: Mutex::new(State::default()),
             client: reqwest::Client::builder().pool_max_idle_per_host(1).build()?,
             metrics: CanaryMetrics::new(registry)?,
@@ -133,7 +146,7 @@ impl Canaries {
 
     /// Runs the analyses that are due; returns whether any plan changed.
     pub async fn evaluate(&self, snap: &Snapshot, region: usize) -> bool {
-        let now = unix_now();
+        let now = self.clock.unix_f64();
         let due: Vec<usize> = {
             let mut st = self.state.lock();
             self.load(snap, &mut st);
@@ -170,9 +183,9 @@ impl Canaries {
                         w.push(s, a.window.get().as_secs_f64());
                         w.evaluate(a)
                     }
-                    Err(e) => crate::canary::Verdict::Inconclusive(e),
+                    Err(e) => crate::canary::Verdict::Inconclusive(e.to_string()),
                 },
-                Err(e) => crate::canary::Verdict::Inconclusive(e.clone()),
+                Err(e) => crate::canary::Verdict::Inconclusive(e.to_string()),
             };
             let Some(progress) = st.progress.get_mut(&plan.name) else {
                 continue;
@@ -204,11 +217,11 @@ impl Canaries {
         }
     }
 
-    async fn scrape_gateways(&self, snap: &Snapshot, region: usize) -> Result<Vec<String>, String> {
+    async fn scrape_gateways(&self, snap: &Snapshot, region: usize) -> Result<Vec<String>, AnalysisError> {
         let gw = snap.config.regions[region]
             .gateway
             .as_ref()
-            .ok_or("the region has no gateway to read metrics from")?;
+            .ok_or(AnalysisError::NoGateway)?;
         let mut req = self.client.get(format!("http://{}/metrics", gw.admin.address));
         if let Some(token) = &gw.admin.token {
             req = req.bearer_auth(token.expose());
@@ -217,8 +230,8 @@ impl Canaries {
             .timeout(std::time::Duration::from_secs(5))
             .send()
             .await
-            .map_err(|e| format!("gateway metrics unreachable: {e}"))?;
-        Ok(vec![r.text().await.map_err(|e| format!("gateway metrics: {e}"))?])
+            .map_err(|e| AnalysisError::Unreachable(e.to_string()))?;
+        Ok(vec![r.text().await.map_err(|e| AnalysisError::Body(e.to_string()))?])
     }
 
     fn export(&self, snap: &Snapshot, st: &State) {
@@ -270,20 +283,20 @@ impl Canaries {
     }
 
     /// An operator's command on plan `name`.
-    pub fn command(&self, snap: &Snapshot, name: &str, cmd: Command) -> Result<Progress, String> {
+    pub fn command(&self, snap: &Snapshot, name: &str, cmd: Command) -> Result<Progress, RefusedCommand> {
         let mut st = self.state.lock();
         let plan = snap
             .config
             .canaries
             .iter()
             .find(|p| p.name == name)
-            .ok_or_else(|| format!("no canary plan named {name}"))?;
+            .ok_or_else(|| RefusedCommand::NoPlan(name.into()))?;
         let p = st
             .progress
             .get_mut(name)
             .filter(|p| p.fits(plan))
-            .ok_or_else(|| format!("canary plan {name} has not started yet"))?;
-        let event = p.command(cmd, unix_now())?;
+            .ok_or_else(|| RefusedCommand::NotStarted(name.into()))?;
+        let event = p.command(cmd, self.clock.unix_f64())?;
         let out = p.clone();
         self.note(name, &event, &out);
         Self::save(snap, &st);

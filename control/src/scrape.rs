@@ -10,8 +10,13 @@ use crate::headroom::Signals;
 
 type Exposition = MetricsExposition<PrometheusType, PrometheusValue>;
 
+/// A scrape that is not Prometheus text, with the parser's words.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("not Prometheus text: {0}")]
+pub struct NotPrometheus(pub String);
+
 /// Reads the signals out of one scrape, collected at `at` (seconds, the collector's clock).
-pub fn signals(text: &str, at: f64) -> Result<Signals, String> {
+pub fn signals(text: &str, at: f64) -> Result<Signals, NotPrometheus> {
     if text.trim().is_empty() {
         // A server with nothing to report yet: no signal, which scores as unknown.
         return Ok(Signals {
@@ -19,7 +24,7 @@ pub fn signals(text: &str, at: f64) -> Result<Signals, String> {
             ..Signals::default()
         });
     }
-    let exp = parse_prometheus(text).map_err(|e| format!("not Prometheus text: {e:?}"))?;
+    let exp = parse_prometheus(text).map_err(|e| NotPrometheus(format!("{e:?}")))?;
     let waiting = add(
         sum(&exp, "nv_inference_pending_request_count"),
         sum(&exp, "vllm:num_requests_waiting"),

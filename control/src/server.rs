@@ -23,6 +23,7 @@ use crate::discovery::Discoverer;
 use crate::feed::Feed;
 use crate::headroom::Scoring;
 use crate::runner::Canaries;
+use meridian_clock::{Clock, SystemClock};
 
 /// Control's own metrics.
 pub struct ControlMetrics {
@@ -85,6 +86,7 @@ pub fn run(config: &Path, region: &str, listen: Option<std::net::SocketAddr>) ->
 
 /// What the loop, the feed and the admin API share.
 struct Control {
+    clock: Arc<dyn Clock>,
     region: String,
     region_index: usize,
     feed: Arc<Feed>,
@@ -122,8 +124,10 @@ async fn serve(config: &Path, region: &str, listen: Option<std::net::SocketAddr>
         .map(|c| c.address)
         .ok_or_else(|| anyhow::anyhow!("region `{region}` has no control section (control.address)"))?;
     let metrics = ControlMetrics::new()?;
-    let canaries = Canaries::new(&metrics.registry)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let canaries = Canaries::new(&metrics.registry, clock.clone())?;
     let control = Arc::new(Control {
+        clock,
         region: region.to_string(),
         region_index: r,
         feed: Arc::new(Feed::new(region)),
@@ -179,7 +183,7 @@ async fn canary_command(State(c): State<Arc<Control>>, AxPath((name, command)): 
             c.publish();
             Json(json!(p)).into_response()
         }
-        Err(e) => (StatusCode::CONFLICT, Json(json!({ "error": e }))).into_response(),
+        Err(e) => (StatusCode::CONFLICT, Json(json!({ "error": e.to_string() }))).into_response(),
     }
 }
 
@@ -220,7 +224,7 @@ pub async fn stop_signal() {
 }
 
 async fn collect_forever(file: ConfigFile, control: Arc<Control>) {
-    let mut collector = Collector::default();
+    let mut collector = Collector::new(control.clock.clone());
     let mut discoverer: Option<Discoverer> = None;
     let mut kube_error_logged = false;
     let region = control.region.clone();
@@ -279,10 +283,7 @@ async fn collect_forever(file: ConfigFile, control: Arc<Control>) {
         control.canaries.evaluate(&snap, control.region_index).await;
         control.publish();
         metrics.rounds.inc();
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        metrics.last_round.set(unix);
+        metrics.last_round.set(control.clock.unix_secs() as i64);
         tokio::time::sleep(t.interval.get()).await;
     }
 }

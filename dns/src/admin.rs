@@ -79,15 +79,13 @@ fn region_view(state: &DnsState) -> Vec<(String, bool, String)> {
 
 async fn metrics(State(state): State<Arc<DnsState>>) -> Response {
     let regions: Vec<(String, bool)> = region_view(&state).into_iter().map(|(n, h, _)| (n, h)).collect();
+    let now = state.clock.now();
     let staleness: Vec<(String, f64)> = state
         .health
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .filter_map(|(name, h)| {
-            let at = (*h.feed_ok.lock().unwrap_or_else(|p| p.into_inner()))?;
-            Some((name.clone(), at.elapsed().as_secs_f64()))
-        })
+        .filter_map(|(name, h)| Some((name.clone(), h.feed_staleness(now)?)))
         .collect();
     let text = state.metrics.render(&regions, &staleness);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
@@ -133,7 +131,7 @@ async fn reload(State(state): State<Arc<DnsState>>) -> Response {
     let s = state.clone();
     match tokio::task::spawn_blocking(move || s.reload()).await {
         Ok(Ok(serial)) => Json(json!({ "serial": serial })).into_response(),
-        Ok(Err(e)) => (StatusCode::BAD_REQUEST, Json(json!({ "error": "config rejected; the previous zones keep answering", "errors": e.lines().collect::<Vec<_>>() }))).into_response(),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, Json(json!({ "error": "config rejected; the previous zones keep answering", "errors": e.to_string().lines().collect::<Vec<_>>() }))).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "reload task failed"}))).into_response(),
     }
 }

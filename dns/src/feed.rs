@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meridian_config::feed::{FeedState, FEED_PATH};
 use tokio::task::JoinHandle;
@@ -61,7 +61,7 @@ async fn follow(state: Arc<DnsState>, region: String, addr: SocketAddr) {
                 state.report(&region, capacity.clone());
                 last = Some(capacity);
                 if let Some(h) = state.health.lock().unwrap_or_else(|p| p.into_inner()).get(&region) {
-                    *h.feed_ok.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                    h.feed_answered(state.clock.now());
                 }
             }
             Err(e) => {

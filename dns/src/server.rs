@@ -18,7 +18,7 @@ pub fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let state = Arc::new(DnsState::start(config)?);
+        let state = Arc::new(DnsState::start(config, Arc::new(meridian_clock::SystemClock))?);
         let dns = state
             .zones
             .load()

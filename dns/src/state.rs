@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use meridian_clock::{Clock, Nanos};
 use meridian_config::{ConfigErrors, ConfigFile};
 
 use crate::answer::Health;
 use crate::metrics::DnsMetrics;
-use crate::zones::ZoneSet;
+use crate::zones::{ZoneError, ZoneSet};
 
 /// One region's health as this server sees it.
 #[derive(Debug)]
@@ -23,10 +23,10 @@ pub struct RegionHealth {
     pub streak: Mutex<i32>,
     /// Why the region is in its state (last probe outcome).
     pub reason: Mutex<String>,
-    /// The latest control report: when it came and healthy endpoints per model.
-    pub report: Mutex<Option<(Instant, HashMap<String, u32>)>>,
-    /// When the region's control state feed last answered this server.
-    pub feed_ok: Mutex<Option<Instant>>,
+    /// The latest control report: when it came (clock reading) and healthy endpoints per model.
+    pub report: Mutex<Option<(Nanos, HashMap<String, u32>)>>,
+    /// Clock reading, plus one, of when the region's control state feed last answered (0: never).
+    feed_ok: AtomicU64,
 }
 
 impl Default for RegionHealth {
@@ -36,9 +36,35 @@ impl Default for RegionHealth {
             streak: Mutex::new(0),
             reason: Mutex::new("not probed yet".into()),
             report: Mutex::new(None),
-            feed_ok: Mutex::new(None),
+            feed_ok: AtomicU64::new(0),
         }
     }
+}
+
+impl RegionHealth {
+    /// Records that the region's state feed answered at `now`.
+    pub fn feed_answered(&self, now: Nanos) {
+        self.feed_ok.store(now.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Seconds since the feed last answered at `now`, or `None` before it ever did.
+    pub fn feed_staleness(&self, now: Nanos) -> Option<f64> {
+        match self.feed_ok.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(now.saturating_sub(at - 1) as f64 / 1e9),
+        }
+    }
+}
+
+/// A reload that did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file is invalid.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// The DNS section does not compile to zones.
+    #[error(transparent)]
+    Zones(#[from] ZoneError),
 }
 
 /// Everything the handler, probes and admin API share.
@@ -55,28 +81,27 @@ pub struct DnsState {
     pub health_now: ArcSwap<Health>,
     /// Metrics.
     pub metrics: DnsMetrics,
+    /// Time: report ages, feed staleness, SOA serials.
+    pub clock: Arc<dyn Clock>,
     serial: AtomicU32,
     /// Makes each recompute-and-publish of `health_now` whole: without it a probe's refresh,
     /// computed before a control report landed, could overwrite the report's refresh.
     refresh: Mutex<()>,
 }
 
-/// A SOA serial from the clock (seconds since 2020), so it also moves across restarts.
-fn clock_serial() -> u32 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    u32::try_from(now.saturating_sub(1_577_836_800)).unwrap_or(u32::MAX)
+/// A SOA serial from the wall clock (seconds since 2020), so it also moves across restarts.
+fn clock_serial(clock: &dyn Clock) -> u32 {
+    u32::try_from(clock.unix_secs().saturating_sub(1_577_836_800)).unwrap_or(u32::MAX)
 }
 
 impl DnsState {
     /// Loads the config and compiles the first zone set.
-    pub fn start(path: &Path) -> anyhow::Result<DnsState> {
+    pub fn start(path: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<DnsState> {
         let config = ConfigFile::new(path);
         let snap = config.load().map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
-        let serial = clock_serial();
+        let serial = clock_serial(&*clock);
         let metrics = DnsMetrics::new();
-        let zones = ZoneSet::build(Arc::new(snap), serial, &metrics).map_err(anyhow::Error::msg)?;
+        let zones = ZoneSet::build(Arc::new(snap), serial, &metrics)?;
         let state = DnsState {
             config,
             by_index: ArcSwap::from_pointee(Vec::new()),
@@ -84,6 +109,7 @@ impl DnsState {
             zones: ArcSwap::from_pointee(zones),
             health: Mutex::new(HashMap::new()),
             metrics,
+            clock,
             refresh: Mutex::new(()),
             serial: AtomicU32::new(serial),
         };
@@ -118,6 +144,7 @@ impl DnsState {
         let t = &zones.snap.config.control.telemetry;
         let stale = t.interval.get() * t.stale_after_intervals;
         let regions = self.by_index.load();
+        let now = self.clock.now();
         Health {
             probes: regions.iter().map(|h| h.healthy.load(Ordering::Relaxed)).collect(),
             capacity: regions
@@ -125,7 +152,7 @@ impl DnsState {
                 .map(|h| {
                     let r = h.report.lock().unwrap_or_else(|p| p.into_inner());
                     r.as_ref()
-                        .filter(|(at, _)| at.elapsed() <= stale)
+                        .filter(|(at, _)| now.saturating_sub(*at) <= meridian_clock::nanos(stale))
                         .map(|(_, c)| c.clone())
                 })
                 .collect(),
@@ -137,7 +164,7 @@ impl DnsState {
         let map = self.health.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(region) {
             Some(h) => {
-                *h.report.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), capacity));
+                *h.report.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.clock.now(), capacity));
                 drop(map);
                 self.refresh_health();
                 true
@@ -147,15 +174,12 @@ impl DnsState {
     }
 
     /// Re-reads the config; on any error the current zones keep answering. The SOA serial moves.
-    pub fn reload(&self) -> Result<u32, String> {
-        let result = self
-            .config
-            .load()
-            .map_err(|e: ConfigErrors| e.to_string())
-            .and_then(|snap| {
-                let serial = clock_serial().max(self.serial.load(Ordering::Relaxed) + 1);
-                ZoneSet::build(Arc::new(snap), serial, &self.metrics).map(|z| (z, serial))
-            });
+    pub fn reload(&self) -> Result<u32, ReloadError> {
+        let result = self.config.load().map_err(ReloadError::Invalid).and_then(|snap| {
+            let serial = clock_serial(&*self.clock).max(self.serial.load(Ordering::Relaxed) + 1);
+            let zones = ZoneSet::build(Arc::new(snap), serial, &self.metrics)?;
+            Ok((zones, serial))
+        });
         match result {
             Ok((zones, serial)) => {
                 self.serial.store(serial, Ordering::Relaxed);

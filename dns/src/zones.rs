@@ -76,8 +76,43 @@ pub struct GslbEntry {
     pub answer_counters: Vec<prometheus::IntCounter>,
 }
 
-fn fqdn(n: &str) -> Result<Name, String> {
-    Name::from_str(&format!("{}.", normalize(n))).map_err(|e| format!("{n}: {e}"))
+/// Why a valid config's DNS section does not compile to zones (validation rules these out; the
+/// DNS library has the last word).
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    /// The config has no `dns` section.
+    #[error("the config has no dns section")]
+    NoDns,
+    /// A name the DNS library refuses.
+    #[error("{name}: {reason}")]
+    BadName {
+        /// The name as written.
+        name: String,
+        /// The library's words.
+        reason: String,
+    },
+    /// Record data that does not parse as its type.
+    #[error("bad {kind} record `{value}`")]
+    BadRecord {
+        /// The record type.
+        kind: &'static str,
+        /// The data as written.
+        value: String,
+    },
+}
+
+fn fqdn(n: &str) -> Result<Name, ZoneError> {
+    Name::from_str(&format!("{}.", normalize(n))).map_err(|e| ZoneError::BadName {
+        name: n.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn bad(kind: &'static str, value: &str) -> ZoneError {
+    ZoneError::BadRecord {
+        kind,
+        value: value.to_string(),
+    }
 }
 
 fn secs(d: meridian_config::units::Duration) -> u32 {
@@ -86,8 +121,8 @@ fn secs(d: meridian_config::units::Duration) -> u32 {
 
 impl ZoneSet {
     /// Compiles the DNS section of a validated config; `serial` is the SOA serial to publish.
-    pub fn build(snap: Arc<Snapshot>, serial: u32, metrics: &DnsMetrics) -> Result<ZoneSet, String> {
-        let dns = snap.config.dns.as_ref().ok_or("the config has no dns section")?;
+    pub fn build(snap: Arc<Snapshot>, serial: u32, metrics: &DnsMetrics) -> Result<ZoneSet, ZoneError> {
+        let dns = snap.config.dns.as_ref().ok_or(ZoneError::NoDns)?;
         let regions: Vec<RegionInfo> = snap
             .config
             .regions
@@ -138,17 +173,14 @@ impl ZoneSet {
                 let rttl = r.ttl.map_or(ttl, secs);
                 let v = r.value.trim();
                 let data = match r.kind {
-                    CfgType::A => RData::A(A(v.parse().map_err(|_| format!("bad A {v}"))?)),
-                    CfgType::Aaaa => RData::AAAA(AAAA(v.parse().map_err(|_| format!("bad AAAA {v}"))?)),
+                    CfgType::A => RData::A(A(v.parse().map_err(|_| bad("A", v))?)),
+                    CfgType::Aaaa => RData::AAAA(AAAA(v.parse().map_err(|_| bad("AAAA", v))?)),
                     CfgType::Cname => RData::CNAME(CNAME(fqdn(v)?)),
                     CfgType::Ns => RData::NS(NS(fqdn(v)?)),
                     CfgType::Txt => RData::TXT(TXT::new(vec![v.to_string()])),
                     CfgType::Mx => {
-                        let (pref, host) = v.split_once(char::is_whitespace).ok_or("bad MX")?;
-                        RData::MX(MX::new(
-                            pref.parse().map_err(|_| "bad MX preference")?,
-                            fqdn(host.trim())?,
-                        ))
+                        let (pref, host) = v.split_once(char::is_whitespace).ok_or_else(|| bad("MX", v))?;
+                        RData::MX(MX::new(pref.parse().map_err(|_| bad("MX", v))?, fqdn(host.trim())?))
                     }
                 };
                 records

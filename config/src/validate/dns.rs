@@ -56,8 +56,8 @@ pub(super) fn check(cx: &mut Ctx<'_>) {
                 cx.err(format!("{rat}.name"), format!("`{owner}` is outside zone `{zone}`"));
                 continue;
             }
-            if let Err(e) = record_data(r.kind, &r.value) {
-                cx.err(format!("{rat}.value"), e);
+            if let Some(problem) = record_data_problem(r.kind, &r.value) {
+                cx.err(format!("{rat}.value"), problem);
             }
             if r.kind == RecordType::Cname && &owner == zone {
                 cx.err(format!("{rat}.type"), "a CNAME cannot sit at the zone apex");
@@ -82,7 +82,8 @@ pub(super) fn check(cx: &mut Ctx<'_>) {
     cidrs(cx);
 }
 
-fn record_data(kind: RecordType, value: &str) -> Result<(), String> {
+/// What is wrong with a record's data for its type, if anything.
+fn record_data_problem(kind: RecordType, value: &str) -> Option<String> {
     let v = value.trim();
     let ok = match kind {
         RecordType::A => v.parse::<std::net::Ipv4Addr>().is_ok(),
@@ -93,17 +94,13 @@ fn record_data(kind: RecordType, value: &str) -> Result<(), String> {
             .split_once(char::is_whitespace)
             .is_some_and(|(pref, host)| pref.parse::<u16>().is_ok() && is_domain_name(host.trim())),
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(match kind {
-            RecordType::A => format!("`{v}` is not an IPv4 address"),
-            RecordType::Aaaa => format!("`{v}` is not an IPv6 address"),
-            RecordType::Cname | RecordType::Ns => format!("`{v}` is not a DNS name"),
-            RecordType::Txt => "TXT data cannot be empty".into(),
-            RecordType::Mx => format!("`{v}` is not `preference host`, e.g. `10 mail.example.com`"),
-        })
-    }
+    (!ok).then(|| match kind {
+        RecordType::A => format!("`{v}` is not an IPv4 address"),
+        RecordType::Aaaa => format!("`{v}` is not an IPv6 address"),
+        RecordType::Cname | RecordType::Ns => format!("`{v}` is not a DNS name"),
+        RecordType::Txt => "TXT data cannot be empty".into(),
+        RecordType::Mx => format!("`{v}` is not `preference host`, e.g. `10 mail.example.com`"),
+    })
 }
 
 fn gslb(cx: &mut Ctx<'_>, zones: &[String], owners: &[(String, String, RecordType)]) {
