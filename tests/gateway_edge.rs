@@ -3,41 +3,37 @@
 mod common;
 
 use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use meridian_config::schema::{
+    HealthCheck, Limits, Protocol, Retries, Route, Timeouts, TlsVersion, Upstream, UpstreamTls,
+};
+use meridian_config::units::ByteSize;
 use serde_json::json;
-
-const CONFIG: &str = "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{ name: public, address: 127.90.0.1:8080, protocols: [http1, h2c] }]
-      admin: { address: 127.90.0.1:9901 }
-gateway:
-  limits: { max_request_headers: 2KiB, max_request_body: 1KiB }
-  retries: { attempts: 0 }
-  timeouts: { client_header: 1s }
-models:
-  - name: llm
-    versions: [{ name: v1, endpoints: [{ id: s1, address: 127.90.1.1:8000, region: r, zone: r-a }] }]
-";
 
 #[test]
 fn streams_limits_and_h2c() {
     let dir = scratch("edge");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, CONFIG);
-    let _sim = sim("127.90.1.1:8000", "s1", "llm", "v1", &["--latency", "1ms"]);
-    let (public, admin) = ("127.90.0.1:8080", "127.90.0.1:9901");
+    let mut w = World::new(90);
+    let gw = w.gateway("r", &["r-a"]);
+    w.gateway_of("r").listeners[0].protocols = vec![Protocol::Http1, Protocol::H2c];
+    let g = &mut w.config.gateway;
+    (g.limits.max_request_headers, g.limits.max_request_body) = (ByteSize::kib(2), ByteSize::kib(1));
+    g.retries.attempts = 0;
+    g.timeouts.client_header = secs(1);
+    let s1 = w.backend("llm", "v1", "s1", "r", "r-a");
+    let cfg = w.write(&dir);
+    let _sim = sim(&s1, "s1", "llm", "v1", &["--latency", "1ms"]);
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", None, admin, public);
     let c = client();
 
     // Streaming: the backend holds its token stream after the first event until the test opens the
     // gate. The first event must reach the client through the gateway while the backend is still
     // holding: a buffering proxy would deadlock here (and fail at the client's 20 s bound).
-    sim_control("127.90.1.1:8000", json!({"stream_gate": true}));
+    sim_control(&s1, json!({"stream_gate": true}));
     let mut resp = c
         .post(format!("http://{public}/v2/models/llm/generate_stream"))
         .body("{}")
@@ -50,7 +46,7 @@ fn streams_limits_and_h2c() {
         got.starts_with("data: {") && got.contains("\"token\":0") && !got.contains("[DONE]"),
         "{got}"
     );
-    sim_control("127.90.1.1:8000", json!({"stream_gate": false}));
+    sim_control(&s1, json!({"stream_gate": false}));
     let mut rest = String::new();
     resp.read_to_string(&mut rest).unwrap();
     assert!(
@@ -220,52 +216,42 @@ impl Read for ChunkReader {
     }
 }
 
-fn tls_config(examples: &str, with_other: bool) -> String {
-    let other = if with_other {
-        format!("              - {{ server_names: [other.example.com], cert: {examples}/other.pem, key: {examples}/other.key }}\n")
-    } else {
-        String::new()
-    };
-    format!(
-        "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners:
-        - name: tls
-          address: 127.91.0.1:8443
-          protocols: [http1, h2]
-          tls:
-            client_ca: {examples}/ca.pem
-            certificates:
-              - {{ server_names: [api.example.com], cert: {examples}/api.pem, key: {examples}/api.key }}
-{other}        - {{ name: plain, address: 127.91.0.1:8080 }}
-      admin: {{ address: 127.91.0.1:9901 }}
-models:
-  - name: llm
-    versions: [{{ name: v1, endpoints: [{{ id: t1, address: 127.91.1.1:8000, region: r, zone: r-a }}] }}]
-"
-    )
+/// The TLS test's world: a TLS listener (api.example.com, and other.example.com unless left
+/// out) with a client CA, beside a plain one.
+fn tls_world(pki: &Path, with_other: bool) -> (World, Gw, String, String) {
+    let mut w = World::new(91);
+    let gw = w.gateway("r", &["r-a"]);
+    let tls_at = format!("{}:8443", gw.ip);
+    let file = |f: &str| pki.join(f);
+    let mut certs = vec![(&["api.example.com"][..], file("api.pem"), file("api.key"))];
+    if with_other {
+        certs.push((&["other.example.com"][..], file("other.pem"), file("other.key")));
+    }
+    let mut listener = tls_listener("tls", &tls_at, &certs);
+    listener.protocols = vec![Protocol::Http1, Protocol::H2];
+    listener.tls.as_mut().unwrap().client_ca = Some(file("ca.pem"));
+    w.gateway_of("r").listeners.insert(0, listener);
+    let t1 = w.backend("llm", "v1", "t1", "r", "r-a");
+    (w, gw, tls_at, t1)
 }
 
 #[test]
 fn tls_sni_certificates_mutual_tls_alpn_and_reload() {
     let dir = scratch("tls");
-    let cfg = dir.join("meridian.yaml");
     let pki = test_pki(&dir);
     let examples = pki.to_str().unwrap();
-    write_config(&cfg, &tls_config(examples, true));
-    let _sim = sim("127.91.1.1:8000", "t1", "llm", "v1", &[]);
-    let _gw = gateway(&cfg, "r", None, "127.91.0.1:9901", "127.91.0.1:8080");
+    let (w, gw, tls_at, t1) = tls_world(&pki, true);
+    let cfg = w.write(&dir);
+    let _sim = sim(&t1, "t1", "llm", "v1", &[]);
+    let _gw = gateway(&cfg, "r", None, &gw.admin, &gw.public);
     let read = |f: &str| std::fs::read(format!("{examples}/{f}")).unwrap();
     let ca = reqwest::Certificate::from_pem(&read("ca.pem")).unwrap();
     let identity = reqwest::Identity::from_pem(&[read("client.pem"), read("client.key")].concat()).unwrap();
     let client = |with_identity: bool| {
         let mut b = reqwest::blocking::Client::builder()
             .add_root_certificate(ca.clone())
-            .resolve("api.example.com", "127.91.0.1:8443".parse().unwrap())
-            .resolve("other.example.com", "127.91.0.1:8443".parse().unwrap())
+            .resolve("api.example.com", tls_at.parse().unwrap())
+            .resolve("other.example.com", tls_at.parse().unwrap())
             .timeout(Duration::from_secs(20));
         if with_identity {
             b = b.identity(identity.clone());
@@ -297,7 +283,7 @@ fn tls_sni_certificates_mutual_tls_alpn_and_reload() {
         .is_err());
     // A client that does not trust the CA is refused at the handshake.
     let untrusting = reqwest::blocking::Client::builder()
-        .resolve("api.example.com", "127.91.0.1:8443".parse().unwrap())
+        .resolve("api.example.com", tls_at.parse().unwrap())
         .tls_built_in_root_certs(false)
         .identity(identity.clone())
         .build()
@@ -308,8 +294,8 @@ fn tls_sni_certificates_mutual_tls_alpn_and_reload() {
         .is_err());
     // Reload without the other.example.com certificate: that name now gets the default one, which the
     // client rejects, while api.example.com keeps working (no restart).
-    write_config(&cfg, &tls_config(examples, false));
-    let (status, body) = admin_post("127.91.0.1:9901", "/reload");
+    tls_world(&pki, false).0.rewrite(&cfg);
+    let (status, body) = admin_post(&gw.admin, "/reload");
     assert_eq!(status, 200, "{body}");
     let fresh = client(true);
     assert!(fresh
@@ -329,36 +315,35 @@ fn tls_sni_certificates_mutual_tls_alpn_and_reload() {
 #[test]
 fn admission_sheds_by_priority_queues_and_meets_the_deadline() {
     let dir = scratch("admission");
-    let cfg = dir.join("meridian.yaml");
-    write_config(
-        &cfg,
-        "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{ name: public, address: 127.92.0.1:8080 }]
-      admin: { address: 127.92.0.1:9901 }
-models:
-  - name: busy
-    versions: [{ name: v1, endpoints: [{ id: b1, address: 127.92.1.1:8000, region: r, zone: r-a }] }]
-    limits:
-      per_model_concurrency: 2
-      queue: { size: 1, timeout: 2s }
-      shed_sheddable_at: 50
-    timeouts: { first_byte: 20s }
-    retries: { attempts: 0 }
-  - name: ordered
-    versions: [{ name: v1, endpoints: [{ id: o1, address: 127.92.1.2:8000, region: r, zone: r-a }] }]
-    limits:
-      per_model_concurrency: 1
-      queue: { size: 1, timeout: 20s }
-      shed_sheddable_at: 100
-",
-    );
-    let _sim = sim("127.92.1.1:8000", "b1", "busy", "v1", &[]);
-    let _ordered = sim("127.92.1.2:8000", "o1", "ordered", "v1", &["--latency", "1ms"]);
-    let (public, admin) = ("127.92.0.1:8080", "127.92.0.1:9901");
+    let mut w = World::new(92);
+    let gw = w.gateway("r", &["r-a"]);
+    let b1 = w.backend("busy", "v1", "b1", "r", "r-a");
+    let o1 = w.backend("ordered", "v1", "o1", "r", "r-a");
+    let limits = |concurrency, queue, timeout, shed_at| {
+        let mut l = Limits {
+            per_model_concurrency: Some(concurrency),
+            shed_sheddable_at: shed_at,
+            ..Limits::default()
+        };
+        (l.queue.size, l.queue.timeout) = (queue, timeout);
+        l
+    };
+    let busy = w.model("busy");
+    busy.limits = Some(limits(2, 1, secs(2), 50.0));
+    busy.timeouts = Some(Timeouts {
+        first_byte: secs(20),
+        ..Timeouts::default()
+    });
+    busy.retries = Some(Retries {
+        attempts: 0,
+        ..Retries::default()
+    });
+    w.model("ordered").limits = Some(limits(1, 1, secs(20), 100.0));
+    let cfg = w.write(&dir);
+    let _sim = sim(&b1, "b1", "busy", "v1", &[]);
+    let _ordered = sim(&o1, "o1", "ordered", "v1", &["--latency", "1ms"]);
+    // Client threads outlive this frame as far as the compiler knows.
+    let (public, admin): (&'static str, &'static str) = (gw.public.leak(), gw.admin.leak());
     let _gw = gateway(&cfg, "r", None, admin, public);
     let c = client();
     let metric = |name: &str| -> f64 {
@@ -368,7 +353,7 @@ models:
             .unwrap_or(0.0)
     };
     // Two requests hold both slots (the backend hangs).
-    sim_control("127.92.1.1:8000", json!({"hang": true}));
+    sim_control(&b1, json!({"hang": true}));
     let holders: Vec<_> = (0..2)
         .map(|_| std::thread::spawn(move || infer(&client(), public, "/v2/models/busy/infer", &[]).status))
         .collect();
@@ -418,7 +403,7 @@ models:
     // Order: with one slot held by a token stream, a sheddable, a critical and a standard request
     // arrive. The queue holds one, critical waits past it, standard displaces sheddable; when the
     // slot frees, critical goes first, then standard.
-    sim_control("127.92.1.2:8000", json!({"stream_gate": true}));
+    sim_control(&o1, json!({"stream_gate": true}));
     let mut stream = c
         .post(format!("http://{public}/v2/models/ordered/generate_stream"))
         .body("{}")
@@ -467,7 +452,7 @@ models:
         "displaced by the standard request"
     );
     waiting(2.0);
-    sim_control("127.92.1.2:8000", json!({"stream_gate": false}));
+    sim_control(&o1, json!({"stream_gate": false}));
     let mut rest = String::new();
     stream.read_to_string(&mut rest).unwrap();
     critical.join().unwrap();
@@ -496,26 +481,14 @@ models:
 #[test]
 fn openai_requests_route_by_the_body_model() {
     let dir = scratch("openai");
-    let cfg = dir.join("meridian.yaml");
-    write_config(
-        &cfg,
-        "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{ name: public, address: 127.93.0.1:8080 }]
-      admin: { address: 127.93.0.1:9901 }
-models:
-  - name: llama
-    versions: [{ name: v1, endpoints: [{ id: l1, address: 127.93.1.1:8000, region: r, zone: r-a }] }]
-  - name: mistral
-    versions: [{ name: v1, endpoints: [{ id: m1, address: 127.93.2.1:8000, region: r, zone: r-a }] }]
-",
-    );
-    let _l = sim("127.93.1.1:8000", "l1", "llama", "v1", &[]);
-    let _m = sim("127.93.2.1:8000", "m1", "mistral", "v1", &[]);
-    let (public, admin) = ("127.93.0.1:8080", "127.93.0.1:9901");
+    let mut w = World::new(93);
+    let gw = w.gateway("r", &["r-a"]);
+    let l1 = w.backend("llama", "v1", "l1", "r", "r-a");
+    let m1 = w.backend("mistral", "v1", "m1", "r", "r-a");
+    let cfg = w.write(&dir);
+    let _l = sim(&l1, "l1", "llama", "v1", &[]);
+    let _m = sim(&m1, "m1", "mistral", "v1", &[]);
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", None, admin, public);
     let c = client();
     let post = |body: String| {
@@ -567,48 +540,44 @@ fn upstream_tls_verifies_backends_against_the_configured_ca() {
     let dir = scratch("upstream-tls");
     let pki = test_pki(&dir);
     let tls = pki.to_str().unwrap();
-    let cfg = dir.join("meridian.yaml");
-    write_config(
-        &cfg,
-        &format!(
-            "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{{ name: public, address: 127.98.0.1:8080 }}]
-      admin: {{ address: 127.98.0.1:9901 }}
-gateway:
-  retries: {{ attempts: 0 }}
-models:
-  - name: secure
-    versions:
-      - name: v1
-        upstream: {{ tls: {{ ca: {tls}/ca.pem, server_name: api.example.com }} }}
-        endpoints: [{{ id: t1, address: 127.98.1.1:8443, region: r, zone: r-a }}]
-      - name: v2
-        upstream: {{ h2: true, tls: {{ ca: {tls}/ca.pem, server_name: api.example.com }} }}
-        endpoints: [{{ id: t2, address: 127.98.1.2:8443, region: r, zone: r-a }}]
-      - name: v3
-        upstream: {{ tls: {{ ca: {tls}/ca.pem, server_name: impostor.example.org }} }}
-        endpoints: [{{ id: t3, address: 127.98.1.3:8443, region: r, zone: r-a }}]
-    routes: [{{ version: v1 }}]
-  - name: impostor
-    health_check: {{ enabled: false }}
-    versions:
-      - name: v1
-        upstream: {{ tls: {{ ca: {tls}/ca.pem, server_name: impostor.example.org }} }}
-        endpoints: [{{ id: t4, address: 127.98.1.4:8443, region: r, zone: r-a }}]
-"
-        ),
+    let mut w = World::new(98);
+    let gw = w.gateway("r", &["r-a"]);
+    w.config.gateway.retries.attempts = 0;
+    let upstream = |h2: bool, name: &str| Upstream {
+        h2,
+        tls: Some(UpstreamTls {
+            ca: Some(pki.join("ca.pem")),
+            server_name: Some(name.into()),
+        }),
+    };
+    let mut backend = |model: &str, version: &str, id: &str, up: Upstream| {
+        let at = w.backend_on(model, version, id, "r", "r-a", 8443);
+        w.version(model, version).upstream = up;
+        at
+    };
+    let t1 = backend("secure", "v1", "t1", upstream(false, "api.example.com"));
+    let t2 = backend("secure", "v2", "t2", upstream(true, "api.example.com"));
+    let t3 = backend("secure", "v3", "t3", upstream(false, "impostor.example.org"));
+    let t4 = backend("impostor", "v1", "t4", upstream(false, "impostor.example.org"));
+    w.route(
+        "secure",
+        Route {
+            version: Some("v1".into()),
+            ..Route::default()
+        },
     );
+    w.model("impostor").health_check = Some(HealthCheck {
+        enabled: false,
+        ..HealthCheck::default()
+    });
+    let cfg = w.write(&dir);
     let (cert, key) = (format!("{tls}/api.pem"), format!("{tls}/api.key"));
     let tls_args = ["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
-    let _s1 = sim("127.98.1.1:8443", "t1", "secure", "v1", &tls_args);
-    let _s2 = sim("127.98.1.2:8443", "t2", "secure", "v2", &tls_args);
-    let _s3 = sim("127.98.1.3:8443", "t3", "secure", "v3", &tls_args);
-    let _s4 = sim("127.98.1.4:8443", "t4", "impostor", "v1", &tls_args);
-    let (public, admin) = ("127.98.0.1:8080", "127.98.0.1:9901");
+    let _s1 = sim(&t1, "t1", "secure", "v1", &tls_args);
+    let _s2 = sim(&t2, "t2", "secure", "v2", &tls_args);
+    let _s3 = sim(&t3, "t3", "secure", "v3", &tls_args);
+    let _s4 = sim(&t4, "t4", "impostor", "v1", &tls_args);
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", None, admin, public);
     let c = client();
 
@@ -666,35 +635,25 @@ fn tls_versions_and_certificates_renewed_on_disk() {
     };
     copy("api.pem", "live.pem");
     copy("api.key", "live.key");
-    let cfg = dir.join("meridian.yaml");
-    write_config(
-        &cfg,
-        "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners:
-        - name: modern
-          address: 127.99.0.1:8443
-          tls:
-            min_version: '1.3'
-            certificates: [{ server_names: [api.example.com, other.example.com], cert: live.pem, key: live.key }]
-        - name: default
-          address: 127.99.0.1:8444
-          tls:
-            certificates: [{ server_names: [api.example.com, other.example.com], cert: live.pem, key: live.key }]
-        - { name: plain, address: 127.99.0.1:8080 }
-      admin: { address: 127.99.0.1:9901 }
-models:
-  - name: llm
-    versions: [{ name: v1, endpoints: [{ id: t1, address: 127.99.1.1:8000, region: r, zone: r-a }] }]
-",
-    );
-    let _sim = sim("127.99.1.1:8000", "t1", "llm", "v1", &[]);
-    let _gw = gateway(&cfg, "r", None, "127.99.0.1:9901", "127.99.0.1:8080");
+    let mut w = World::new(99);
+    let gw = w.gateway("r", &["r-a"]);
+    let (modern, default) = (format!("{}:8443", gw.ip), format!("{}:8444", gw.ip));
+    let live_files = [(
+        &["api.example.com", "other.example.com"][..],
+        "live.pem".into(),
+        "live.key".into(),
+    )];
+    let mut tls13 = tls_listener("modern", &modern, &live_files);
+    tls13.tls.as_mut().unwrap().min_version = TlsVersion::Tls13;
+    let listeners = &mut w.gateway_of("r").listeners;
+    listeners.insert(0, tls_listener("default", &default, &live_files));
+    listeners.insert(0, tls13);
+    let t1 = w.backend("llm", "v1", "t1", "r", "r-a");
+    let cfg = w.write(&dir);
+    let _sim = sim(&t1, "t1", "llm", "v1", &[]);
+    let _gw = gateway(&cfg, "r", None, &gw.admin, &gw.public);
 
-    for (addr, v1_2) in [("127.99.0.1:8443", false), ("127.99.0.1:8444", true)] {
+    for (addr, v1_2) in [(modern.as_str(), false), (default.as_str(), true)] {
         assert!(!openssl_handshake(addr, "-tls1"), "{addr}: TLS 1.0 must be refused");
         assert!(!openssl_handshake(addr, "-tls1_1"), "{addr}: TLS 1.1 must be refused");
         assert_eq!(openssl_handshake(addr, "-tls1_2"), v1_2, "{addr}: TLS 1.2");
@@ -705,7 +664,7 @@ models:
     let live = |host: &str| {
         reqwest::blocking::Client::builder()
             .add_root_certificate(ca.clone())
-            .resolve(host, "127.99.0.1:8443".parse().unwrap())
+            .resolve(host, modern.parse().unwrap())
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap()

@@ -27,45 +27,26 @@ fn healthy_is<'a>(admin: &'a str, id: &str, want: bool) -> impl FnMut() -> bool 
 #[test]
 fn zone_then_region_then_failover_region_then_panic() {
     let dir = scratch("locality");
-    let cfg = dir.join("meridian.yaml");
-    write_config(
-        &cfg,
-        "
-regions:
-  - name: us
-    zones: [us-a, us-b]
-    failover: [eu]
-    gateway:
-      listeners: [{ name: public, address: 127.30.0.1:8080 }]
-      admin: { address: 127.30.0.1:9901 }
-  - name: eu
-    zones: [eu-a]
-gateway:
-  health_check: { interval: 100ms, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 1 }
-  outlier_detection: { enabled: false }
-models:
-  - name: m
-    versions:
-      - name: v1
-        endpoints:
-          - { id: a1, address: 127.30.1.1:8000, region: us, zone: us-a }
-          - { id: a2, address: 127.30.1.2:8000, region: us, zone: us-a }
-          - { id: b1, address: 127.30.2.1:8000, region: us, zone: us-b }
-          - { id: e1, address: 127.30.3.1:8000, region: eu, zone: eu-a }
-",
-    );
+    let mut w = World::new(30);
+    let gw = w.gateway("us", &["us-a", "us-b"]);
+    w.region_of("us").failover = vec!["eu".into()];
+    w.region("eu", &["eu-a"]);
+    let hc = &mut w.config.gateway.health_check;
+    (hc.interval, hc.timeout, hc.healthy_threshold, hc.unhealthy_threshold) = (ms(100), secs(1), 1, 1);
+    w.config.gateway.outlier_detection.enabled = false;
     let addrs = [
-        ("a1", "127.30.1.1:8000"),
-        ("a2", "127.30.1.2:8000"),
-        ("b1", "127.30.2.1:8000"),
-        ("e1", "127.30.3.1:8000"),
+        ("a1", w.backend("m", "v1", "a1", "us", "us-a")),
+        ("a2", w.backend("m", "v1", "a2", "us", "us-a")),
+        ("b1", w.backend("m", "v1", "b1", "us", "us-b")),
+        ("e1", w.backend("m", "v1", "e1", "eu", "eu-a")),
     ];
+    let cfg = w.write(&dir);
     let _sims: Vec<_> = addrs.iter().map(|(id, a)| sim(a, id, "m", "v1", &[])).collect();
-    let (public, admin) = ("127.30.0.1:8080", "127.30.0.1:9901");
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "us", Some("us-a"), admin, public);
     let c = client();
     let unready = |i: usize, down: bool| {
-        sim_control(addrs[i].1, json!({"ready": !down}));
+        sim_control(&addrs[i].1, json!({"ready": !down}));
         wait_until(
             "health to follow",
             Duration::from_secs(10),
@@ -112,47 +93,27 @@ models:
 #[test]
 fn outliers_are_ejected_within_max_percent_and_return() {
     let dir = scratch("outlier");
-    let cfg = dir.join("meridian.yaml");
-    write_config(
-        &cfg,
-        "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{ name: public, address: 127.31.0.1:8080 }]
-      admin: { address: 127.31.0.1:9901 }
-gateway:
-  health_check: { enabled: false }
-  outlier_detection:
-    consecutive_5xx: 3
-    interval: 200ms
-    base_ejection_time: 1s
-    max_ejection_percent: 50
-  retries: { attempts: 0 }
-models:
-  - name: m
-    versions:
-      - name: v1
-        endpoints:
-          - { id: o1, address: 127.31.1.1:8000, region: r, zone: r-a }
-          - { id: o2, address: 127.31.1.2:8000, region: r, zone: r-a }
-          - { id: o3, address: 127.31.1.3:8000, region: r, zone: r-a }
-          - { id: o4, address: 127.31.1.4:8000, region: r, zone: r-a }
-",
-    );
-    let addrs = [
-        "127.31.1.1:8000",
-        "127.31.1.2:8000",
-        "127.31.1.3:8000",
-        "127.31.1.4:8000",
-    ];
+    let mut w = World::new(31);
+    let gw = w.gateway("r", &["r-a"]);
+    w.config.gateway.health_check.enabled = false;
+    let od = &mut w.config.gateway.outlier_detection;
+    (
+        od.consecutive_5xx,
+        od.interval,
+        od.base_ejection_time,
+        od.max_ejection_percent,
+    ) = (3, ms(200), secs(1), 50.0);
+    w.config.gateway.retries.attempts = 0;
+    let addrs: Vec<String> = (1..=4)
+        .map(|i| w.backend("m", "v1", &format!("o{i}"), "r", "r-a"))
+        .collect();
+    let cfg = w.write(&dir);
     let _sims: Vec<_> = addrs
         .iter()
         .enumerate()
         .map(|(i, a)| sim(a, &format!("o{}", i + 1), "m", "v1", &[]))
         .collect();
-    let (public, admin) = ("127.31.0.1:8080", "127.31.0.1:9901");
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", None, admin, public);
     let c = client();
     // Three of four backends start failing every request with 500.
@@ -209,34 +170,18 @@ fn tally_any(c: &reqwest::blocking::Client, public: &str, n: usize) -> HashMap<S
 #[test]
 fn a_backend_killed_under_load_costs_almost_nothing() {
     let dir = scratch("kill");
-    let cfg = dir.join("meridian.yaml");
-    write_config(
-        &cfg,
-        "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{ name: public, address: 127.32.0.1:8080 }]
-      admin: { address: 127.32.0.1:9901 }
-gateway:
-  health_check: { interval: 200ms, timeout: 500ms }
-models:
-  - name: m
-    versions:
-      - name: v1
-        endpoints:
-          - { id: k1, address: 127.32.1.1:8000, region: r, zone: r-a }
-          - { id: k2, address: 127.32.1.2:8000, region: r, zone: r-a }
-          - { id: k3, address: 127.32.1.3:8000, region: r, zone: r-a }
-",
-    );
-    let mut victim = sim("127.32.1.1:8000", "k1", "m", "v1", &["--latency", "3ms"]);
+    let mut w = World::new(32);
+    let gw = w.gateway("r", &["r-a"]);
+    let hc = &mut w.config.gateway.health_check;
+    (hc.interval, hc.timeout) = (ms(200), ms(500));
+    let [k1, k2, k3] = ["k1", "k2", "k3"].map(|id| w.backend("m", "v1", id, "r", "r-a"));
+    let cfg = w.write(&dir);
+    let mut victim = sim(&k1, "k1", "m", "v1", &["--latency", "3ms"]);
     let _others = [
-        sim("127.32.1.2:8000", "k2", "m", "v1", &["--latency", "3ms"]),
-        sim("127.32.1.3:8000", "k3", "m", "v1", &["--latency", "3ms"]),
+        sim(&k2, "k2", "m", "v1", &["--latency", "3ms"]),
+        sim(&k3, "k3", "m", "v1", &["--latency", "3ms"]),
     ];
-    let (public, admin) = ("127.32.0.1:8080", "127.32.0.1:9901");
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", None, admin, public);
     let load = Load::start(public, "/v2/models/m/infer", 6);
     load.wait_for_more(1000, "load flowing");
@@ -257,30 +202,17 @@ models:
 #[test]
 fn a_hanging_backend_answers_504_within_the_timeouts() {
     let dir = scratch("timeout");
-    let cfg = dir.join("meridian.yaml");
-    write_config(
-        &cfg,
-        "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{ name: public, address: 127.33.0.1:8080 }]
-      admin: { address: 127.33.0.1:9901 }
-gateway:
-  timeouts: { first_byte: 300ms, request: 1s }
-  retries: { attempts: 0 }
-models:
-  - name: m
-    versions:
-      - name: v1
-        endpoints: [{ id: h1, address: 127.33.1.1:8000, region: r, zone: r-a }]
-",
-    );
-    let _sim = sim("127.33.1.1:8000", "h1", "m", "v1", &[]);
-    let (public, admin) = ("127.33.0.1:8080", "127.33.0.1:9901");
+    let mut w = World::new(33);
+    let gw = w.gateway("r", &["r-a"]);
+    let t = &mut w.config.gateway.timeouts;
+    (t.first_byte, t.request) = (ms(300), secs(1));
+    w.config.gateway.retries.attempts = 0;
+    let h1 = w.backend("m", "v1", "h1", "r", "r-a");
+    let cfg = w.write(&dir);
+    let _sim = sim(&h1, "h1", "m", "v1", &[]);
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", None, admin, public);
-    sim_control("127.33.1.1:8000", json!({"hang": true}));
+    sim_control(&h1, json!({"hang": true}));
     let a = infer(&client(), public, "/v2/models/m/infer", &[]);
     assert_eq!(
         (a.status, a.body["error"].as_str()),

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use meridian_config::schema::{Protocol, Route};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus as Wire;
@@ -15,30 +16,6 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
-
-const CONFIG: &str = "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{ name: public, address: 127.97.0.1:8080, protocols: [http1, h2c] }]
-      admin: { address: 127.97.0.1:9901 }
-gateway:
-  health_check: { enabled: false }
-  retries: { attempts: 0 }
-models:
-  - name: grpc-model
-    versions:
-      - name: v1
-        upstream: { h2: true }
-        endpoints: [{ id: g1, address: 127.97.1.1:50051, region: r, zone: r-a }]
-      - name: v2
-        upstream: { h2: true }
-        endpoints: [{ id: g2, address: 127.97.1.2:50051, region: r, zone: r-a }]
-    routes: [{ version: v1 }]
-  - name: plain
-    versions: [{ name: v1, endpoints: [{ id: p1, address: 127.97.1.3:8000, region: r, zone: r-a }] }]
-";
 
 // The KServe V2 messages this test uses (inference.GRPCInferenceService, grpc_predict_v2.proto).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -98,17 +75,35 @@ where
 #[test]
 fn grpc_unary_and_streaming_through_the_gateway() {
     let dir = scratch("grpc");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, CONFIG);
+    let mut w = World::new(97);
+    let gw = w.gateway("r", &["r-a"]);
+    w.gateway_of("r").listeners[0].protocols = vec![Protocol::Http1, Protocol::H2c];
+    w.config.gateway.health_check.enabled = false;
+    w.config.gateway.retries.attempts = 0;
+    let [g1, g2] = [("g1", "v1"), ("g2", "v2")].map(|(id, v)| {
+        let at = w.backend_on("grpc-model", v, id, "r", "r-a", 50051);
+        w.version("grpc-model", v).upstream.h2 = true;
+        at
+    });
+    w.route(
+        "grpc-model",
+        Route {
+            version: Some("v1".into()),
+            ..Route::default()
+        },
+    );
+    let p1 = w.backend("plain", "v1", "p1", "r", "r-a");
+    let cfg = w.write(&dir);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let v1 = rt.block_on(backend("127.97.1.1:50051", ServingStatus::Serving));
-    let _v2 = rt.block_on(backend("127.97.1.2:50051", ServingStatus::NotServing));
-    let _sim = sim("127.97.1.3:8000", "p1", "plain", "v1", &[]);
-    let (public, admin) = ("127.97.0.1:8080", "127.97.0.1:9901");
+    let v1 = rt.block_on(backend(&g1, ServingStatus::Serving));
+    let _v2 = rt.block_on(backend(&g2, ServingStatus::NotServing));
+    let _sim = sim(&p1, "p1", "plain", "v1", &[]);
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", None, admin, public);
 
     rt.block_on(async {
-        let ch = Channel::from_static("http://127.97.0.1:8080")
+        let ch = Channel::from_shared(format!("http://{public}"))
+            .unwrap()
             .timeout(Duration::from_secs(20))
             .connect()
             .await

@@ -12,21 +12,13 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-fn config(n: u8) -> String {
-    format!(
-        "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{{ name: public, address: 127.96.{n}.1:8080 }}]
-      admin: {{ address: 127.96.{n}.1:9901 }}
-      shutdown_grace: 60s
-models:
-  - name: llm
-    versions: [{{ name: v1, endpoints: [{{ id: s1, address: 127.96.{n}.2:8000, region: r, zone: r-a }}] }}]
-"
-    )
+/// One gateway with a minute of shutdown grace and one backend.
+fn world(net: u8) -> (World, Gw, String) {
+    let mut w = World::new(net);
+    let gw = w.gateway("r", &["r-a"]);
+    w.gateway_of("r").shutdown_grace = secs(60);
+    let backend = w.backend("llm", "v1", "s1", "r", "r-a");
+    (w, gw, backend)
 }
 
 fn readyz(admin: &str) -> Option<Value> {
@@ -36,14 +28,14 @@ fn readyz(admin: &str) -> Option<Value> {
 #[test]
 fn sigterm_lets_a_stream_in_progress_finish() {
     let dir = scratch("sigterm");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, &config(0));
-    let (public, admin, backend) = ("127.96.0.1:8080", "127.96.0.1:9901", "127.96.0.2:8000");
-    let _sim = sim(backend, "s1", "llm", "v1", &["--latency", "1ms"]);
+    let (w, at, backend) = world(96);
+    let cfg = w.write(&dir);
+    let (public, admin) = (at.public.as_str(), at.admin.as_str());
+    let _sim = sim(&backend, "s1", "llm", "v1", &["--latency", "1ms"]);
     let mut gw = gateway(&cfg, "r", None, admin, public);
 
     // A token stream held by the backend after its first event.
-    sim_control(backend, json!({"stream_gate": true}));
+    sim_control(&backend, json!({"stream_gate": true}));
     let mut resp = client()
         .post(format!("http://{public}/v2/models/llm/generate_stream"))
         .body("{}")
@@ -65,7 +57,7 @@ fn sigterm_lets_a_stream_in_progress_finish() {
     );
 
     // The stream finishes whole, then the gateway exits on its own, cleanly.
-    sim_control(backend, json!({"stream_gate": false}));
+    sim_control(&backend, json!({"stream_gate": false}));
     let mut rest = String::new();
     resp.read_to_string(&mut rest).unwrap();
     assert!(
@@ -83,10 +75,10 @@ fn sigterm_lets_a_stream_in_progress_finish() {
 #[test]
 fn upgrade_hands_over_the_sockets_under_load_without_a_failed_request() {
     let dir = scratch("upgrade");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, &config(1));
-    let (public, admin, backend) = ("127.96.1.1:8080", "127.96.1.1:9901", "127.96.1.2:8000");
-    let _sim = sim(backend, "s1", "llm", "v1", &["--latency", "1ms"]);
+    let (w, at, backend) = world(95);
+    let cfg = w.write(&dir);
+    let (public, admin) = (at.public.as_str(), at.admin.as_str());
+    let _sim = sim(&backend, "s1", "llm", "v1", &["--latency", "1ms"]);
     let mut old = gateway(&cfg, "r", None, admin, public);
 
     let load = Load::start(public, "/v2/models/llm/infer", 4);

@@ -7,22 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
-
-const CONFIG: &str = "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{ name: public, address: 127.60.0.1:8080 }]
-      admin: { address: 127.60.0.1:9901 }
-models:
-  - name: iris
-    versions:
-      - name: v1
-        endpoints: [{ id: iris-a, address: 127.60.1.1:8000, region: r, zone: r-a }]
-observability:
-  access_log: { format: json }
-";
+use meridian_config::schema::LogFormat;
 
 fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| {
@@ -35,10 +20,13 @@ fn value(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn metrics_count_every_request_and_pass_promtool() {
     let dir = scratch("metrics");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, CONFIG);
-    let _sim = sim("127.60.1.1:8000", "iris-a", "iris", "v1", &[]);
-    let (public, admin) = ("127.60.0.1:8080", "127.60.0.1:9901");
+    let mut w = World::new(60);
+    let gw = w.gateway("r", &["r-a"]);
+    let at = w.backend("iris", "v1", "iris-a", "r", "r-a");
+    w.config.observability.access_log.format = LogFormat::Json;
+    let cfg = w.write(&dir);
+    let _sim = sim(&at, "iris-a", "iris", "v1", &[]);
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", None, admin, public);
     let c = client();
     for _ in 0..37 {

@@ -6,32 +6,24 @@ use std::time::Duration;
 
 use common::*;
 
-fn config(prefix: &str, v1_weight: u32, extra_model: bool) -> String {
-    let extra = if extra_model {
-        format!("  - name: extra\n    versions:\n      - {{ name: v1, endpoints: [{{ address: {prefix}.3.1:8000, region: r, zone: r-a }}] }}\n")
-    } else {
-        String::new()
-    };
-    format!(
-        "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{{ name: public, address: {prefix}.0.1:8080 }}]
-      admin: {{ address: {prefix}.0.1:9901 }}
-gateway:
-  health_check: {{ interval: 200ms }}
-models:
-  - name: m
-    versions:
-      - {{ name: v1, endpoints: [{{ address: {prefix}.1.1:8000, region: r, zone: r-a }}, {{ address: {prefix}.1.2:8000, region: r, zone: r-a }}] }}
-      - {{ name: v2, endpoints: [{{ address: {prefix}.2.1:8000, region: r, zone: r-a }}] }}
-    routes:
-      - split: [{{ version: v1, weight: {v1_weight} }}, {{ version: v2, weight: {} }}]
-{extra}",
-        100 - v1_weight
-    )
+/// One gateway; model m with v1 (two backends) and v2 (one), split `v1_weight`/rest; with
+/// `extra_model`, a second model on its own backend. The hosts are the same on every call for
+/// the same `net`, so a test rewrites its file with other weights and the same backends.
+fn world(net: u8, v1_weight: u32, extra_model: bool) -> (World, Gw, Vec<String>) {
+    let mut w = World::new(net);
+    let gw = w.gateway("r", &["r-a"]);
+    w.config.gateway.health_check.interval = ms(200);
+    let mut backends: Vec<String> = [("a", "v1"), ("b", "v1"), ("c", "v2")]
+        .iter()
+        .map(|(id, v)| w.backend("m", v, id, "r", "r-a"))
+        .collect();
+    w.route("m", split(&[("v1", v1_weight), ("v2", 100 - v1_weight)], None));
+    let x = w.addrs.host(1) + ":8000";
+    if extra_model {
+        w.endpoint_at("extra", "v1", "x", &x, "r", "r-a");
+    }
+    backends.push(x);
+    (w, gw, backends)
 }
 
 fn generation(admin: &str) -> u64 {
@@ -46,21 +38,20 @@ fn generation(admin: &str) -> u64 {
 
 #[test]
 fn a_hundred_reloads_under_load_fail_no_request() {
-    let p = "127.40";
     let dir = scratch("reload-load");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, &config(p, 90, false));
+    let (w, gw, at) = world(40, 90, false);
+    let cfg = w.write(&dir);
     let _sims = [
-        sim("127.40.1.1:8000", "a", "m", "v1", &["--latency", "2ms"]),
-        sim("127.40.1.2:8000", "b", "m", "v1", &["--latency", "2ms"]),
-        sim("127.40.2.1:8000", "c", "m", "v2", &["--latency", "2ms"]),
+        sim(&at[0], "a", "m", "v1", &["--latency", "2ms"]),
+        sim(&at[1], "b", "m", "v1", &["--latency", "2ms"]),
+        sim(&at[2], "c", "m", "v2", &["--latency", "2ms"]),
     ];
-    let (public, admin) = ("127.40.0.1:8080", "127.40.0.1:9901");
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", None, admin, public);
     let load = Load::start(public, "/v2/models/m/infer", 4);
     let start = generation(admin);
     for i in 0..100u32 {
-        write_config(&cfg, &config(p, 50 + (i % 2) * 40, false));
+        world(40, 50 + (i % 2) * 40, false).0.rewrite(&cfg);
         let (status, body) = admin_post(admin, "/reload");
         assert_eq!(status, 200, "{body}");
         // Let requests flow on each generation before the next swap.
@@ -83,23 +74,30 @@ fn a_hundred_reloads_under_load_fail_no_request() {
 
 #[test]
 fn invalid_reloads_are_rejected_and_the_old_config_keeps_serving() {
-    let p = "127.41";
     let dir = scratch("reload-invalid");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, &config(p, 100, false));
+    let (w, addrs, backends) = world(41, 100, false);
+    let cfg = w.write(&dir);
     let _sims = [
-        sim("127.41.1.1:8000", "a", "m", "v1", &[]),
-        sim("127.41.1.2:8000", "b", "m", "v1", &[]),
-        sim("127.41.2.1:8000", "c", "m", "v2", &[]),
-        sim("127.41.3.1:8000", "x", "extra", "v1", &[]),
+        sim(&backends[0], "a", "m", "v1", &[]),
+        sim(&backends[1], "b", "m", "v1", &[]),
+        sim(&backends[2], "c", "m", "v2", &[]),
+        sim(&backends[3], "x", "extra", "v1", &[]),
     ];
-    let (public, admin) = ("127.41.0.1:8080", "127.41.0.1:9901");
+    let (public, admin) = (addrs.public.as_str(), addrs.admin.as_str());
     let gw = gateway(&cfg, "r", None, admin, public);
     let c = client();
     let before = generation(admin);
 
-    // Weights that do not sum to 100: rejected with file, line, column and path.
-    write_config(&cfg, &config(p, 90, false).replace("weight: 10 }", "weight: 5 }"));
+    // Weights that do not sum to 100: rejected with file, line, column and path (the split's key).
+    let text = meridian_config::to_yaml(&world(41, 90, false).0.config);
+    let bad = text.replacen("weight: 10\n", "weight: 5\n", 1);
+    assert_ne!(bad, text);
+    let (at_line, at_col) = bad
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| Some((i + 1, l.find("split:")? + 1)))
+        .unwrap();
+    write_config(&cfg, &bad);
     let (status, body) = admin_post(admin, "/reload");
     assert_eq!(status, 400);
     let line = body["errors"][0].as_str().unwrap().to_string();
@@ -107,7 +105,10 @@ fn invalid_reloads_are_rejected_and_the_old_config_keeps_serving() {
         line.ends_with("models[0].routes[0].split: weights sum to 95, must be 100"),
         "{line}"
     );
-    assert!(line.starts_with(&format!("{}:16:9: ", cfg.display())), "{line}");
+    assert!(
+        line.starts_with(&format!("{}:{at_line}:{at_col}: ", cfg.display())),
+        "{line}"
+    );
     assert_eq!(generation(admin), before, "the old config keeps serving");
     for _ in 0..20 {
         let a = infer(&c, public, "/v2/models/m/infer", &[]);
@@ -115,12 +116,18 @@ fn invalid_reloads_are_rejected_and_the_old_config_keeps_serving() {
     }
 
     // A config without this gateway's region: rejected too.
-    write_config(
-        &cfg,
-        &config(p, 100, false)
-            .replace("- name: r\n", "- name: q\n")
-            .replace("region: r,", "region: q,"),
-    );
+    let mut moved = world(41, 100, false).0;
+    moved.config.regions[0].name = "q".into();
+    for e in moved
+        .config
+        .models
+        .iter_mut()
+        .flat_map(|m| &mut m.versions)
+        .flat_map(|v| &mut v.endpoints)
+    {
+        e.region = "q".into();
+    }
+    moved.rewrite(&cfg);
     let (status, body) = admin_post(admin, "/reload");
     assert_eq!(status, 400);
     assert!(
@@ -132,7 +139,7 @@ fn invalid_reloads_are_rejected_and_the_old_config_keeps_serving() {
     );
 
     // SIGHUP reloads a fixed file: the new model becomes routable.
-    write_config(&cfg, &config(p, 100, true));
+    world(41, 100, true).0.rewrite(&cfg);
     gw.signal("HUP");
     wait_until("SIGHUP reload", Duration::from_secs(10), || {
         infer(&c, public, "/v2/models/extra/infer", &[]).status == 200
@@ -140,7 +147,7 @@ fn invalid_reloads_are_rejected_and_the_old_config_keeps_serving() {
 
     // Changing the file alone is enough: the watcher reloads it.
     let g = generation(admin);
-    write_config(&cfg, &config(p, 100, false));
+    world(41, 100, false).0.rewrite(&cfg);
     wait_until("file watch reload", Duration::from_secs(10), || generation(admin) > g);
     assert_eq!(infer(&c, public, "/v2/models/extra/infer", &[]).status, 404);
 }

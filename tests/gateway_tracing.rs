@@ -9,32 +9,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use meridian_config::schema::OtlpProtocol;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-const CONFIG: &str = "
-regions:
-  - name: r
-    zones: [r-a, r-b]
-    gateway:
-      listeners: [{ name: public, address: 127.100.0.1:8080 }]
-      admin: { address: 127.100.0.1:9901 }
-gateway:
-  health_check: { enabled: false }
-  outlier_detection: { enabled: false }
-models:
-  - name: llm
-    versions:
-      - name: v1
-        endpoints:
-          - { id: a1, address: 127.100.1.1:8000, region: r, zone: r-a }
-          - { id: b1, address: 127.100.1.2:8000, region: r, zone: r-b }
-observability:
-  tracing: { otlp_endpoint: 'http://127.100.0.9:4317', protocol: grpc, sampling_ratio: 1.0, service_name: edge-test }
-";
+/// Two zones with one backend each; traces exported over `protocol` to a collector on this
+/// test's host `.0.9`; returns the world, its gateway, the backends and the collector's address.
+fn world(net: u8, protocol: OtlpProtocol, port: u16) -> (World, Gw, [String; 2], String) {
+    let mut w = World::new(net);
+    let gw = w.gateway("r", &["r-a", "r-b"]);
+    w.config.gateway.health_check.enabled = false;
+    w.config.gateway.outlier_detection.enabled = false;
+    let backends = [("a1", "r-a"), ("b1", "r-b")].map(|(id, z)| w.backend("llm", "v1", id, "r", z));
+    let collector = format!("127.{net}.0.9:{port}");
+    let t = &mut w.config.observability.tracing;
+    t.otlp_endpoint = Some(format!("http://{collector}"));
+    (t.protocol, t.sampling_ratio, t.service_name) = (protocol, 1.0, "edge-test".into());
+    (w, gw, backends, collector)
+}
 
 /// Spans received, with their resource's service.name.
 #[derive(Clone, Default)]
@@ -112,14 +107,14 @@ fn hex(s: &str) -> Vec<u8> {
 #[test]
 fn spans_per_request_and_attempt_with_propagation() {
     let dir = scratch("tracing");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, CONFIG);
+    let (w, gw, backends, collector_at) = world(100, OtlpProtocol::Grpc, 4317);
+    let cfg = w.write(&dir);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let collector = Collector::default();
     let server = rt.spawn({
         let svc = TraceServiceServer::new(collector.clone());
         async move {
-            let listener = tokio::net::TcpListener::bind("127.100.0.9:4317").await.unwrap();
+            let listener = tokio::net::TcpListener::bind(collector_at).await.unwrap();
             tonic::transport::Server::builder()
                 .add_service(svc)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
@@ -128,14 +123,14 @@ fn spans_per_request_and_attempt_with_propagation() {
     });
     // The zone-local endpoint answers 503, so every request is retried on the other zone's.
     let _a = sim(
-        "127.100.1.1:8000",
+        &backends[0],
         "a1",
         "llm",
         "v1",
         &["--error-rate", "1", "--error-status", "503"],
     );
-    let _b = sim("127.100.1.2:8000", "b1", "llm", "v1", &[]);
-    let (public, admin) = ("127.100.0.1:8080", "127.100.0.1:9901");
+    let _b = sim(&backends[1], "b1", "llm", "v1", &[]);
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", Some("r-a"), admin, public);
     let c = client();
 
@@ -230,21 +225,15 @@ fn spans_over_otlp_http() {
     use http_body_util::BodyExt;
     use prost::Message;
     let dir = scratch("tracing-http");
-    let cfg = dir.join("meridian.yaml");
-    write_config(
-        &cfg,
-        &CONFIG.replace("127.100.", "127.101.").replace(
-            "'http://127.101.0.9:4317', protocol: grpc",
-            "'http://127.101.0.9:4318', protocol: http",
-        ),
-    );
+    let (w, gw, backends, collector_at) = world(101, OtlpProtocol::Http, 4318);
+    let cfg = w.write(&dir);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let got: Arc<Mutex<Vec<(String, Span)>>> = Arc::default();
     let paths: Arc<Mutex<Vec<String>>> = Arc::default();
     rt.spawn({
         let (got, paths) = (got.clone(), paths.clone());
         async move {
-            let listener = tokio::net::TcpListener::bind("127.101.0.9:4318").await.unwrap();
+            let listener = tokio::net::TcpListener::bind(collector_at).await.unwrap();
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 let (got, paths) = (got.clone(), paths.clone());
@@ -278,9 +267,9 @@ fn spans_over_otlp_http() {
             }
         }
     });
-    let _a = sim("127.101.1.1:8000", "a1", "llm", "v1", &[]);
-    let _b = sim("127.101.1.2:8000", "b1", "llm", "v1", &[]);
-    let (public, admin) = ("127.101.0.1:8080", "127.101.0.1:9901");
+    let _a = sim(&backends[0], "a1", "llm", "v1", &[]);
+    let _b = sim(&backends[1], "b1", "llm", "v1", &[]);
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", Some("r-a"), admin, public);
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let a = infer(

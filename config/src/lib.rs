@@ -19,6 +19,7 @@ mod typecheck;
 pub mod units;
 mod validate;
 pub mod watch;
+pub mod write;
 
 pub use error::{ConfigErrors, Diagnostic};
 pub use load::{load_file, load_str, Loaded};
@@ -26,6 +27,7 @@ pub use pem::{certs as read_cert_chain, key as read_private_key, PemError};
 pub use schema::Config;
 pub use snapshot::Snapshot;
 pub use watch::ConfigFile;
+pub use write::to_yaml;
 
 /// The JSON Schema of the config file, for editors that validate YAML as it is typed.
 pub fn json_schema() -> serde_json::Value {

@@ -127,3 +127,21 @@ fn secrets_are_redacted_when_shown() {
     let shown = serde_json::to_string(&c).unwrap();
     assert!(!shown.contains("change-me") && shown.contains("<redacted>"));
 }
+
+#[test]
+fn every_example_writes_back_as_yaml_that_loads_to_the_same_config() {
+    for name in ["single-region.yaml", "multi-region.yaml"] {
+        let path = example(name);
+        let first = load_file(&path).unwrap().config;
+        let text = meridian_config::to_yaml(&first);
+        let again = meridian_config::load_str(&text, name, path.parent().unwrap())
+            .unwrap_or_else(|e| panic!("{name} written back:\n{e}\n{text}"))
+            .config;
+        assert_eq!(meridian_config::to_yaml(&again), text, "{name}");
+        assert_eq!(
+            serde_json::to_value(&again).unwrap(),
+            serde_json::to_value(&first).unwrap(),
+            "{name}"
+        );
+    }
+}

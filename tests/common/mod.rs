@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod world;
+pub use world::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -229,7 +232,7 @@ pub struct Load {
 
 impl Load {
     /// Starts the clients.
-    pub fn start(public: &'static str, path: &'static str, threads: usize) -> Load {
+    pub fn start(public: &str, path: &str, threads: usize) -> Load {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::sync::Arc;
         let stop = Arc::new(AtomicBool::new(false));
@@ -237,10 +240,11 @@ impl Load {
         let workers = (0..threads)
             .map(|_| {
                 let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let (public, path) = (public.to_string(), path.to_string());
                 std::thread::spawn(move || {
                     let c = client();
                     while !stop.load(Ordering::Relaxed) {
-                        let a = infer(&c, public, path, &[]);
+                        let a = infer(&c, &public, &path, &[]);
                         if a.status == 200 { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
                     }
                 })

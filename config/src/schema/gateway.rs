@@ -134,7 +134,11 @@ impl std::fmt::Debug for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
+        if crate::write::revealing() {
+            s.serialize_str(&self.0)
+        } else {
+            s.serialize_str("<redacted>")
+        }
     }
 }
 

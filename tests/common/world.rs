@@ -1,0 +1,349 @@
+//! The worlds the end-to-end tests run in, built from the config crate's own types and written with
+//! [`meridian_config::to_yaml`], so a test's config is typed (a renamed field breaks the build, not
+//! the test) and no test repeats YAML. Each test owns a /16 of the loopback range (`127.N.0.0/16`)
+//! and takes hosts from it in order, so tests running at once never share an address: gateways on
+//! `127.N.0.x`, backends on `127.N.1.x`, DNS on `127.N.0.53`, control loops on `127.N.0.(x+2)`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use meridian_config::schema::{
+    Admin, Config, Dns, Endpoint, GslbName, GslbPolicy, Listener, Model, Record, RecordType, Region, RegionControl,
+    RegionGateway, Route, Secret, Soa, Version, WeightedVersion, Zone,
+};
+use meridian_config::units::Duration;
+
+/// A duration in milliseconds.
+pub fn ms(n: u64) -> Duration {
+    Duration::millis(n)
+}
+
+/// A duration in seconds.
+pub fn secs(n: u64) -> Duration {
+    Duration::secs(n)
+}
+
+/// Hands out the hosts of one test's `127.N.0.0/16`, in order within each subnet.
+pub struct Addrs {
+    net: u8,
+    next: [u8; 256],
+}
+
+impl Addrs {
+    /// The test's own `/16`.
+    pub fn new(net: u8) -> Addrs {
+        Addrs { net, next: [0; 256] }
+    }
+
+    /// The next host of subnet `127.N.sub.0/24`.
+    pub fn host(&mut self, sub: u8) -> String {
+        self.next[sub as usize] += 1;
+        format!("127.{}.{sub}.{}", self.net, self.next[sub as usize])
+    }
+}
+
+/// Where a region's gateway listens.
+#[derive(Clone, Debug)]
+pub struct Gw {
+    /// The public listener, `IP:8080`.
+    pub public: String,
+    /// The admin listener, `IP:9901`.
+    pub admin: String,
+    /// The IP both listen on.
+    pub ip: String,
+}
+
+/// Where the DNS server listens.
+#[derive(Clone, Debug)]
+pub struct DnsAt {
+    /// UDP and TCP, `IP:5353`.
+    pub listen: String,
+    /// Admin API, `IP:9953`.
+    pub admin: String,
+}
+
+/// A test world's config and the addresses handed out for it.
+pub struct World {
+    /// The config as it will be written; tests change its policy sections directly.
+    pub config: Config,
+    /// The test's addresses.
+    pub addrs: Addrs,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+impl World {
+    /// An empty world in `127.net.0.0/16`.
+    pub fn new(net: u8) -> World {
+        World {
+            config: Config::default(),
+            addrs: Addrs::new(net),
+        }
+    }
+
+    /// A region without a gateway of its own (a failover target, a backend's home).
+    pub fn region(&mut self, name: &str, zones: &[&str]) -> &mut Region {
+        self.config.regions.push(Region {
+            name: name.into(),
+            zones: zones.iter().map(|z| z.to_string()).collect(),
+            location: None,
+            failover: Vec::new(),
+            gateway: None,
+            control: None,
+        });
+        self.config.regions.last_mut().expect("just pushed")
+    }
+
+    /// A region with a gateway on the next gateway host: public listener `:8080`, admin `:9901`.
+    pub fn gateway(&mut self, name: &str, zones: &[&str]) -> Gw {
+        let ip = self.addrs.host(0);
+        let gw = Gw {
+            public: format!("{ip}:8080"),
+            admin: format!("{ip}:9901"),
+            ip: ip.clone(),
+        };
+        self.region(name, zones).gateway = Some(RegionGateway {
+            listeners: vec![Listener {
+                name: "public".into(),
+                address: addr(&gw.public),
+                protocols: Vec::new(),
+                tls: None,
+            }],
+            admin: Admin {
+                address: addr(&gw.admin),
+                token: None,
+            },
+            public_addresses: Vec::new(),
+            health_url: None,
+            shutdown_grace: secs(30),
+            shutdown_delay: secs(2),
+        });
+        gw
+    }
+
+    /// The gateway settings of region `name`.
+    pub fn gateway_of(&mut self, name: &str) -> &mut RegionGateway {
+        self.region_of(name).gateway.as_mut().expect("the region has a gateway")
+    }
+
+    /// Region `name`.
+    pub fn region_of(&mut self, name: &str) -> &mut Region {
+        self.config
+            .regions
+            .iter_mut()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no region {name}"))
+    }
+
+    /// Gives region `name` a control loop on the host after its gateway's (`:9902`); returns it.
+    pub fn control(&mut self, name: &str) -> String {
+        let host = self.addrs.host(0);
+        let address = format!("{host}:9902");
+        self.region_of(name).control = Some(RegionControl {
+            address: addr(&address),
+        });
+        address
+    }
+
+    /// Requires `token` from non-loopback admin clients of region `name`'s gateway.
+    pub fn admin_token(&mut self, name: &str, token: &str) {
+        self.gateway_of(name).admin.token = Some(Secret(token.into()));
+    }
+
+    /// Model `name`, created empty on first use.
+    pub fn model(&mut self, name: &str) -> &mut Model {
+        if !self.config.models.iter().any(|m| m.name == name) {
+            self.config.models.push(Model {
+                name: name.into(),
+                versions: Vec::new(),
+                routes: Vec::new(),
+                health_check: None,
+                outlier_detection: None,
+                retries: None,
+                timeouts: None,
+                limits: None,
+            });
+        }
+        self.config
+            .models
+            .iter_mut()
+            .find(|m| m.name == name)
+            .expect("just made")
+    }
+
+    /// Version `version` of `model`, created without endpoints on first use.
+    pub fn version(&mut self, model: &str, version: &str) -> &mut Version {
+        let m = self.model(model);
+        if !m.versions.iter().any(|v| v.name == version) {
+            m.versions.push(Version {
+                name: version.into(),
+                endpoints: Vec::new(),
+                discovery: None,
+                upstream: Default::default(),
+            });
+        }
+        m.versions.iter_mut().find(|v| v.name == version).expect("just made")
+    }
+
+    /// A backend of `model` `version` with id `id` in `region`/`zone`, on the next backend host's
+    /// port 8000; returns its address.
+    pub fn backend(&mut self, model: &str, version: &str, id: &str, region: &str, zone: &str) -> String {
+        self.backend_on(model, version, id, region, zone, 8000)
+    }
+
+    /// [`Self::backend`] on another port.
+    pub fn backend_on(&mut self, model: &str, version: &str, id: &str, region: &str, zone: &str, port: u16) -> String {
+        let address = format!("{}:{port}", self.addrs.host(1));
+        self.endpoint_at(model, version, id, &address, region, zone);
+        address
+    }
+
+    /// An endpoint at a given address (a host outside the allocator: another namespace, a port
+    /// that must not answer).
+    pub fn endpoint_at(&mut self, model: &str, version: &str, id: &str, address: &str, region: &str, zone: &str) {
+        self.version(model, version).endpoints.push(Endpoint {
+            id: (!id.is_empty()).then(|| id.to_string()),
+            address: addr(address),
+            region: region.into(),
+            zone: zone.into(),
+            weight: 1,
+            metrics_url: None,
+        });
+    }
+
+    /// Adds a routing rule to `model`.
+    pub fn route(&mut self, model: &str, route: Route) {
+        self.model(model).routes.push(route);
+    }
+
+    /// A DNS server on the DNS host, authoritative for `meridian.test` (SOA, NS and an A record
+    /// for `ns1`); GSLB names and other records are added to [`Self::dns_mut`].
+    pub fn dns(&mut self) -> DnsAt {
+        let ip = format!("127.{}.0.53", self.addrs.net);
+        let at = DnsAt {
+            listen: format!("{ip}:5353"),
+            admin: format!("{ip}:9953"),
+        };
+        self.config.dns = Some(Dns {
+            listen: vec![addr(&at.listen)],
+            admin: Admin {
+                address: addr(&at.admin),
+                token: None,
+            },
+            zones: vec![Zone {
+                name: "meridian.test".into(),
+                ttl: secs(300),
+                soa: Soa {
+                    mname: "ns1.meridian.test".into(),
+                    rname: "hostmaster.meridian.test".into(),
+                    refresh: secs(3600),
+                    retry: secs(600),
+                    expire: secs(604_800),
+                    minimum: secs(60),
+                },
+                ns: vec!["ns1.meridian.test".into()],
+                records: vec![record("ns1", RecordType::A, "127.0.0.1")],
+            }],
+            gslb: Vec::new(),
+            cidr_map: Vec::new(),
+            probe: Default::default(),
+            max_udp_payload: 1232,
+        });
+        at
+    }
+
+    /// The DNS section.
+    pub fn dns_mut(&mut self) -> &mut Dns {
+        self.config.dns.as_mut().expect("dns() first")
+    }
+
+    /// Writes the config to `meridian.yaml` in `dir`; returns its path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("meridian.yaml");
+        self.rewrite(&path);
+        path
+    }
+
+    /// Writes the config over `path` atomically (write, then rename), as config management would.
+    pub fn rewrite(&self, path: &Path) {
+        super::write_config(path, &meridian_config::to_yaml(&self.config));
+    }
+}
+
+/// A TLS listener on `address` serving `certs`, each (SNI names, certificate file, key file).
+pub fn tls_listener(name: &str, address: &str, certs: &[(&[&str], PathBuf, PathBuf)]) -> Listener {
+    use meridian_config::schema::{Certificate, ListenerTls};
+    Listener {
+        name: name.into(),
+        address: addr(address),
+        protocols: Vec::new(),
+        tls: Some(ListenerTls {
+            certificates: certs
+                .iter()
+                .map(|(names, cert, key)| Certificate {
+                    server_names: names.iter().map(|n| n.to_string()).collect(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+                .collect(),
+            client_ca: None,
+            min_version: Default::default(),
+        }),
+    }
+}
+
+/// A static record.
+pub fn record(name: &str, kind: RecordType, value: &str) -> Record {
+    Record {
+        name: name.into(),
+        kind,
+        value: value.into(),
+        ttl: None,
+    }
+}
+
+/// A GSLB name over `regions` (all gateway regions when empty).
+pub fn gslb(name: &str, policy: GslbPolicy, regions: &[&str]) -> GslbName {
+    GslbName {
+        name: name.into(),
+        policy,
+        regions: regions.iter().map(|r| r.to_string()).collect(),
+        weights: Default::default(),
+        ttl: secs(30),
+        when_all_down: Default::default(),
+        max_answers: 8,
+        models: Vec::new(),
+    }
+}
+
+/// A weighted split between versions, sticky on header `sticky` when given.
+pub fn split(weights: &[(&str, u32)], sticky: Option<&str>) -> Route {
+    Route {
+        split: weights
+            .iter()
+            .map(|(v, w)| WeightedVersion {
+                version: v.to_string(),
+                weight: *w,
+            })
+            .collect(),
+        sticky: sticky.map(|h| meridian_config::schema::StickyKey::Header(h.into())),
+        ..Route::default()
+    }
+}
+
+/// A rule sending requests whose header `name` equals `value` to `version`.
+pub fn header_rule(name: &str, value: &str, version: &str) -> Route {
+    Route {
+        matches: Some(meridian_config::schema::RouteMatch {
+            headers: vec![meridian_config::schema::HeaderMatch {
+                name: name.into(),
+                exact: Some(value.into()),
+                ..Default::default()
+            }],
+        }),
+        version: Some(version.into()),
+        ..Route::default()
+    }
+}
