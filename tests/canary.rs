@@ -10,40 +10,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use meridian_config::schema::{Analysis, CanaryPlan, CanaryStep};
 use serde_json::Value;
 
-fn config(net: u8) -> String {
-    format!(
-        "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{{ name: public, address: 127.{net}.0.1:8080 }}]
-      admin: {{ address: 127.{net}.0.1:9901 }}
-    control: {{ address: 127.{net}.0.3:9902 }}
-gateway:
-  retries: {{ attempts: 0 }}
-  outlier_detection: {{ enabled: false }}
-models:
-  - name: llm
-    versions:
-      - {{ name: v1, endpoints: [{{ id: a, address: '127.{net}.1.1:8000', region: r, zone: r-a }}] }}
-      - {{ name: v2, endpoints: [{{ id: b, address: '127.{net}.1.2:8000', region: r, zone: r-a }}] }}
-    routes:
-      - {{ split: [{{ version: v1, weight: 100 }}, {{ version: v2, weight: 0 }}], sticky: {{ header: x-user-id }} }}
-control:
-  telemetry: {{ interval: 200ms, timeout: 500ms }}
-  state_file: canary-state.json
-canaries:
-  - name: llm-v2
-    model: llm
-    stable: v1
-    canary: v2
-    steps: [{{ weight: 30, pause: 1s }}, {{ weight: 60, pause: 1s }}]
-    analysis: {{ interval: 300ms, window: 5s, min_requests: 10, success_rate: 0.95 }}
-"
-    )
+/// One gateway and control loop; llm v1 (backend a) and v2 (b) split 100/0 sticky on x-user-id,
+/// and a plan stepping v2 to 30% and 60%, a second each, while its success rate holds at 95%.
+fn world(net: u8) -> (World, Gw, String, [String; 2]) {
+    let mut w = World::new(net);
+    let gw = w.gateway("r", &["r-a"]);
+    let control = w.control("r");
+    w.config.gateway.retries.attempts = 0;
+    w.config.gateway.outlier_detection.enabled = false;
+    let backends = [("a", "v1"), ("b", "v2")].map(|(id, v)| w.backend("llm", v, id, "r", "r-a"));
+    w.route("llm", split(&[("v1", 100), ("v2", 0)], Some("x-user-id")));
+    let t = &mut w.config.control.telemetry;
+    (t.interval, t.timeout) = (ms(200), ms(500));
+    w.config.control.state_file = Some("canary-state.json".into());
+    w.config.canaries.push(CanaryPlan {
+        name: "llm-v2".into(),
+        model: "llm".into(),
+        route: None,
+        stable: "v1".into(),
+        canary: "v2".into(),
+        steps: [30, 60].map(|weight| CanaryStep { weight, pause: secs(1) }).into(),
+        analysis: Analysis {
+            interval: ms(300),
+            window: secs(5),
+            min_requests: 10,
+            success_rate: 0.95,
+            ..Analysis::default()
+        },
+    });
+    (w, gw, control, backends)
 }
 
 /// Clients with a new user id per request (the split is sticky on it), until dropped.
@@ -128,18 +126,18 @@ fn versions_now(public: &str) -> Vec<String> {
 #[test]
 fn a_healthy_canary_steps_up_and_is_promoted() {
     let dir = scratch("canary-promote");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, &config(104));
-    let _a = sim("127.104.1.1:8000", "a", "llm", "v1", &[]);
-    let _b = sim("127.104.1.2:8000", "b", "llm", "v2", &[]);
-    let control = "127.104.0.3:9902";
+    let (w, gw, control, backends) = world(104);
+    let cfg = w.write(&dir);
+    let _a = sim(&backends[0], "a", "llm", "v1", &[]);
+    let _b = sim(&backends[1], "b", "llm", "v2", &[]);
+    let control = control.as_str();
     let _control = start(
         "control",
         &["control", "--config", cfg.to_str().unwrap(), "--region", "r"],
         &dir.join("control.log"),
         "listening on",
     );
-    let (public, admin) = ("127.104.0.1:8080", "127.104.0.1:9901");
+    let (public, admin): (&'static str, &'static str) = (gw.public.leak(), gw.admin.leak());
     let _gw = gateway(&cfg, "r", None, admin, public);
     let _traffic = Traffic::start(public);
 
@@ -178,20 +176,20 @@ fn a_healthy_canary_steps_up_and_is_promoted() {
 #[test]
 fn a_failing_canary_is_rolled_back_and_stays_rolled_back_across_restarts() {
     let dir = scratch("canary-rollback");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, &config(105));
-    let _a = sim("127.105.1.1:8000", "a", "llm", "v1", &[]);
+    let (w, gw, control, backends) = world(105);
+    let cfg = w.write(&dir);
+    let _a = sim(&backends[0], "a", "llm", "v1", &[]);
     let _b = sim(
-        "127.105.1.2:8000",
+        &backends[1],
         "b",
         "llm",
         "v2",
         &["--error-rate", "1", "--error-status", "500"],
     );
-    let control = "127.105.0.3:9902";
+    let control = control.as_str();
     let control_args = ["control", "--config", cfg.to_str().unwrap(), "--region", "r"];
     let mut first = start("control", &control_args, &dir.join("control.log"), "listening on");
-    let (public, admin) = ("127.105.0.1:8080", "127.105.0.1:9901");
+    let (public, admin): (&'static str, &'static str) = (gw.public.leak(), gw.admin.leak());
     let _gw = gateway(&cfg, "r", None, admin, public);
     let traffic = Traffic::start(public);
 

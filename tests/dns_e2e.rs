@@ -13,61 +13,64 @@ use common::*;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RData, RecordType};
+use meridian_config::schema::{AllDown, CidrRegion, GeoPoint, GslbPolicy, Record, RecordType as Data};
 use serde_json::json;
 
-const DNS: &str = "127.70.0.1:5353";
-const ADMIN: &str = "127.70.0.1:9953";
+/// Where [`World::dns`] puts this test's DNS server (net 70).
+const DNS: &str = "127.70.0.53:5353";
+const ADMIN: &str = "127.70.0.53:9953";
 
-fn config(extra_record: &str) -> String {
-    let big: String = (0..40)
-        .map(|i| {
-            format!(
-                "        - {{ name: big, type: TXT, value: \"chunk-{i:02}-{}\" }}\n",
-                "x".repeat(40)
-            )
+/// Two regions whose gateways DNS probes at a sim on each gateway IP's port 8000; us also answers
+/// with an IPv6 address.
+fn two_regions(net: u8) -> (World, Gw, Gw) {
+    let mut w = World::new(net);
+    let mut region = |name: &str, lat: f64, lon: f64| {
+        let gw = w.gateway(name, &[&format!("{name}-a")]);
+        w.announce(name);
+        let r = w.region_of(name);
+        r.location = Some(GeoPoint { lat, lon });
+        r.gateway.as_mut().unwrap().health_url = Some(format!("http://{}:8000/v2/health/ready", gw.ip));
+        gw
+    };
+    let us = region("us", 38.9, -77.0);
+    let eu = region("eu", 53.3, -6.3);
+    (w, us, eu)
+}
+
+/// The first test's world: static records (a TXT set too big for UDP), failover and nearest
+/// names, a CIDR map; `extra` adds one more record.
+fn world(extra: Option<Record>) -> (World, Gw, Gw) {
+    let (mut w, us, eu) = two_regions(70);
+    w.gateway_of("us").public_addresses.push("fd00::1".parse().unwrap());
+    assert_eq!(w.dns().listen, DNS);
+    let d = w.dns_mut();
+    (
+        d.probe.interval,
+        d.probe.timeout,
+        d.probe.healthy_threshold,
+        d.probe.unhealthy_threshold,
+    ) = (ms(100), ms(500), 1, 2);
+    let zone = &mut d.zones[0];
+    zone.soa.minimum = secs(60);
+    zone.records.extend([
+        record("www", Data::Cname, "api.meridian.test"),
+        record("@", Data::Mx, "10 mail.meridian.test"),
+        record("@", Data::Txt, "v=spf1 -all"),
+    ]);
+    zone.records
+        .extend((0..40).map(|i| record("big", Data::Txt, &format!("chunk-{i:02}-{}", "x".repeat(40)))));
+    zone.records.extend(extra);
+    d.gslb = vec![
+        gslb("api.meridian.test", GslbPolicy::Failover, &["us", "eu"]),
+        gslb("near.meridian.test", GslbPolicy::Nearest, &["us", "eu"]),
+    ];
+    d.cidr_map = [("10.2.0.0/16", "eu"), ("10.1.0.0/16", "us")]
+        .map(|(cidr, region)| CidrRegion {
+            cidr: cidr.parse().unwrap(),
+            region: region.into(),
         })
-        .collect();
-    format!(
-        "
-regions:
-  - name: us
-    zones: [us-a]
-    location: {{ lat: 38.9, lon: -77.0 }}
-    gateway:
-      listeners: [{{ name: p, address: 127.70.1.1:8080 }}]
-      admin: {{ address: 127.70.1.1:9901 }}
-      public_addresses: [127.70.1.1, 'fd00::1']
-      health_url: http://127.70.1.1:8000/v2/health/ready
-  - name: eu
-    zones: [eu-a]
-    location: {{ lat: 53.3, lon: -6.3 }}
-    gateway:
-      listeners: [{{ name: p, address: 127.70.2.1:8080 }}]
-      admin: {{ address: 127.70.2.1:9901 }}
-      public_addresses: [127.70.2.1]
-      health_url: http://127.70.2.1:8000/v2/health/ready
-dns:
-  listen: [{DNS}]
-  admin: {{ address: {ADMIN} }}
-  probe: {{ interval: 100ms, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 2 }}
-  zones:
-    - name: meridian.test
-      soa: {{ mname: ns1.meridian.test, rname: hostmaster.meridian.test, minimum: 60s }}
-      ns: [ns1.meridian.test]
-      records:
-        - {{ name: ns1, type: A, value: 127.0.0.1 }}
-        - {{ name: www, type: CNAME, value: api.meridian.test }}
-        - {{ name: '@', type: MX, value: 10 mail.meridian.test }}
-        - {{ name: '@', type: TXT, value: v=spf1 -all }}
-{big}{extra_record}
-  gslb:
-    - {{ name: api.meridian.test, policy: failover, regions: [us, eu] }}
-    - {{ name: near.meridian.test, policy: nearest, regions: [us, eu] }}
-  cidr_map:
-    - {{ cidr: 10.2.0.0/16, region: eu }}
-    - {{ cidr: 10.1.0.0/16, region: us }}
-"
-    )
+        .into();
+    (w, us, eu)
 }
 
 fn query(name: &str, t: RecordType, edns: Option<Edns>) -> Vec<u8> {
@@ -121,7 +124,7 @@ fn a_records(m: &Message) -> Vec<String> {
 
 fn dig(args: &[&str]) -> String {
     let out = Command::new("dig")
-        .args(["@127.70.0.1", "-p", "5353", "+time=3", "+tries=1"])
+        .args(["@127.70.0.53", "-p", "5353", "+time=3", "+tries=1"])
         .args(args)
         .stdout(Stdio::piped())
         .output()
@@ -132,11 +135,13 @@ fn dig(args: &[&str]) -> String {
 #[test]
 fn authoritative_answers_gslb_failover_ecs_truncation_and_reload() {
     let dir = scratch("dns");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, &config(""));
+    let (w, us, eu) = world(None);
+    let cfg = w.write(&dir);
+    let (us_hc, eu_hc) = (format!("{}:8000", us.ip), format!("{}:8000", eu.ip));
+    let (us_ip, eu_ip) = (us.ip.as_str(), eu.ip.as_str());
     // The regions' gateway health endpoints: sim backends whose readiness the test switches.
-    let _us = sim("127.70.1.1:8000", "us-gw", "m", "v1", &[]);
-    let _eu = sim("127.70.2.1:8000", "eu-gw", "m", "v1", &[]);
+    let _us = sim(&us_hc, "us-gw", "m", "v1", &[]);
+    let _eu = sim(&eu_hc, "eu-gw", "m", "v1", &[]);
     let _dns = start(
         "dns",
         &["dns", "--config", cfg.to_str().unwrap()],
@@ -218,11 +223,11 @@ fn authoritative_answers_gslb_failover_ecs_truncation_and_reload() {
     // GSLB failover: us while its probes pass, eu once they fail, us again on recovery.
     assert_eq!(
         a_records(&udp(&query("api.meridian.test.", RecordType::A, None))),
-        ["127.70.1.1"]
+        [us_ip]
     );
-    sim_control("127.70.1.1:8000", json!({"ready": false}));
+    sim_control(&us_hc, json!({"ready": false}));
     wait_until("failover to eu", Duration::from_secs(10), || {
-        a_records(&udp(&query("api.meridian.test.", RecordType::A, None))) == ["127.70.2.1"]
+        a_records(&udp(&query("api.meridian.test.", RecordType::A, None))) == [eu_ip]
     });
     let regions: serde_json::Value = c.get(format!("http://{ADMIN}/regions")).send().unwrap().json().unwrap();
     let us = regions["regions"]
@@ -234,9 +239,9 @@ fn authoritative_answers_gslb_failover_ecs_truncation_and_reload() {
         .clone();
     assert_eq!(us["healthy"], false);
     assert!(us["reason"].as_str().unwrap().contains("503"), "{us}");
-    sim_control("127.70.1.1:8000", json!({"ready": true}));
+    sim_control(&us_hc, json!({"ready": true}));
     wait_until("failback to us", Duration::from_secs(10), || {
-        a_records(&udp(&query("api.meridian.test.", RecordType::A, None))) == ["127.70.1.1"]
+        a_records(&udp(&query("api.meridian.test.", RecordType::A, None))) == [us_ip]
     });
 
     // nearest + ECS: the client subnet picks the region and the scope is echoed (RFC 7871).
@@ -247,13 +252,13 @@ fn authoritative_answers_gslb_failover_ecs_truncation_and_reload() {
         0,
     )));
     let m = udp(&query("near.meridian.test.", RecordType::A, Some(e)));
-    assert_eq!(a_records(&m), ["127.70.2.1"]);
+    assert_eq!(a_records(&m), [eu_ip]);
     match m.edns.as_ref().and_then(|e| e.options().get(EdnsCode::Subnet)) {
         Some(EdnsOption::Subnet(s)) => assert_eq!((s.source_prefix(), s.scope_prefix()), (24, 16)),
         other => panic!("ECS not echoed: {other:?}"),
     }
     let d = dig(&["near.meridian.test", "A", "+subnet=10.1.7.0/24"]);
-    assert!(d.contains("127.70.1.1") && d.contains("10.1.7.0/24/16"), "{d}");
+    assert!(d.contains(us_ip) && d.contains("10.1.7.0/24/16"), "{d}");
     assert!(d.contains("flags: qr aa"), "{d}");
 
     // Reload by file change: a new record appears and the SOA serial moves.
@@ -262,7 +267,7 @@ fn authoritative_answers_gslb_failover_ecs_truncation_and_reload() {
         _ => 0,
     };
     let before = serial(&udp(&query("meridian.test.", RecordType::SOA, None)));
-    write_config(&cfg, &config("        - { name: added, type: A, value: 127.0.0.99 }\n"));
+    world(Some(record("added", Data::A, "127.0.0.99"))).0.rewrite(&cfg);
     wait_until("reload", Duration::from_secs(10), || {
         a_records(&udp(&query("added.meridian.test.", RecordType::A, None))) == ["127.0.0.99"]
     });
@@ -285,49 +290,45 @@ fn authoritative_answers_gslb_failover_ecs_truncation_and_reload() {
     assert!(text.contains(r#"meridian_dns_region_healthy{region="us"} 1"#), "{text}");
 }
 
-const DNS2: &str = "127.71.0.1:5353";
-const ADMIN2: &str = "127.71.0.1:9953";
+/// Where [`World::dns`] puts the second test's DNS server (net 71).
+const DNS2: &str = "127.71.0.53:5353";
+const ADMIN2: &str = "127.71.0.53:9953";
 
-fn config2() -> String {
-    "
-regions:
-  - name: us
-    zones: [us-a]
-    location: { lat: 38.9, lon: -77.0 }
-    gateway:
-      listeners: [{ name: p, address: 127.71.1.1:8080 }]
-      admin: { address: 127.71.1.1:9901 }
-      public_addresses: [127.71.1.1]
-      health_url: http://127.71.1.1:8000/v2/health/ready
-  - name: eu
-    zones: [eu-a]
-    location: { lat: 53.3, lon: -6.3 }
-    gateway:
-      listeners: [{ name: p, address: 127.71.2.1:8080 }]
-      admin: { address: 127.71.2.1:9901 }
-      public_addresses: [127.71.2.1]
-      health_url: http://127.71.2.1:8000/v2/health/ready
-models:
-  - name: m
-    versions: [{ name: v1, endpoints: [{ address: 127.71.1.9:8000, region: us, zone: us-a }, { address: 127.71.2.9:8000, region: eu, zone: eu-a }] }]
-dns:
-  listen: [127.71.0.1:5353]
-  admin: { address: 127.71.0.1:9953 }
-  probe: { interval: 100ms, timeout: 300ms, healthy_threshold: 1, unhealthy_threshold: 2 }
-  zones:
-    - name: meridian.test
-      soa: { mname: ns1.meridian.test, rname: hostmaster.meridian.test }
-      ns: [ns1.meridian.test]
-  gslb:
-    - { name: open.meridian.test, policy: failover, regions: [us, eu] }
-    - { name: closed.meridian.test, policy: failover, regions: [us, eu], when_all_down: fail-closed }
-    - { name: all.meridian.test, policy: all-healthy }
-    - { name: weighted.meridian.test, policy: weighted, weights: { us: 50, eu: 50 } }
-    - { name: near.meridian.test, policy: nearest, regions: [us, eu], models: [m] }
-  cidr_map:
-    - { cidr: 127.71.9.0/24, region: eu }
-"
-    .to_string()
+/// The second test's world: a name for every policy (fail-open and fail-closed failover, all
+/// healthy, weighted, nearest with a model whose capacity control reports), and a CIDR map.
+fn world2() -> (World, Gw, Gw) {
+    let (mut w, us, eu) = two_regions(71);
+    let never_started = ["us", "eu"].map(|r| (r, w.addrs.host(1) + ":8000"));
+    for (region, at) in &never_started {
+        w.endpoint_at("m", "v1", "", at, region, &format!("{region}-a"));
+    }
+    assert_eq!(w.dns().listen, DNS2);
+    let d = w.dns_mut();
+    (
+        d.probe.interval,
+        d.probe.timeout,
+        d.probe.healthy_threshold,
+        d.probe.unhealthy_threshold,
+    ) = (ms(100), ms(300), 1, 2);
+    d.zones[0].records.clear();
+    let mut closed = gslb("closed.meridian.test", GslbPolicy::Failover, &["us", "eu"]);
+    closed.when_all_down = AllDown::FailClosed;
+    let mut weighted = gslb("weighted.meridian.test", GslbPolicy::Weighted, &[]);
+    weighted.weights = [("us".to_string(), 50), ("eu".to_string(), 50)].into();
+    let mut near = gslb("near.meridian.test", GslbPolicy::Nearest, &["us", "eu"]);
+    near.models = vec!["m".into()];
+    d.gslb = vec![
+        gslb("open.meridian.test", GslbPolicy::Failover, &["us", "eu"]),
+        closed,
+        gslb("all.meridian.test", GslbPolicy::AllHealthy, &[]),
+        weighted,
+        near,
+    ];
+    d.cidr_map = vec![CidrRegion {
+        cidr: "127.71.9.0/24".parse().unwrap(),
+        region: "eu".into(),
+    }];
+    (w, us, eu)
 }
 
 fn ask(name: &str) -> Vec<String> {
@@ -337,10 +338,12 @@ fn ask(name: &str) -> Vec<String> {
 #[test]
 fn every_policy_fail_open_closed_reports_source_placement_and_fuzz() {
     let dir = scratch("dns2");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, &config2());
-    let mut us = sim("127.71.1.1:8000", "us-gw", "m", "v1", &[]);
-    let _eu = sim("127.71.2.1:8000", "eu-gw", "m", "v1", &[]);
+    let (w, us_gw, eu_gw) = world2();
+    let cfg = w.write(&dir);
+    let (us_hc, eu_hc) = (format!("{}:8000", us_gw.ip), format!("{}:8000", eu_gw.ip));
+    let (us_ip, eu_ip) = (us_gw.ip.as_str(), eu_gw.ip.as_str());
+    let mut us = sim(&us_hc, "us-gw", "m", "v1", &[]);
+    let _eu = sim(&eu_hc, "eu-gw", "m", "v1", &[]);
     let mut dns = start(
         "dns",
         &["dns", "--config", cfg.to_str().unwrap()],
@@ -359,11 +362,11 @@ fn every_policy_fail_open_closed_reports_source_placement_and_fuzz() {
         v
     };
     wait_until("first answers", Duration::from_secs(10), || {
-        ask("open.meridian.test.") == ["127.71.1.1"]
+        ask("open.meridian.test.") == [us_ip]
     });
 
     // Every policy with both regions up.
-    assert_eq!(both(ask("all.meridian.test.")), ["127.71.1.1", "127.71.2.1"]);
+    assert_eq!(both(ask("all.meridian.test.")), [us_ip, eu_ip]);
     let w = ask("weighted.meridian.test.");
     assert_eq!(w.len(), 1);
     for _ in 0..10 {
@@ -375,12 +378,12 @@ fn every_policy_fail_open_closed_reports_source_placement_and_fuzz() {
     }
     assert_eq!(
         ask("near.meridian.test."),
-        ["127.71.1.1"],
+        [us_ip],
         "an unplaced client gets the first healthy region"
     );
     // nearest by the resolver's own address (no ECS): 127.71.9.0/24 is mapped to eu.
     let from_eu = udp_from(DNS2, "127.71.9.5:0", &query("near.meridian.test.", RecordType::A, None));
-    assert_eq!(a_records(&from_eu), ["127.71.2.1"]);
+    assert_eq!(a_records(&from_eu), [eu_ip]);
 
     // A control report of no healthy capacity for the name's model takes us out of `near` only.
     let put = |body: serde_json::Value| {
@@ -391,14 +394,14 @@ fn every_policy_fail_open_closed_reports_source_placement_and_fuzz() {
             .status()
     };
     assert_eq!(put(json!({"models": {"m": 0}})), 200);
-    assert_eq!(ask("near.meridian.test."), ["127.71.2.1"]);
+    assert_eq!(ask("near.meridian.test."), [eu_ip]);
     assert_eq!(
         ask("open.meridian.test."),
-        ["127.71.2.1"],
+        [eu_ip],
         "a name for all models needs some capacity: us reported none at all"
     );
     assert_eq!(put(json!({"models": {"m": 3}})), 200);
-    assert_eq!(ask("near.meridian.test."), ["127.71.1.1"]);
+    assert_eq!(ask("near.meridian.test."), [us_ip]);
     assert_eq!(
         c.put(format!("http://{ADMIN2}/regions/mars/report"))
             .json(&json!({"models": {}}))
@@ -411,13 +414,13 @@ fn every_policy_fail_open_closed_reports_source_placement_and_fuzz() {
     // us's gateway stops answering altogether (the process dies): failover to eu.
     us.kill();
     wait_until("failover", Duration::from_secs(10), || {
-        ask("open.meridian.test.") == ["127.71.2.1"]
+        ask("open.meridian.test.") == [eu_ip]
     });
-    assert_eq!(ask("all.meridian.test."), ["127.71.2.1"]);
-    assert_eq!(ask("weighted.meridian.test."), ["127.71.2.1"]);
+    assert_eq!(ask("all.meridian.test."), [eu_ip]);
+    assert_eq!(ask("weighted.meridian.test."), [eu_ip]);
 
     // Everything down: fail open answers as if all were up, fail closed answers nothing.
-    sim_control("127.71.2.1:8000", json!({"ready": false}));
+    sim_control(&eu_hc, json!({"ready": false}));
     wait_until("eu down", Duration::from_secs(10), || {
         ask("closed.meridian.test.").is_empty()
     });
@@ -436,15 +439,15 @@ fn every_policy_fail_open_closed_reports_source_placement_and_fuzz() {
     );
     assert_eq!(
         ask("open.meridian.test."),
-        ["127.71.1.1"],
+        [us_ip],
         "fail open: the first region in order"
     );
-    assert_eq!(both(ask("all.meridian.test.")), ["127.71.1.1", "127.71.2.1"]);
+    assert_eq!(both(ask("all.meridian.test.")), [us_ip, eu_ip]);
 
     // Failback once us answers again.
-    let _us2 = sim("127.71.1.1:8000", "us-gw", "m", "v1", &[]);
+    let _us2 = sim(&us_hc, "us-gw", "m", "v1", &[]);
     wait_until("failback", Duration::from_secs(10), || {
-        ask("closed.meridian.test.") == ["127.71.1.1"]
+        ask("closed.meridian.test.") == [us_ip]
     });
 
     // Fuzz: random packets and every truncation of a valid EDNS+ECS query; the server lives on.
@@ -479,5 +482,5 @@ fn every_policy_fail_open_closed_reports_source_placement_and_fuzz() {
         dns.child.try_wait().unwrap().is_none(),
         "the DNS server must survive malformed input"
     );
-    assert_eq!(ask("closed.meridian.test."), ["127.71.1.1"]);
+    assert_eq!(ask("closed.meridian.test."), [us_ip]);
 }

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use meridian_config::schema::{GslbPolicy, RegionControl};
 
 /// Runs `ip ARGS`, failing the test when it fails.
 fn ip(args: &[&str]) {
@@ -120,48 +121,42 @@ impl Drop for Region {
     }
 }
 
-const CONFIG: &str = "
-regions:
-  - name: us
-    zones: [us-a, us-b]
-    failover: [eu]
-    gateway:
-      listeners: [{ name: public, address: 10.77.1.2:8080 }]
-      admin: { address: 10.77.1.2:9901, token: drill }
-      public_addresses: [10.77.1.2]
-    control: { address: '10.77.1.2:9902' }
-  - name: eu
-    zones: [eu-a, eu-b]
-    failover: [us]
-    gateway:
-      listeners: [{ name: public, address: 10.77.2.2:8080 }]
-      admin: { address: 10.77.2.2:9901, token: drill }
-      public_addresses: [10.77.2.2]
-control:
-  telemetry: { interval: 200ms, timeout: 200ms }
-gateway:
-  health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 2 }
-models:
-  - name: m
-    versions:
-      - name: v1
-        endpoints:
-          - { id: us-a, address: '127.0.1.1:8001', region: us, zone: us-a }
-          - { id: us-b, address: '127.0.1.2:8001', region: us, zone: us-b }
-          - { id: eu-a, address: '127.0.2.1:8001', region: eu, zone: eu-a }
-          - { id: eu-b, address: '127.0.2.2:8001', region: eu, zone: eu-b }
-dns:
-  listen: [127.77.0.1:5353]
-  admin: { address: 127.77.0.1:9953 }
-  probe: { interval: 200ms, timeout: 300ms, healthy_threshold: 1, unhealthy_threshold: 2 }
-  zones:
-    - name: meridian.test
-      soa: { mname: ns1.meridian.test, rname: hostmaster.meridian.test }
-      ns: [ns1.meridian.test]
-      records: [{ name: ns1, type: A, value: 127.0.0.1 }]
-  gslb:
-    - { name: api.meridian.test, policy: failover, regions: [us, eu], ttl: 1s }
-";
+/// Regions us and eu, each in its own namespace (gateway and control on 10.77.N.2, backends on
+/// the namespace's own loopback), failing over to each other; DNS in the root namespace.
+fn world() -> (World, DnsAt) {
+    let mut w = World::new(77);
+    for (n, (name, other)) in [("us", "eu"), ("eu", "us")].into_iter().enumerate() {
+        let ip = format!("10.77.{}.2", n + 1);
+        let zones = [format!("{name}-a"), format!("{name}-b")];
+        w.gateway_at(name, &[&zones[0], &zones[1]], &ip);
+        w.announce(name);
+        w.admin_token(name, "drill");
+        w.region_of(name).failover = vec![other.into()];
+        for (k, zone) in zones.iter().enumerate() {
+            let at = format!("127.0.{}.{}:8001", n + 1, k + 1);
+            w.endpoint_at("m", "v1", zone, &at, name, zone);
+        }
+    }
+    w.region_of("us").control = Some(RegionControl {
+        address: "10.77.1.2:9902".parse().unwrap(),
+    });
+    let t = &mut w.config.control.telemetry;
+    (t.interval, t.timeout) = (ms(200), ms(200));
+    let hc = &mut w.config.gateway.health_check;
+    (hc.interval, hc.timeout, hc.healthy_threshold, hc.unhealthy_threshold) = (ms(200), ms(200), 1, 2);
+    let dns = w.dns();
+    let d = w.dns_mut();
+    (
+        d.probe.interval,
+        d.probe.timeout,
+        d.probe.healthy_threshold,
+        d.probe.unhealthy_threshold,
+    ) = (ms(200), ms(300), 1, 2);
+    let mut api = gslb("api.meridian.test", GslbPolicy::Failover, &["us", "eu"]);
+    api.ttl = secs(1);
+    d.gslb.push(api);
+    (w, dns)
+}
 
 fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "drill: {line}");
@@ -183,8 +178,8 @@ fn failover_drills_over_network_namespaces() {
         return;
     }
     let dir = scratch("drills");
-    let cfg = dir.join("meridian.yaml");
-    write_config(&cfg, CONFIG);
+    let (world, dns_at) = world();
+    let cfg = world.write(&dir);
     let cfg_s = cfg.to_str().unwrap().to_string();
     let mut regions = Vec::new();
     for (n, r) in [(1u8, "us"), (2u8, "eu")] {
@@ -243,7 +238,7 @@ fn failover_drills_over_network_namespaces() {
         regions.push(region);
     }
     let _dns = start("dns", &["dns", "--config", &cfg_s], &dir.join("dns.log"), "listening");
-    let dns = "127.77.0.1:5353";
+    let dns = dns_at.listen.as_str();
     wait_until("DNS answers with us", Duration::from_secs(20), || {
         dig_a(dns, "api.meridian.test") == ["10.77.1.2"]
     });
@@ -292,7 +287,7 @@ fn failover_drills_over_network_namespaces() {
 
     // (d) us's control loop dies: its gateway and DNS keep serving on the last state.
     wait_until("DNS follows us's control", Duration::from_secs(20), || {
-        scrape("127.77.0.1:9953").contains("meridian_state_feed_staleness_seconds{region=\"us\"}")
+        scrape(&dns_at.admin).contains("meridian_state_feed_staleness_seconds{region=\"us\"}")
     });
     regions[0].kill("control-us");
     let load = Load::start("10.77.1.2:8080", "/v2/models/m/infer", 2);

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
+use meridian_config::schema::{Discovery, KubeAccess, KubeDiscovery, Route};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
@@ -225,9 +226,9 @@ fn slice(a_zone: &str, b_ready: bool) -> Value {
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
         "endpoints": [
-            {"addresses": ["127.106.1.1"], "conditions": {"ready": true, "serving": true, "terminating": false},
+            {"addresses": [PODS[0]], "conditions": {"ready": true, "serving": true, "terminating": false},
              "nodeName": "n1", "zone": a_zone, "targetRef": {"kind": "Pod", "name": "pod-a", "namespace": "ml"}},
-            {"addresses": ["127.106.1.2"], "conditions": {"ready": b_ready, "serving": b_ready, "terminating": false},
+            {"addresses": [PODS[1]], "conditions": {"ready": b_ready, "serving": b_ready, "terminating": false},
              "nodeName": "n2", "zone": "r-b", "targetRef": {"kind": "Pod", "name": "pod-b", "namespace": "ml"}}
         ]
     })
@@ -238,33 +239,46 @@ fn pod(ready: bool) -> Value {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "pod-c", "namespace": "ml", "uid": "uid-pod-c", "labels": {"app": "llm", "track": "v2"}},
         "spec": {"nodeName": "n2", "containers": [{"name": "server", "image": "triton"}]},
-        "status": {"podIP": "127.106.1.3", "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        "status": {"podIP": PODS[2], "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
     })
 }
 
-const CONFIG: &str = "
-regions:
-  - name: r
-    zones: [r-a, r-b]
-    gateway:
-      listeners: [{ name: public, address: 127.106.0.1:8080 }]
-      admin: { address: 127.106.0.1:9901 }
-    control: { address: 127.106.0.3:9902 }
-gateway:
-  health_check: { enabled: false }
-  retries: { attempts: 0 }
-models:
-  - name: llm
-    versions:
-      - name: v1
-        discovery: { kubernetes: { namespace: ml, service: llm-v1, port: 8000 } }
-      - name: v2
-        discovery: { kubernetes: { namespace: ml, selector: { app: llm, track: v2 }, port: 8000 } }
-    routes: [{ version: v1 }]
-control:
-  kubernetes: { kubeconfig: kubeconfig.yaml }
-  telemetry: { interval: 200ms, timeout: 500ms }
-";
+/// The fake cluster's pod IPs (pod-a, pod-b behind the llm-v1 Service; pod-c picked by selector).
+const PODS: [&str; 3] = ["127.106.1.1", "127.106.1.2", "127.106.1.3"];
+
+/// A gateway and control loop for a model whose versions control discovers in Kubernetes: v1
+/// from the llm-v1 Service's EndpointSlices, v2 from the pods its selector picks.
+fn world() -> (World, Gw, String) {
+    let mut w = World::new(106);
+    let gw = w.gateway("r", &["r-a", "r-b"]);
+    let control = w.control("r");
+    w.config.gateway.health_check.enabled = false;
+    w.config.gateway.retries.attempts = 0;
+    let kube = |service: Option<&str>, selector: &[(&str, &str)]| {
+        Some(Discovery::Kubernetes(KubeDiscovery {
+            namespace: "ml".into(),
+            service: service.map(str::to_string),
+            selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            port: 8000,
+        }))
+    };
+    w.version("llm", "v1").discovery = kube(Some("llm-v1"), &[]);
+    w.version("llm", "v2").discovery = kube(None, &[("app", "llm"), ("track", "v2")]);
+    w.route(
+        "llm",
+        Route {
+            version: Some("v1".into()),
+            ..Route::default()
+        },
+    );
+    w.config.control.kubernetes = Some(KubeAccess {
+        kubeconfig: Some("kubeconfig.yaml".into()),
+        context: None,
+    });
+    let t = &mut w.config.control.telemetry;
+    (t.interval, t.timeout) = (ms(200), ms(500));
+    (w, gw, control)
+}
 
 const KUBECONFIG: &str = "
 apiVersion: v1
@@ -276,9 +290,9 @@ current-context: fake
 ";
 
 /// The state feed's endpoints by id.
-fn feed() -> HashMap<String, Value> {
+fn feed(control: &str) -> HashMap<String, Value> {
     let v: Value = client()
-        .get("http://127.106.0.3:9902/v1/state")
+        .get(format!("http://{control}/v1/state"))
         .send()
         .unwrap()
         .json()
@@ -291,16 +305,16 @@ fn feed() -> HashMap<String, Value> {
         .collect()
 }
 
-fn feed_has(what: &str, f: impl Fn(&HashMap<String, Value>) -> bool) {
-    wait_until(what, Duration::from_secs(30), || f(&feed()));
+fn feed_has(control: &str, what: &str, f: impl Fn(&HashMap<String, Value>) -> bool) {
+    wait_until(what, Duration::from_secs(30), || f(&feed(control)));
 }
 
 #[test]
 fn kube_watchers_follow_the_cluster() {
     let dir = scratch("kube");
-    let cfg = dir.join("meridian.yaml");
+    let (w, gw, control_at) = world();
+    let cfg = w.write(&dir);
     std::fs::write(dir.join("kubeconfig.yaml"), KUBECONFIG).unwrap();
-    write_config(&cfg, CONFIG);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = FakeApi::new();
     api.put("nodes", node("n1", "r-a", true, false), true);
@@ -308,9 +322,9 @@ fn kube_watchers_follow_the_cluster() {
     api.put("slices", slice("r-a", false), true);
     api.put("pods", pod(true), true);
     rt.spawn(api.clone().serve("127.106.0.9:6443"));
-    let _a = sim("127.106.1.1:8000", "pod-a", "llm", "v1", &[]);
-    let _b = sim("127.106.1.2:8000", "pod-b", "llm", "v1", &[]);
-    let _c = sim("127.106.1.3:8000", "pod-c", "llm", "v2", &[]);
+    let _a = sim(&format!("{}:8000", PODS[0]), "pod-a", "llm", "v1", &[]);
+    let _b = sim(&format!("{}:8000", PODS[1]), "pod-b", "llm", "v1", &[]);
+    let _c = sim(&format!("{}:8000", PODS[2]), "pod-c", "llm", "v2", &[]);
     let mut control = start(
         "control",
         &["control", "--config", cfg.to_str().unwrap(), "--region", "r"],
@@ -319,17 +333,20 @@ fn kube_watchers_follow_the_cluster() {
     );
 
     // Listed: the slice's ready endpoint, its not-ready one, and the selected pod (zone from its node).
-    feed_has("discovered endpoints", |f| {
+    feed_has(&control_at, "discovered endpoints", |f| {
         f.get("ml/pod-a")
             .is_some_and(|e| e["ready"] == true && e["zone"] == "r-a")
             && f.get("ml/pod-b").is_some_and(|e| e["ready"] == false)
             && f.get("ml/pod-c")
                 .is_some_and(|e| e["ready"] == true && e["zone"] == "r-b" && e["version"] == "v2")
     });
-    assert_eq!(feed()["ml/pod-b"]["reason"], "not ready in its EndpointSlice");
+    assert_eq!(
+        feed(&control_at)["ml/pod-b"]["reason"],
+        "not ready in its EndpointSlice"
+    );
 
     // A gateway routes to what control discovered.
-    let (public, admin) = ("127.106.0.1:8080", "127.106.0.1:9901");
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", Some("r-a"), admin, public);
     wait_until("gateway knows pod-a", Duration::from_secs(20), || {
         endpoints(admin).iter().any(|e| e["id"] == "ml/pod-a")
@@ -339,14 +356,14 @@ fn kube_watchers_follow_the_cluster() {
 
     // Watched changes: a readiness flip and a zone move.
     api.put("slices", slice("r-a", true), true);
-    feed_has("pod-b ready", |f| f["ml/pod-b"]["ready"] == true);
+    feed_has(&control_at, "pod-b ready", |f| f["ml/pod-b"]["ready"] == true);
     api.put("slices", slice("r-b", true), true);
-    feed_has("pod-a moved to r-b", |f| f["ml/pod-a"]["zone"] == "r-b");
+    feed_has(&control_at, "pod-a moved to r-b", |f| f["ml/pod-a"]["zone"] == "r-b");
 
     // A dropped watch resumes: later changes still arrive.
     api.cut_watches();
     api.put("pods", pod(false), true);
-    feed_has("pod-c not ready after the watch dropped", |f| {
+    feed_has(&control_at, "pod-c not ready after the watch dropped", |f| {
         f["ml/pod-c"]["ready"] == false
     });
 
@@ -355,13 +372,13 @@ fn kube_watchers_follow_the_cluster() {
     api.gone.lock().unwrap().push("nodes");
     api.put("nodes", node("n1", "r-a", true, true), false);
     api.cut_watches();
-    feed_has("cordoned node drains pod-a", |f| {
+    feed_has(&control_at, "cordoned node drains pod-a", |f| {
         f["ml/pod-a"]["drained"] == true && f["ml/pod-a"]["reason"] == "node cordoned"
     });
 
     // Deletion.
     api.delete("pods", "pod-c");
-    feed_has("pod-c gone", |f| !f.contains_key("ml/pod-c"));
+    feed_has(&control_at, "pod-c gone", |f| !f.contains_key("ml/pod-c"));
     assert!(control.child.try_wait().unwrap().is_none(), "control survived it all");
     control.kill();
 }

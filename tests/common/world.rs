@@ -99,6 +99,12 @@ impl World {
     /// A region with a gateway on the next gateway host: public listener `:8080`, admin `:9901`.
     pub fn gateway(&mut self, name: &str, zones: &[&str]) -> Gw {
         let ip = self.addrs.host(0);
+        self.gateway_at(name, zones, &ip)
+    }
+
+    /// [`Self::gateway`] on a given IP (a host in a network namespace).
+    pub fn gateway_at(&mut self, name: &str, zones: &[&str], ip: &str) -> Gw {
+        let ip = ip.to_string();
         let gw = Gw {
             public: format!("{ip}:8080"),
             admin: format!("{ip}:9901"),
@@ -135,6 +141,13 @@ impl World {
             .iter_mut()
             .find(|r| r.name == name)
             .unwrap_or_else(|| panic!("no region {name}"))
+    }
+
+    /// Makes DNS answer region `name` with its gateway's own IP.
+    pub fn announce(&mut self, name: &str) {
+        let gw = self.gateway_of(name);
+        let ip = gw.listeners[0].address.ip();
+        gw.public_addresses = vec![ip];
     }
 
     /// Gives region `name` a control loop on the host after its gateway's (`:9902`); returns it.
