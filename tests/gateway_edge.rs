@@ -7,9 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use meridian_config::schema::{
-    HealthCheck, Limits, Protocol, Retries, Route, Timeouts, TlsVersion, Upstream, UpstreamTls,
-};
+use meridian_config::schema::{HealthCheck, Limits, Protocol, Retries, Timeouts, TlsVersion, Upstream, UpstreamTls};
 use meridian_config::units::ByteSize;
 use serde_json::json;
 
@@ -559,13 +557,7 @@ fn upstream_tls_verifies_backends_against_the_configured_ca() {
     let t2 = backend("secure", "v2", "t2", upstream(true, "api.example.com"));
     let t3 = backend("secure", "v3", "t3", upstream(false, "impostor.example.org"));
     let t4 = backend("impostor", "v1", "t4", upstream(false, "impostor.example.org"));
-    w.route(
-        "secure",
-        Route {
-            version: Some("v1".into()),
-            ..Route::default()
-        },
-    );
+    w.route("secure", pin("v1"));
     w.model("impostor").health_check = Some(HealthCheck {
         enabled: false,
         ..HealthCheck::default()

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use meridian_config::schema::{Protocol, Route};
+use meridian_config::schema::Protocol;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus as Wire;
@@ -85,13 +85,7 @@ fn grpc_unary_and_streaming_through_the_gateway() {
         w.version("grpc-model", v).upstream.h2 = true;
         at
     });
-    w.route(
-        "grpc-model",
-        Route {
-            version: Some("v1".into()),
-            ..Route::default()
-        },
-    );
+    w.route("grpc-model", pin("v1"));
     let p1 = w.backend("plain", "v1", "p1", "r", "r-a");
     let cfg = w.write(&dir);
     let rt = tokio::runtime::Runtime::new().unwrap();

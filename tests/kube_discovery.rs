@@ -16,7 +16,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use meridian_config::schema::{Discovery, KubeAccess, KubeDiscovery, Route};
+use meridian_config::schema::{Discovery, KubeAccess, KubeDiscovery};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
@@ -264,13 +264,7 @@ fn world() -> (World, Gw, String) {
     };
     w.version("llm", "v1").discovery = kube(Some("llm-v1"), &[]);
     w.version("llm", "v2").discovery = kube(None, &[("app", "llm"), ("track", "v2")]);
-    w.route(
-        "llm",
-        Route {
-            version: Some("v1".into()),
-            ..Route::default()
-        },
-    );
+    w.route("llm", pin("v1"));
     w.config.control.kubernetes = Some(KubeAccess {
         kubeconfig: Some("kubeconfig.yaml".into()),
         context: None,

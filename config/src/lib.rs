@@ -7,6 +7,7 @@
 //! server and control loop consume instead of raw YAML.
 
 pub mod admin_auth;
+pub mod build;
 pub mod error;
 pub mod feed;
 mod load;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod world;
+#[allow(unused_imports)]
 pub use world::*;
 
 use std::io::{BufRead, BufReader};

@@ -2,14 +2,17 @@
 //! [`meridian_config::to_yaml`], so a test's config is typed (a renamed field breaks the build, not
 //! the test) and no test repeats YAML. Each test owns a /16 of the loopback range (`127.N.0.0/16`)
 //! and takes hosts from it in order, so tests running at once never share an address: gateways on
-//! `127.N.0.x`, backends on `127.N.1.x`, DNS on `127.N.0.53`, control loops on `127.N.0.(x+2)`.
+//! `127.N.0.x`, backends on `127.N.1.x`, DNS on `127.N.0.53`, control loops on the next gateway host. The values
+//! themselves come from `meridian_config::build`, which the lab uses too.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use meridian_config::build;
+#[allow(unused_imports)]
+pub use meridian_config::build::{gslb, header_rule, pin, record, split};
 use meridian_config::schema::{
-    Admin, Config, Dns, Endpoint, GslbName, GslbPolicy, Listener, Model, Record, RecordType, Region, RegionControl,
-    RegionGateway, Route, Secret, Soa, Version, WeightedVersion, Zone,
+    Config, Dns, Listener, Model, Region, RegionControl, RegionGateway, Route, Secret, Version,
 };
 use meridian_config::units::Duration;
 
@@ -85,14 +88,7 @@ impl World {
 
     /// A region without a gateway of its own (a failover target, a backend's home).
     pub fn region(&mut self, name: &str, zones: &[&str]) -> &mut Region {
-        self.config.regions.push(Region {
-            name: name.into(),
-            zones: zones.iter().map(|z| z.to_string()).collect(),
-            location: None,
-            failover: Vec::new(),
-            gateway: None,
-            control: None,
-        });
+        self.config.regions.push(build::region(name, zones));
         self.config.regions.last_mut().expect("just pushed")
     }
 
@@ -110,22 +106,7 @@ impl World {
             admin: format!("{ip}:9901"),
             ip: ip.clone(),
         };
-        self.region(name, zones).gateway = Some(RegionGateway {
-            listeners: vec![Listener {
-                name: "public".into(),
-                address: addr(&gw.public),
-                protocols: Vec::new(),
-                tls: None,
-            }],
-            admin: Admin {
-                address: addr(&gw.admin),
-                token: None,
-            },
-            public_addresses: Vec::new(),
-            health_url: None,
-            shutdown_grace: secs(30),
-            shutdown_delay: secs(2),
-        });
+        self.region(name, zones).gateway = Some(build::gateway(addr(&gw.public), addr(&gw.admin)));
         gw
     }
 
@@ -168,16 +149,7 @@ impl World {
     /// Model `name`, created empty on first use.
     pub fn model(&mut self, name: &str) -> &mut Model {
         if !self.config.models.iter().any(|m| m.name == name) {
-            self.config.models.push(Model {
-                name: name.into(),
-                versions: Vec::new(),
-                routes: Vec::new(),
-                health_check: None,
-                outlier_detection: None,
-                retries: None,
-                timeouts: None,
-                limits: None,
-            });
+            self.config.models.push(build::model(name));
         }
         self.config
             .models
@@ -190,12 +162,7 @@ impl World {
     pub fn version(&mut self, model: &str, version: &str) -> &mut Version {
         let m = self.model(model);
         if !m.versions.iter().any(|v| v.name == version) {
-            m.versions.push(Version {
-                name: version.into(),
-                endpoints: Vec::new(),
-                discovery: None,
-                upstream: Default::default(),
-            });
+            m.versions.push(build::version(version));
         }
         m.versions.iter_mut().find(|v| v.name == version).expect("just made")
     }
@@ -216,14 +183,10 @@ impl World {
     /// An endpoint at a given address (a host outside the allocator: another namespace, a port
     /// that must not answer).
     pub fn endpoint_at(&mut self, model: &str, version: &str, id: &str, address: &str, region: &str, zone: &str) {
-        self.version(model, version).endpoints.push(Endpoint {
-            id: (!id.is_empty()).then(|| id.to_string()),
-            address: addr(address),
-            region: region.into(),
-            zone: zone.into(),
-            weight: 1,
-            metrics_url: None,
-        });
+        let id = (!id.is_empty()).then_some(id);
+        self.version(model, version)
+            .endpoints
+            .push(build::endpoint(id, addr(address), region, zone));
     }
 
     /// Adds a routing rule to `model`.
@@ -239,31 +202,12 @@ impl World {
             listen: format!("{ip}:5353"),
             admin: format!("{ip}:9953"),
         };
-        self.config.dns = Some(Dns {
-            listen: vec![addr(&at.listen)],
-            admin: Admin {
-                address: addr(&at.admin),
-                token: None,
-            },
-            zones: vec![Zone {
-                name: "meridian.test".into(),
-                ttl: secs(300),
-                soa: Soa {
-                    mname: "ns1.meridian.test".into(),
-                    rname: "hostmaster.meridian.test".into(),
-                    refresh: secs(3600),
-                    retry: secs(600),
-                    expire: secs(604_800),
-                    minimum: secs(60),
-                },
-                ns: vec!["ns1.meridian.test".into()],
-                records: vec![record("ns1", RecordType::A, "127.0.0.1")],
-            }],
-            gslb: Vec::new(),
-            cidr_map: Vec::new(),
-            probe: Default::default(),
-            max_udp_payload: 1232,
-        });
+        self.config.dns = Some(build::dns(
+            addr(&at.listen),
+            addr(&at.admin),
+            "meridian.test",
+            "127.0.0.1",
+        ));
         at
     }
 
@@ -304,59 +248,5 @@ pub fn tls_listener(name: &str, address: &str, certs: &[(&[&str], PathBuf, PathB
             client_ca: None,
             min_version: Default::default(),
         }),
-    }
-}
-
-/// A static record.
-pub fn record(name: &str, kind: RecordType, value: &str) -> Record {
-    Record {
-        name: name.into(),
-        kind,
-        value: value.into(),
-        ttl: None,
-    }
-}
-
-/// A GSLB name over `regions` (all gateway regions when empty).
-pub fn gslb(name: &str, policy: GslbPolicy, regions: &[&str]) -> GslbName {
-    GslbName {
-        name: name.into(),
-        policy,
-        regions: regions.iter().map(|r| r.to_string()).collect(),
-        weights: Default::default(),
-        ttl: secs(30),
-        when_all_down: Default::default(),
-        max_answers: 8,
-        models: Vec::new(),
-    }
-}
-
-/// A weighted split between versions, sticky on header `sticky` when given.
-pub fn split(weights: &[(&str, u32)], sticky: Option<&str>) -> Route {
-    Route {
-        split: weights
-            .iter()
-            .map(|(v, w)| WeightedVersion {
-                version: v.to_string(),
-                weight: *w,
-            })
-            .collect(),
-        sticky: sticky.map(|h| meridian_config::schema::StickyKey::Header(h.into())),
-        ..Route::default()
-    }
-}
-
-/// A rule sending requests whose header `name` equals `value` to `version`.
-pub fn header_rule(name: &str, value: &str, version: &str) -> Route {
-    Route {
-        matches: Some(meridian_config::schema::RouteMatch {
-            headers: vec![meridian_config::schema::HeaderMatch {
-                name: name.into(),
-                exact: Some(value.into()),
-                ..Default::default()
-            }],
-        }),
-        version: Some(version.into()),
-        ..Route::default()
     }
 }
