@@ -3,34 +3,12 @@
 //! `meridian check` reads back. Unlike every other serialization of a config (the admin API's
 //! `/config`, logs), a written file carries its secrets: the file is the config, not a view of it.
 
-use std::cell::Cell;
-
-use crate::schema::Config;
-
-thread_local! {
-    static REVEAL: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether secrets are being written out in full (inside [`to_yaml`] on this thread).
-pub(crate) fn revealing() -> bool {
-    REVEAL.get()
-}
-
-/// Resets the flag however serialization ends.
-struct Revealed;
-
-impl Drop for Revealed {
-    fn drop(&mut self) {
-        REVEAL.set(false);
-    }
-}
+use crate::schema::{with_secrets_revealed, Config};
 
 /// The config as a YAML document that loads back to the same config.
 pub fn to_yaml(config: &Config) -> String {
-    REVEAL.set(true);
-    let _reset = Revealed;
     // Every schema type serializes (plain data, durations and sizes as their written form).
-    serde_saphyr::to_string(config).expect("a config serializes to YAML")
+    with_secrets_revealed(|| serde_saphyr::to_string(config)).expect("a config serializes to YAML")
 }
 
 #[cfg(test)]

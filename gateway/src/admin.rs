@@ -13,25 +13,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use meridian_config::admin_auth;
-use meridian_gateway_core::clock::Clock;
 use meridian_gateway_core::endpoint::{flags, Registry};
 use serde_json::{json, Value};
 
 use crate::drain::Drain;
 use crate::exposition::Exposition;
 use crate::reloader::{ReloadError, Reloader};
-use crate::routes::SharedRoutes;
+use crate::routes::Routing;
 
 /// What the admin API reads and acts on.
 pub struct AdminApi {
-    /// The current table (the admin address and token, the endpoints by locality).
-    pub routes: SharedRoutes,
+    /// The table (the admin address and token, the endpoints by locality) and endpoint states
+    /// (drain and undrain).
+    pub routing: Arc<Routing>,
     /// Reloads and their counters.
     pub reloader: Arc<Reloader>,
-    /// Endpoint states (drain and undrain).
-    pub registry: Arc<Registry>,
-    /// Time, for EWMA readings.
-    pub clock: Arc<dyn Clock>,
     /// Whether the gateway is stopping.
     pub drain: Arc<Drain>,
     /// Whether the first health round finished.
@@ -45,7 +41,7 @@ type Api = State<Arc<AdminApi>>;
 /// Serves the admin API until the task is aborted.
 pub async fn serve(api: Arc<AdminApi>) {
     let addr = {
-        let routes = api.routes.load();
+        let routes = api.routing.routes.load();
         routes.gateway_spec().map(|g| g.admin.address)
     };
     let Some(addr) = addr else { return };
@@ -97,7 +93,7 @@ async fn authorize(
     next: Next,
 ) -> Response {
     let ok = {
-        let routes = api.routes.load();
+        let routes = api.routing.routes.load();
         let token = routes
             .gateway_spec()
             .and_then(|g| g.admin.token.as_ref().map(|t| t.expose()));
@@ -131,7 +127,7 @@ async fn metrics(State(api): Api) -> Response {
 }
 
 async fn config(State(api): Api) -> Json<Value> {
-    let routes = api.routes.load();
+    let routes = api.routing.routes.load();
     let reloads = api.reloader.stats();
     Json(json!({
         "generation": routes.generation,
@@ -144,9 +140,9 @@ async fn config(State(api): Api) -> Json<Value> {
 }
 
 async fn endpoints(State(api): Api) -> Json<Value> {
-    let routes = api.routes.load();
-    let now = api.clock.now();
-    let epoch = api.registry.epoch();
+    let routes = api.routing.routes.load();
+    let now = api.routing.clock.now();
+    let epoch = api.routing.registry.epoch();
     let mut out = Vec::new();
     for (m, v, version) in routes.versions() {
         let model = &routes.snap.models[m];
@@ -189,11 +185,11 @@ async fn reload(State(api): Api) -> Response {
 }
 
 async fn drain(State(api): Api, Path(id): Path<String>) -> Response {
-    set_drain(&api.registry, &id, true)
+    set_drain(&api.routing.registry, &id, true)
 }
 
 async fn undrain(State(api): Api, Path(id): Path<String>) -> Response {
-    set_drain(&api.registry, &id, false)
+    set_drain(&api.routing.registry, &id, false)
 }
 
 fn set_drain(registry: &Registry, id: &str, on: bool) -> Response {
@@ -220,17 +216,23 @@ mod tests {
 
     use crate::gateway::Gateway;
 
-    const CONFIG: &str = "
-regions:
-  - name: r
-    zones: [r-a]
-    gateway:
-      listeners: [{ name: public, address: 127.0.0.1:1 }]
-      admin: { address: 0.0.0.0:9901, token: s3cret }
-models:
-  - name: m
-    versions: [{ name: v1, endpoints: [{ id: e1, address: 127.0.0.1:2, region: r, zone: r-a }] }]
-";
+    /// One region whose admin listener is off loopback, with a token.
+    fn config() -> String {
+        use meridian_config::build;
+        let mut cfg = meridian_config::Config::default();
+        let mut region = build::region("r", &["r-a"]);
+        let mut gw = build::gateway("127.0.0.1:1".parse().unwrap(), "0.0.0.0:9901".parse().unwrap());
+        gw.admin.token = Some(meridian_config::schema::Secret("s3cret".into()));
+        region.gateway = Some(gw);
+        cfg.regions.push(region);
+        let mut model = build::model("m");
+        let mut version = build::version("v1");
+        let at = "127.0.0.1:2".parse().unwrap();
+        version.endpoints.push(build::endpoint(Some("e1"), at, "r", "r-a"));
+        model.versions.push(version);
+        cfg.models.push(model);
+        meridian_config::to_yaml(&cfg)
+    }
 
     async fn status(gw: &Gateway, peer: &str, auth: Option<&str>) -> StatusCode {
         let app = super::router(Arc::new(gw.admin())).layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()));
@@ -246,7 +248,7 @@ models:
         let dir = std::env::temp_dir().join(format!("meridian-admin-auth-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("meridian.yaml");
-        std::fs::write(&path, CONFIG).unwrap();
+        std::fs::write(&path, config()).unwrap();
         let gw = Gateway::start(&path, None, None, Arc::new(SystemClock)).unwrap();
         assert_eq!(status(&gw, "127.0.0.1:5000", None).await, StatusCode::OK);
         assert_eq!(status(&gw, "[::1]:5000", None).await, StatusCode::OK);

@@ -6,22 +6,19 @@
 use std::sync::Arc;
 
 use meridian_gateway_core::budget::RetryBudget;
-use meridian_gateway_core::clock::Clock;
-use meridian_gateway_core::endpoint::{flags, Registry};
+use meridian_gateway_core::endpoint::flags;
 use prometheus::{Encoder, Gauge, GaugeVec, IntGauge, Opts, TextEncoder};
 
 use crate::feed::FeedView;
 use crate::metrics::Metrics;
-use crate::routes::SharedRoutes;
+use crate::routes::Routing;
 
 /// Renders the exposition from the state it reads.
 pub struct Exposition {
-    routes: SharedRoutes,
+    routing: Arc<Routing>,
     metrics: Arc<Metrics>,
     feed: Arc<FeedView>,
     budget: Arc<RetryBudget>,
-    registry: Arc<Registry>,
-    clock: Arc<dyn Clock>,
     gauges: Gauges,
 }
 
@@ -117,21 +114,17 @@ impl Gauges {
 impl Exposition {
     /// Registers the scrape-time gauges beside `metrics`' families.
     pub fn new(
-        routes: SharedRoutes,
+        routing: Arc<Routing>,
         metrics: Arc<Metrics>,
         feed: Arc<FeedView>,
         budget: Arc<RetryBudget>,
-        registry: Arc<Registry>,
-        clock: Arc<dyn Clock>,
     ) -> Exposition {
         let gauges = Gauges::register(&metrics);
         Exposition {
-            routes,
+            routing,
             metrics,
             feed,
             budget,
-            registry,
-            clock,
             gauges,
         }
     }
@@ -139,8 +132,8 @@ impl Exposition {
     /// Prometheus text of every family, with the gauges read now.
     pub fn render(&self) -> String {
         let g = &self.gauges;
-        let routes = self.routes.load();
-        let now = self.clock.now();
+        let routes = self.routing.routes.load();
+        let now = self.routing.clock.now();
         g.generation.set(routes.generation as i64);
         if let Some(s) = self.feed.staleness(now) {
             if self
@@ -165,7 +158,7 @@ impl Exposition {
         ] {
             family.reset();
         }
-        let epoch = self.registry.epoch();
+        let epoch = self.routing.registry.epoch();
         for (entry, model) in routes.snap.models.iter().zip(&routes.models) {
             g.queue_waiting
                 .with_label_values(&[&entry.name])

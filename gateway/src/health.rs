@@ -10,28 +10,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_config::schema::HealthCheck;
-use meridian_gateway_core::endpoint::{flags, EndpointState, Registry};
-use meridian_gateway_core::outlier::Detector;
+use meridian_gateway_core::endpoint::{flags, EndpointState};
 use tokio::task::JoinHandle;
 
-use crate::routes::SharedRoutes;
+use crate::routes::Routing;
 use crate::upstream_tls::UpstreamTls;
 
 /// What the health checks read and write.
 pub struct Checker {
-    /// The current table: which endpoints exist and their check settings.
-    pub routes: SharedRoutes,
-    /// Endpoint states the results land in.
-    pub registry: Arc<Registry>,
-    /// Ends ejections on a passing check.
-    pub detector: Arc<Detector>,
+    /// Which endpoints exist and their check settings; the states results land in, and the
+    /// detector whose ejections a passing check ends.
+    pub routing: Arc<Routing>,
     /// Set once every endpoint has a first result.
     pub ready: Arc<AtomicBool>,
 }
 
 /// The health check policy and upstream TLS of the first model version that has this endpoint.
-fn settings_for(routes: &SharedRoutes, ep: &EndpointState) -> Option<(HealthCheck, Option<Arc<UpstreamTls>>)> {
-    let routes = routes.load();
+fn settings_for(routing: &Routing, ep: &EndpointState) -> Option<(HealthCheck, Option<Arc<UpstreamTls>>)> {
+    let routes = routing.routes.load();
     let found = routes.versions().find_map(|(m, _, version)| {
         version
             .cluster
@@ -77,12 +73,12 @@ async fn watch_endpoint(checker: Arc<Checker>, ep: Arc<EndpointState>, plain: re
     let mut tls_client: Option<(Arc<UpstreamTls>, reqwest::Client, String)> = None;
     let plain_base = format!("http://{}", ep.address);
     loop {
-        let Some((hc, tls)) = settings_for(&checker.routes, &ep) else {
+        let Some((hc, tls)) = settings_for(&checker.routing, &ep) else {
             return;
         };
         if !hc.enabled {
             ep.mark_checked();
-            checker.registry.set_flag(&ep, flags::UNHEALTHY, false);
+            checker.routing.registry.set_flag(&ep, flags::UNHEALTHY, false);
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
@@ -98,7 +94,8 @@ async fn watch_endpoint(checker: Arc<Checker>, ep: Arc<EndpointState>, plain: re
             }
         };
         let passed = check_once(client, base, &hc).await;
-        if meridian_gateway_core::health::apply(&checker.registry, &checker.detector, &ep, passed, &hc) {
+        if meridian_gateway_core::health::apply(&checker.routing.registry, &checker.routing.detector, &ep, passed, &hc)
+        {
             tracing::info!(endpoint = %ep.id, passed, "health changed");
         }
         tokio::time::sleep(hc.interval.get()).await;
@@ -115,7 +112,7 @@ impl Checker {
             .unwrap_or_default();
         let mut tasks: HashMap<SocketAddr, JoinHandle<()>> = HashMap::new();
         loop {
-            let current = self.registry.all();
+            let current = self.routing.registry.all();
             tasks.retain(|addr, h| {
                 let keep = current.iter().any(|e| e.address == *addr);
                 if !keep {

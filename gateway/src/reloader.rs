@@ -9,14 +9,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use meridian_config::feed::FeedState;
 use meridian_config::{ConfigErrors, ConfigFile, Snapshot};
-use meridian_gateway_core::clock::Clock;
-use meridian_gateway_core::endpoint::{flags, Registry};
+use meridian_gateway_core::endpoint::flags;
 use parking_lot::Mutex;
 
 use crate::certs::Certificates;
 use crate::feed::FeedView;
 use crate::metrics::Metrics;
-use crate::routes::{BuildError, Builder, Routes, SharedRoutes};
+use crate::routes::{BuildError, Builder, Routes, Routing};
 
 /// A reload that did not take effect.
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +47,9 @@ pub struct Reloader {
     zone: Option<String>,
     /// The config as loaded, before canary weights from control rewrite its rules.
     loaded: ArcSwap<Snapshot>,
-    routes: SharedRoutes,
-    registry: Arc<Registry>,
+    routing: Arc<Routing>,
     metrics: Arc<Metrics>,
     feed: Arc<FeedView>,
-    clock: Arc<dyn Clock>,
     ok: AtomicU64,
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -72,16 +69,12 @@ pub struct Parts {
     pub region: String,
     /// Its zone, when known.
     pub zone: Option<String>,
-    /// Where the current table lives.
-    pub routes: SharedRoutes,
-    /// Endpoint states.
-    pub registry: Arc<Registry>,
+    /// Where the current table lives, and the endpoint states it points into.
+    pub routing: Arc<Routing>,
     /// Metric families.
     pub metrics: Arc<Metrics>,
     /// The control loop's last state.
     pub feed: Arc<FeedView>,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
 }
 
 impl Reloader {
@@ -92,11 +85,9 @@ impl Reloader {
             region: parts.region,
             zone: parts.zone,
             loaded: ArcSwap::new(parts.loaded),
-            routes: parts.routes,
-            registry: parts.registry,
+            routing: parts.routing,
             metrics: parts.metrics,
             feed: parts.feed,
-            clock: parts.clock,
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -131,7 +122,7 @@ impl Reloader {
 
     /// Reloads the listeners' certificates if their files changed on disk.
     pub fn reload_changed_certificates(&self) {
-        self.certificates.reload_changed(&self.routes.load());
+        self.certificates.reload_changed(&self.routing.routes.load());
     }
 
     /// Re-reads the config file and swaps in a new routing table; on any error the current table
@@ -169,7 +160,7 @@ impl Reloader {
     /// headroom.
     pub fn apply_feed(&self, state: FeedState) {
         let state = Arc::new(state);
-        let prev = self.feed.record(state.clone(), self.clock.now());
+        let prev = self.feed.record(state.clone(), self.routing.clock.now());
         if !prev.is_some_and(|p| p.same_membership(&state) && p.canaries == state.canaries) {
             let _one = self.one_at_a_time.lock();
             match self.build(self.loaded.load_full()) {
@@ -181,18 +172,18 @@ impl Reloader {
             }
         }
         for e in &state.endpoints {
-            let Some(ep) = self.registry.by_address(e.address) else {
+            let Some(ep) = self.routing.registry.by_address(e.address) else {
                 continue;
             };
             ep.set_headroom(e.headroom.unwrap_or(1.0));
-            self.registry.set_flag(&ep, flags::NOT_READY, !e.ready);
-            self.registry.set_flag(&ep, flags::CONTROL_DRAINED, e.drained);
+            self.routing.registry.set_flag(&ep, flags::NOT_READY, !e.ready);
+            self.routing.registry.set_flag(&ep, flags::CONTROL_DRAINED, e.drained);
         }
     }
 
     /// A new table from `snap` and the current feed, carrying state over from the current table.
     fn build(&self, snap: Arc<Snapshot>) -> Result<Routes, BuildError> {
-        let current = self.routes.load_full();
+        let current = self.routing.routes.load_full();
         let feed = self.feed.current();
         // Canary plans run by control move their rules' weights: compile the config so rewritten.
         let snap = match feed.as_deref().filter(|f| !f.canaries.is_empty()) {
@@ -210,7 +201,7 @@ impl Reloader {
         let builder = Builder {
             region: &self.region,
             zone: self.zone.as_deref(),
-            registry: &self.registry,
+            registry: &self.routing.registry,
             metrics: &self.metrics,
         };
         builder.build(snap, current.generation + 1, Some(&current), feed.as_deref())
@@ -220,8 +211,8 @@ impl Reloader {
     fn install(&self, routes: Routes) -> u64 {
         let generation = routes.generation;
         let keep = routes.addresses();
-        self.routes.store(Arc::new(routes));
-        self.registry.retain(&keep);
+        self.routing.routes.store(Arc::new(routes));
+        self.routing.registry.retain(&keep);
         generation
     }
 }

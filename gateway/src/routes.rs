@@ -12,14 +12,26 @@ use meridian_config::feed::FeedState;
 use meridian_config::snapshot::{EndpointSpec, ModelEntry, ModelId, VersionId};
 use meridian_config::Snapshot;
 use meridian_gateway_core::admission::Admission;
+use meridian_gateway_core::clock::Clock;
 use meridian_gateway_core::cluster::{Cluster, Origin};
 use meridian_gateway_core::endpoint::Registry;
+use meridian_gateway_core::outlier::Detector;
 
 use crate::metrics::{Metrics, VersionSeries};
 use crate::upstream_tls::{UpstreamTls, UpstreamTlsError};
 
-/// The current table, shared by the proxy and everything that follows reloads.
-pub type SharedRoutes = Arc<ArcSwap<Routes>>;
+/// The current routing table and the endpoint state that outlives any one table: what every
+/// part that routes requests, checks endpoints or reports on them reads.
+pub struct Routing {
+    /// The current table; readers load it without locking, reloads swap it whole.
+    pub routes: ArcSwap<Routes>,
+    /// Endpoint states by address (load, latency, health, ejections), kept across tables.
+    pub registry: Registry,
+    /// Outlier detection's ejection decisions.
+    pub detector: Detector,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
 
 /// An immutable routing table.
 #[derive(Debug)]

@@ -38,7 +38,7 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
         Arc::new(SystemClock),
     )?;
     let region = gw.reloader.region().to_string();
-    let routes = gw.routes.load_full();
+    let routes = gw.routing.routes.load_full();
     let Some(spec) = routes.gateway_spec().cloned() else {
         anyhow::bail!("region {region} has no gateway");
     };
@@ -80,7 +80,7 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
         "meridian gateway".into(),
         crate::slowclient::HeaderDeadline {
             inner: Arc::new(app),
-            routes: gw.routes.clone(),
+            routing: gw.routing.clone(),
         },
     );
     for l in &spec.listeners {

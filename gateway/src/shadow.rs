@@ -5,23 +5,20 @@
 use std::sync::Arc;
 
 use meridian_config::snapshot::{ModelId, VersionId};
-use meridian_gateway_core::clock::Clock;
-use meridian_gateway_core::endpoint::Registry;
 use pingora::http::RequestHeader;
 
-use crate::routes::Routes;
+use crate::routes::{Routes, Routing};
 
 /// Header marking a mirrored request, so backends and their metrics can tell copies apart.
 pub const SHADOW_HEADER: &str = "x-meridian-shadow";
 
-/// What mirroring needs: its own HTTP client, and the endpoint states and time the pick reads.
+/// What mirroring needs: its own HTTP client, and the endpoint states and time the pick reads
+/// (the copy counts in its endpoint's in-flight load).
 pub struct Mirror {
     /// The client the copies go out on.
     pub client: reqwest::Client,
-    /// Endpoint states (the copy counts in its endpoint's in-flight load).
-    pub registry: Arc<Registry>,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
+    /// Endpoint states and time.
+    pub routing: Arc<Routing>,
 }
 
 impl Mirror {
@@ -35,7 +32,12 @@ impl Mirror {
         body: Vec<bytes::Bytes>,
     ) {
         let cluster = &routes.version(model, version).cluster;
-        let Some(pick) = cluster.pick(self.registry.epoch(), self.clock.now(), &mut rand::rng(), &[]) else {
+        let Some(pick) = cluster.pick(
+            self.routing.registry.epoch(),
+            self.routing.clock.now(),
+            &mut rand::rng(),
+            &[],
+        ) else {
             return;
         };
         let url = format!(

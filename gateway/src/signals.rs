@@ -14,14 +14,14 @@ use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::drain::Drain;
-use crate::routes::SharedRoutes;
+use crate::routes::Routing;
 
 /// The gateway's signal watcher.
 pub struct Signals {
     /// Started on SIGTERM and SIGQUIT.
     pub drain: Arc<Drain>,
     /// Where the drain window (`shutdown_delay`) is read from.
-    pub routes: SharedRoutes,
+    pub routing: Arc<Routing>,
 }
 
 #[async_trait]
@@ -43,7 +43,7 @@ impl ShutdownSignalWatch for Signals {
             _ = term.recv() => {
                 self.drain.begin();
                 let delay = {
-                    let routes = self.routes.load();
+                    let routes = self.routing.routes.load();
                     routes.gateway_spec()
                         .map_or(std::time::Duration::ZERO, |g| g.shutdown_delay.get())
                 };

@@ -22,14 +22,14 @@ use pingora::protocols::{Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType, AL
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::routes::SharedRoutes;
+use crate::routes::Routing;
 
 /// A pingora app that guards each new connection's first header block, then hands it to `inner`.
 pub struct HeaderDeadline<A> {
     /// The proxy.
     pub inner: Arc<A>,
     /// Where the current `client_header` timeout is read from (it follows reloads).
-    pub routes: SharedRoutes,
+    pub routing: Arc<Routing>,
 }
 
 #[async_trait]
@@ -38,7 +38,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderDeadline<A> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.inner.process_new(stream, shutdown).await;
         }
-        let limit = self.routes.load().snap.config.gateway.timeouts.client_header.get();
+        let limit = self
+            .routing
+            .routes
+            .load()
+            .snap
+            .config
+            .gateway
+            .timeouts
+            .client_header
+            .get();
         let guarded: Stream = Box::new(Guarded::new(stream, limit));
         self.inner.process_new(guarded, shutdown).await
     }

@@ -9,13 +9,13 @@ use std::time::Duration;
 use meridian_config::feed::{FeedState, FEED_PATH};
 
 use crate::reloader::Reloader;
-use crate::routes::SharedRoutes;
+use crate::routes::Routing;
 
 /// How long control may hold a poll open.
 const WAIT: &str = "10s";
 
 /// Follows the feed until the task is aborted.
-pub async fn subscribe(routes: SharedRoutes, reloader: Arc<Reloader>) {
+pub async fn subscribe(routing: Arc<Routing>, reloader: Arc<Reloader>) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .build()
@@ -24,7 +24,7 @@ pub async fn subscribe(routes: SharedRoutes, reloader: Arc<Reloader>) {
     let mut failing = false;
     loop {
         let addr = {
-            let routes = routes.load();
+            let routes = routing.routes.load();
             routes.region().control.as_ref().map(|c| c.address)
         };
         let Some(addr) = addr else {

@@ -11,8 +11,6 @@ use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use tokio::sync::broadcast;
 
-use meridian_gateway_core::clock::Clock;
-use meridian_gateway_core::endpoint::Registry;
 use meridian_gateway_core::outlier::Detector;
 
 use crate::accesslog::AccessLog;
@@ -21,13 +19,13 @@ use crate::drain::Drain;
 use crate::health::Checker;
 use crate::metrics::Metrics;
 use crate::reloader::Reloader;
-use crate::routes::SharedRoutes;
+use crate::routes::Routing;
 use crate::telemetry::Telemetry;
 
 /// The background service.
 pub struct Tasks {
     /// The current table.
-    pub routes: SharedRoutes,
+    pub routing: Arc<Routing>,
     /// Active health checks.
     pub checker: Arc<Checker>,
     /// The outlier detection interval.
@@ -48,16 +46,10 @@ pub struct Tasks {
 
 /// What the outlier detection interval reads and writes.
 pub struct OutlierInterval {
-    /// The current table: clusters and their outlier settings.
-    pub routes: SharedRoutes,
-    /// Endpoint states.
-    pub registry: Arc<Registry>,
-    /// The detector.
-    pub detector: Arc<Detector>,
+    /// Clusters and their outlier settings, endpoint states and the detector.
+    pub routing: Arc<Routing>,
     /// `meridian_endpoint_ejections_total`.
     pub metrics: Arc<Metrics>,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
 }
 
 #[async_trait]
@@ -69,7 +61,7 @@ impl BackgroundService for Tasks {
             tokio::spawn(watch_file(self.reloader.clone())),
             tokio::spawn(on_sighup(self.reloader.clone())),
             tokio::spawn(crate::subscription::subscribe(
-                self.routes.clone(),
+                self.routing.clone(),
                 self.reloader.clone(),
             )),
         ];
@@ -108,7 +100,7 @@ impl Tasks {
     /// get the configured grace to finish, then the process exits without waiting out the rest.
     async fn stop(&self, tasks: Vec<tokio::task::JoinHandle<()>>, admin: tokio::task::JoinHandle<()>) {
         let grace = {
-            let routes = self.routes.load();
+            let routes = self.routing.routes.load();
             routes.gateway_spec().map_or(Duration::ZERO, |g| g.shutdown_grace.get())
         };
         tracing::info!(in_progress = self.drain.active(), ?grace, "draining");
@@ -136,7 +128,7 @@ impl OutlierInterval {
     /// Every interval: ejections end, multipliers decay, success-rate ejection runs.
     async fn run(self: Arc<Self>) {
         loop {
-            let routes = self.routes.load_full();
+            let routes = self.routing.routes.load_full();
             let interval = routes
                 .snap
                 .models
@@ -145,15 +137,19 @@ impl OutlierInterval {
                 .min()
                 .unwrap_or(Duration::from_secs(10));
             tokio::time::sleep(interval).await;
-            let now = self.clock.now();
-            let all = self.registry.all();
+            let now = self.routing.clock.now();
+            let all = self.routing.registry.all();
             for ep in &all {
-                self.detector.tick_endpoint(&self.registry, ep, now);
+                self.routing.detector.tick_endpoint(&self.routing.registry, ep, now);
             }
             for (m, _, version) in routes.versions() {
                 let cfg = &routes.snap.models[m].policy.outlier_detection;
                 let members: Vec<_> = version.cluster.endpoints().collect();
-                for e in self.detector.tick_cluster(&self.registry, &members, now, cfg) {
+                for e in self
+                    .routing
+                    .detector
+                    .tick_cluster(&self.routing.registry, &members, now, cfg)
+                {
                     tracing::warn!(endpoint = %e.id, "endpoint ejected for its success rate");
                     self.metrics.ejections.with_label_values(&[&e.id, "success_rate"]).inc();
                 }

@@ -132,9 +132,28 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+thread_local! {
+    static REVEAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with secrets serialized in full on this thread (writing a config file, which must
+/// carry them); everywhere else they serialize as `<redacted>`.
+pub(crate) fn with_secrets_revealed<T>(f: impl FnOnce() -> T) -> T {
+    /// Resets the flag however `f` ends.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            REVEAL.set(false);
+        }
+    }
+    REVEAL.set(true);
+    let _reset = Reset;
+    f()
+}
+
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if crate::write::revealing() {
+        if REVEAL.get() {
             s.serialize_str(&self.0)
         } else {
             s.serialize_str("<redacted>")

@@ -88,7 +88,7 @@ impl Proxy {
         let Some(routes) = ctx.routes.as_ref() else { return };
         let served = Served::of(routes, ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let seconds = self.clock.now().saturating_sub(ctx.started) as f64 / 1e9;
+        let seconds = self.routing.clock.now().saturating_sub(ctx.started) as f64 / 1e9;
         let series = match (ctx.labels.model, ctx.labels.version, &ctx.attempt) {
             (Some(m), Some(v), Some(_)) => Some(&routes.version(m, v).series),
             _ => None,
@@ -111,7 +111,7 @@ impl Proxy {
             .as_ref()
             .map(|c| c.span().span_context().trace_id().to_string());
         let entry = Entry {
-            time: humantime::format_rfc3339_millis(self.clock.wall()).to_string(),
+            time: humantime::format_rfc3339_millis(self.routing.clock.wall()).to_string(),
             trace_id: traced.as_deref().or_else(|| {
                 req.headers
                     .get("traceparent")

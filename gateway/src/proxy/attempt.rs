@@ -75,9 +75,13 @@ impl Proxy {
             .attempts
             .with_label_values(&[&entry.name, &entry.versions[version].name, &ep.id, label])
             .inc();
-        if let Some(reason) = self.detector.record(ep, outcome, cfg) {
+        if let Some(reason) = self.routing.detector.record(ep, outcome, cfg) {
             let members: Vec<_> = routes.version(model, version).cluster.endpoints().collect();
-            if self.detector.eject(&self.registry, &members, ep, self.clock.now(), cfg) {
+            if self
+                .routing
+                .detector
+                .eject(&self.routing.registry, &members, ep, self.routing.clock.now(), cfg)
+            {
                 tracing::warn!(endpoint = %ep.id, ?reason, "endpoint ejected");
                 self.metrics
                     .ejections
@@ -123,7 +127,7 @@ impl Proxy {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         let status = resp.status.as_u16();
-        let now = self.clock.now();
+        let now = self.routing.clock.now();
         if let Some(a) = ctx.attempt.as_mut() {
             a.status = status;
             let rtt = now.saturating_sub(a.started);

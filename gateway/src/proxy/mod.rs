@@ -28,9 +28,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use meridian_gateway_core::budget::RetryBudget;
-use meridian_gateway_core::clock::Clock;
-use meridian_gateway_core::endpoint::Registry;
-use meridian_gateway_core::outlier::Detector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -41,22 +38,16 @@ pub use context::Ctx;
 use crate::accesslog::AccessLog;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
-use crate::routes::SharedRoutes;
+use crate::routes::Routing;
 use crate::shadow::Mirror;
 use crate::telemetry::Telemetry;
 
 /// The proxy service: what the request path reads and writes, and nothing else.
 pub struct Proxy {
-    /// The current routing table.
-    pub routes: SharedRoutes,
-    /// Endpoint states (availability epoch, ejections).
-    pub registry: Arc<Registry>,
-    /// Outlier detection.
-    pub detector: Arc<Detector>,
+    /// The table, endpoint states, outlier detection and time.
+    pub routing: Arc<Routing>,
     /// Retry budget.
     pub budget: Arc<RetryBudget>,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
     /// Request-path metric families.
     pub metrics: Arc<Metrics>,
     /// Access log sink.

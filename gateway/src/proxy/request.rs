@@ -20,7 +20,7 @@ use crate::shadow::ShadowCopy;
 impl Proxy {
     /// Decides, peeks and admits; `Ok(true)` when the gateway answered the request itself.
     pub(super) async fn arrive(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
-        ctx.started = self.clock.now();
+        ctx.started = self.routing.clock.now();
         let client = super::client_ip(session);
         if let Some(t) = &self.telemetry {
             let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
@@ -30,7 +30,7 @@ impl Proxy {
             // Stopping: this connection's last response, so the client's pool moves on cleanly.
             session.set_keepalive(None);
         }
-        let routes = self.routes.load_full();
+        let routes = self.routing.routes.load_full();
         ctx.routes = Some(routes.clone());
         let env = Env {
             ready: self.ready.load(Ordering::Relaxed),

@@ -25,7 +25,7 @@ impl Proxy {
             &routes.snap.models[routed.model],
             routes.version(routed.model, routed.version),
         );
-        let now = self.clock.now();
+        let now = self.routing.clock.now();
         let policy = &entry.policy;
         // Whole-request deadline: each retry gets only what is left of it.
         let left = policy
@@ -39,7 +39,7 @@ impl Proxy {
         }
         let Some(pick) = version
             .cluster
-            .pick(self.registry.epoch(), now, &mut rand::rng(), &ctx.tried)
+            .pick(self.routing.registry.epoch(), now, &mut rand::rng(), &ctx.tried)
         else {
             let msg = format!(
                 "no healthy endpoint for model {} version {}",
