@@ -1,20 +1,20 @@
 # Meridian: the two commands of the README, plus helpers.
 #   make demo   builds Meridian and runs the local multi-region lab
-#   make test   installs what the build and tests need, then runs every test, fmt and clippy
+#   make test   installs what the build and tests need, then runs fmt, clippy and every test
 
 SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/debug/meridian
+# Test tools from PyPI live in a virtual environment of the checkout: Debian's own python3 refuses
+# system-wide pip installs (PEP 668), and nothing outside the checkout is touched.
+VENV := .venv
+PY_TOOLS := kubernetes-validate
 
-.PHONY: demo test deps build lint fmt bench
+.PHONY: demo test deps test-deps build lint fmt bench
 
-# Debian packages the build and the tests need: cmake builds pingora's zlib-ng; prometheus
-# brings promtool, which the metrics tests run; bind9-dnsutils brings dig for the DNS tests;
-# openssl (s_client) offers the old TLS versions the gateway must refuse.
-DEB_PACKAGES := cmake prometheus bind9-dnsutils openssl
-
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Debian packages, installed only when missing: with apt-get as root, else through sudo.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
@@ -23,13 +23,25 @@ deps:
 	    sudo apt-get update -qq && sudo apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "please install:$$missing" >&2; exit 1; fi; \
 	fi
-	@# kubernetes-validate (PyPI) checks deploy/multi-region's manifests against the Kubernetes schemas.
-	@python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+endef
+
+# What the build needs: cmake builds pingora's zlib-ng.
+deps:
+	$(call apt_install,cmake)
+
+# What the tests need beyond the build: promtool (prometheus) for the metrics lint, dig
+# (bind9-dnsutils) for the DNS tests, openssl s_client for the TLS version tests, python3-venv for
+# the tools from PyPI (kubernetes-validate checks deploy/multi-region's manifests).
+test-deps: deps
+	$(call apt_install,prometheus bind9-dnsutils openssl python3-venv)
+	@[ -x $(VENV)/bin/python3 ] || python3 -m venv $(VENV)
+	@$(VENV)/bin/python3 -c 'import kubernetes_validate' 2>/dev/null || \
+	  $(VENV)/bin/python3 -m pip install --quiet --disable-pip-version-check $(PY_TOOLS)
 
 build: deps
 	$(CARGO) build --workspace
 
-test: deps
+test: test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace --all-targets

@@ -9,12 +9,23 @@ fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/multi-region")
 }
 
+/// The Python that has kubernetes-validate: the virtual environment `make test` creates (Debian's
+/// own python3 refuses pip installs, PEP 668), else whatever `python3` is on PATH.
+fn python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
 fn validate(args: &[&str]) -> String {
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .args(["-m", "kubernetes_validate", "--strict", "-k", "1.33.0"])
         .args(args)
         .output()
-        .expect("python3 with kubernetes-validate (PyPI; make test installs it)");
+        .expect("python3 with kubernetes-validate (PyPI; make test installs it in .venv)");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

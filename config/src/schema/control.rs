@@ -1,3 +1,6 @@
+//! The `control` section: where control loops read cluster and GPU health, and the canary plans
+//! they run.
+
 use std::path::PathBuf;
 
 use schemars::JsonSchema;

@@ -1,3 +1,6 @@
+//! The `dns` section: the authoritative server, its zones and static records, GSLB names and their
+//! policies, CIDR maps and probes.
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 

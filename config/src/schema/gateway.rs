@@ -1,3 +1,6 @@
+//! Listeners, TLS and admin settings, and the traffic policy every model gets unless it overrides a
+//! section (locality, health checks, outlier detection, retries, timeouts, limits).
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -1,3 +1,6 @@
+//! Models, their versions and endpoints (static or discovered), and the routing rules that pick a
+//! version.
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

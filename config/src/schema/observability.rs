@@ -1,3 +1,5 @@
+//! The `observability` section: access logs and OTLP trace export.
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

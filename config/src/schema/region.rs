@@ -1,3 +1,5 @@
+//! Regions: zones, location, failover order, and each region's gateway and control loop addresses.
+
 use std::net::{IpAddr, SocketAddr};
 
 use schemars::JsonSchema;
