@@ -87,7 +87,7 @@ impl Gateway {
         let snap = Arc::new(file.load().map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?);
         let region = region_of(&snap, region)?;
         let registry = Registry::default();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         let telemetry = Telemetry::start(&snap.config.observability.tracing)?.map(Arc::new);
         let builder = Builder {
             region: &region,

@@ -106,10 +106,9 @@ impl Checker {
     /// Keeps one checking task per endpoint in the current routing table, following reloads, and
     /// marks the gateway ready once every endpoint has been checked once.
     pub async fn supervise(self: Arc<Self>) {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()
-            .unwrap_or_default();
+        // One connection per endpoint: each is checked by its own task, one request at a time.
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1).build();
+        let client = client.unwrap_or_default();
         let mut tasks: HashMap<SocketAddr, JoinHandle<()>> = HashMap::new();
         loop {
             let current = self.routing.registry.all();

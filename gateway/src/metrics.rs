@@ -65,14 +65,8 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Hi
 }
 
 impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
     /// Registers every family.
-    pub fn new() -> Self {
+    fn default() -> Self {
         let r = Registry::new();
         let mv = &["model_name", "model_version"];
         let dropped = IntCounter::new(
@@ -134,7 +128,9 @@ impl Metrics {
             registry: r,
         }
     }
+}
 
+impl Metrics {
     /// The series of one model version.
     pub fn version_series(&self, model: &str, version: &str) -> VersionSeries {
         VersionSeries {

@@ -283,7 +283,7 @@ models:
             capacity: Default::default(),
             canaries: Vec::new(),
         };
-        let (registry, metrics) = (Registry::default(), Metrics::new());
+        let (registry, metrics) = (Registry::default(), Metrics::default());
         let builder = Builder {
             region: "r",
             zone: Some("r-a"),
