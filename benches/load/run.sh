@@ -1,35 +1,78 @@
 #!/usr/bin/env bash
-# Gateway throughput and latency side by side: Meridian vs NGINX vs HAProxy, each with one worker,
-# keep-alive to the same simulated backend, small V2 inference bodies, in one run (rounds
-# interleaved, because shared machines are noisy). Prints a markdown table for benches/README.md.
+# The gateway against NGINX and HAProxy, side by side in one run (rounds interleaved, because shared
+# machines are noisy), each with one worker, keep-alive to the same backends, a 96-byte V2 POST:
+#
+#   - closed loop (wrk): requests per second, and for the proxy process alone CPU time per request
+#     (perf task-clock) and syscalls per request (perf raw_syscalls:sys_enter), over the same window;
+#   - open loop (benches/openloop.rs): latency percentiles at a fixed rate, half of NGINX's
+#     closed-loop rate in the first round, the same rate for every proxy;
+#   - both backends: `meridian sim-backend` and an NGINX fixed response (`return 200`), routed by
+#     path (/v2/models/bench/... and /v2/models/fixed/...) by all three proxies;
+#   - rows for HTTP/2 downstream (h2c, h2load) and TLS 1.3 downstream (HTTP/1.1, wrk) to the fixed
+#     backend.
 #
 #   benches/load/run.sh [seconds-per-run] [rounds] [connections]
+#
+# Prints markdown tables for benches/README.md. Needs: nginx haproxy wrk nghttp2-client (h2load)
+# linux-perf openssl (apt-get install ...).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}; rounds=${2:-3}; conns=${3:-32}
-for t in nginx haproxy wrk; do command -v $t >/dev/null || { echo "missing $t (apt-get install nginx haproxy wrk)" >&2; exit 1; }; done
+for t in nginx haproxy wrk h2load perf openssl; do
+  command -v $t >/dev/null || { echo "missing $t (apt-get install nginx haproxy wrk nghttp2-client linux-perf openssl)" >&2; exit 1; }
+done
 cargo build --release --quiet --bin meridian
+cargo build --release --quiet --bench openloop
 bin=target/release/meridian
-work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+openloop=$(ls -t target/release/deps/openloop-* | grep -v '\.d$' | head -1)
+work=$(mktemp -d)
+trap 'rc=$?; kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; exit $rc' EXIT
 
-backend=127.50.1.1:8000
-$bin sim-backend --listen $backend --id bench --model bench --version v1 --latency 0ms --capacity 1000000 > "$work/sim.log" 2>&1 &
+sim=127.50.1.1:8000
+fixed=127.50.1.2:8000
+body='{"id":"1","inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
+answer='{"model_name":"fixed","model_version":"v1","outputs":[{"name":"output-0","shape":[1],"datatype":"FP32","data":[1.0]}]}'
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.local -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" > "$work/both.pem"
 
+# Backends.
+$bin sim-backend --listen $sim --id bench --model bench --version v1 --latency 0ms --capacity 1000000 > "$work/sim.log" 2>&1 &
+cat > "$work/fixed.conf" <<CONF
+worker_processes 1;
+pid $work/fixed.pid;
+error_log $work/fixed.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen $fixed; location / { default_type application/json; return 200 '$answer'; } }
+}
+CONF
+nginx -c "$work/fixed.conf" -g 'daemon off;' &
+
+# Meridian: model bench on the sim backend, model fixed on the fixed one.
 cat > "$work/meridian.yaml" <<YAML
 regions:
   - name: r
     zones: [r-a]
     gateway:
-      listeners: [{ name: public, address: 127.50.0.1:8080, protocols: [http1] }]
+      listeners:
+        - { name: public, address: 127.50.0.1:8080, protocols: [http1] }
+        - { name: h2c, address: 127.50.0.1:8082, protocols: [h2c] }
+        - name: tls
+          address: 127.50.0.1:8443
+          protocols: [http1]
+          tls: { min_version: "1.3", certificates: [{ server_names: [bench.local], cert: $work/cert.pem, key: $work/key.pem }] }
       admin: { address: 127.50.0.1:9901 }
 observability: { access_log: { enabled: false } }
 models:
   - name: bench
-    versions:
-      - name: v1
-        endpoints: [{ address: $backend, region: r, zone: r-a }]
+    versions: [{ name: v1, endpoints: [{ address: $sim, region: r, zone: r-a }] }]
+  - name: fixed
+    versions: [{ name: v1, endpoints: [{ address: $fixed, region: r, zone: r-a }] }]
 YAML
 MERIDIAN_LOG=warn $bin gateway --config "$work/meridian.yaml" --threads 1 > "$work/gw.log" 2>&1 &
+meridian_pid=$!
 
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
@@ -38,10 +81,20 @@ error_log $work/nginx.err warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream backend { server $backend; keepalive 128; }
+  keepalive_requests 1000000;
+  upstream sim { server $sim; keepalive 128; }
+  upstream fixed { server $fixed; keepalive 128; }
   server {
     listen 127.50.0.2:8080;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    listen 127.50.0.2:8082 http2;
+    listen 127.50.0.2:8443 ssl;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.3;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    location /v2/models/bench/ { proxy_pass http://sim; }
+    location /v2/models/fixed/ { proxy_pass http://fixed; }
   }
 }
 CONF
@@ -50,7 +103,7 @@ nginx -c "$work/nginx.conf" -g 'daemon off;' &
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 4096
+  maxconn 8192
 defaults
   mode http
   timeout connect 5s
@@ -59,51 +112,134 @@ defaults
   http-reuse always
 frontend fe
   bind 127.50.0.3:8080
-  default_backend be
-backend be
-  server s1 $backend
+  bind 127.50.0.3:8082 proto h2
+  bind 127.50.0.3:8443 ssl crt $work/both.pem ssl-min-ver TLSv1.3
+  use_backend fixed if { path_beg /v2/models/fixed/ }
+  default_backend sim
+backend sim
+  server s1 $sim
+backend fixed
+  server f1 $fixed
 CONF
 haproxy -f "$work/haproxy.cfg" &
+haproxy_pid=$!
 
-cat > "$work/post.lua" <<'LUA'
+cat > "$work/post.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"id":"1","inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
+wrk.body = '$body'
 LUA
+printf '%s' "$body" > "$work/body.json"
 
-path=/v2/models/bench/infer
-for url in http://$backend http://127.50.0.1:8080 http://127.50.0.2:8080 http://127.50.0.3:8080; do
-  for _ in $(seq 1 100); do curl -sf -o /dev/null -X POST "$url$path" -d '{}' && break; sleep 0.1; done
+# Each proxy: HTTP/1.1 on :8080, h2c (prior knowledge) on :8082, TLS 1.3 on :8443.
+declare -A h1=([meridian]=http://127.50.0.1:8080 [nginx]=http://127.50.0.2:8080 [haproxy]=http://127.50.0.3:8080)
+declare -A h2=([meridian]=http://127.50.0.1:8082 [nginx]=http://127.50.0.2:8082 [haproxy]=http://127.50.0.3:8082)
+declare -A tls=([meridian]=https://127.50.0.1:8443 [nginx]=https://127.50.0.2:8443 [haproxy]=https://127.50.0.3:8443)
+for t in meridian nginx haproxy; do
+  for _ in $(seq 1 100); do curl -sf -o /dev/null -X POST "${h1[$t]}/v2/models/bench/infer" -d '{}' && break; sleep 0.1; done
 done
+nginx_pid=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
+declare -A pid=([meridian]=$meridian_pid [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
+path_of() { echo "/v2/models/$1/infer"; }
 
-declare -A rps p50 p99
-run() { # name url
-  local out; out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/post.lua" "$2$path")
-  local r; r=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  local a; a=$(awk '$1=="50%" {print $2}' <<<"$out")
-  local b; b=$(awk '$1=="99%" {print $2}' <<<"$out")
-  local errs; errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
-  [ -z "$errs" ] || echo "  $1: $errs" >&2
-  rps[$1]+="$r "; p50[$1]+="$a "; p99[$1]+="$b "
-  echo "  round $round $1: $r req/s, p50 $a, p99 $b" >&2
+# CPU seconds (user + system) a process has used, from /proc (no tracing overhead on the run).
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+
+declare -A rps cpu sys
+closed() { # target backend url -> one wrk run; the proxy's CPU over the same window
+  local t=$1 b=$2 url=$3 out before after
+  before=$(cpu_of "${pid[$t]}")
+  out=$(wrk -t1 -c"$conns" -d"${secs}s" -s "$work/post.lua" "$url$(path_of "$b")")
+  after=$(cpu_of "${pid[$t]}")
+  local n r per
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  r=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  per=$(awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {printf "%.1f", (b - a) * 1e6 / n}')
+  if grep -q 'Non-2xx\|Socket errors' <<<"$out"; then echo "  $t/$b: $(grep 'Non-2xx\|Socket errors' <<<"$out")" >&2; fi
+  rps[$t/$b]+="$r "
+  cpu[$t/$b]+="$per "
+  echo "  round $round $t/$b: $r req/s, $per us CPU/req" >&2
 }
-for round in $(seq 1 "$rounds"); do
-  run direct http://$backend
-  run meridian http://127.50.0.1:8080
-  run nginx http://127.50.0.2:8080
-  run haproxy http://127.50.0.3:8080
+syscalls() { # target backend url -> syscalls per request under a short wrk run with perf counting
+  local t=$1 b=$2 url=$3 out n calls
+  perf stat -x, -e raw_syscalls:sys_enter -p "${pid[$t]}" -o "$work/perf" -- sleep 3 &
+  local perf_pid=$!
+  out=$(wrk -t1 -c"$conns" -d3s -s "$work/post.lua" "$url$(path_of "$b")")
+  wait $perf_pid || true
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  calls=$(awk -F, '/raw_syscalls/ {print $1}' "$work/perf")
+  sys[$t/$b]=$(awk -v c="$calls" -v n="$n" 'BEGIN {printf "%.2f", c/n}')
+  echo "  $t/$b: ${sys[$t/$b]} syscalls/req" >&2
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+for b in bench fixed; do
+  for t in meridian nginx haproxy; do syscalls $t $b "${h1[$t]}"; done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.3f\n", v}'; }
-m_rps=$(echo "${rps[meridian]}" | median)
+declare -A p50 p99 p999
+rate=""
+for round in $(seq 1 "$rounds"); do
+  for b in bench fixed; do
+    for t in meridian nginx haproxy; do closed $t $b "${h1[$t]}"; done
+  done
+  # The fixed offered rate: half of NGINX's closed-loop rate on the sim backend in round 1.
+  [ -n "$rate" ] || rate=$(awk -v r="$(echo "${rps[nginx/bench]}" | median)" 'BEGIN {printf "%d", r/2}')
+  for b in bench fixed; do
+    for t in meridian nginx haproxy; do
+      line=$("$openloop" --url "${h1[$t]}$(path_of $b)" --rate "$rate" --seconds "$secs" --connections 64 --body "$body")
+      echo "  round $round open loop $t/$b at $rate/s: $line" >&2
+      p50[$t/$b]+="$(awk '{for (i=1;i<NF;i++) if ($i=="p50") print $(i+1)}' <<<"$line") "
+      p99[$t/$b]+="$(awk '{for (i=1;i<NF;i++) if ($i=="p99") print $(i+1)}' <<<"$line") "
+      p999[$t/$b]+="$(awk '{for (i=1;i<NF;i++) if ($i=="p999") print $(i+1)}' <<<"$line") "
+    done
+  done
+done
+
+declare -A h2rps tlsrps
+for round in $(seq 1 "$rounds"); do
+  for t in meridian nginx haproxy; do
+    n=$((secs * 20000))
+    out=$(h2load -n "$n" -c "$conns" -m 8 -d "$work/body.json" -H 'content-type: application/json' "${h2[$t]}$(path_of fixed)" 2>&1)
+    r=$(awk '/^finished in/ {gsub(",", ""); print $4}' <<<"$out")
+    grep -q '^status codes: [0-9]* 2xx' <<<"$out" || true
+    h2rps[$t]+="$r "
+    echo "  round $round h2c $t: $r req/s ($(grep '^requests:' <<<"$out"))" >&2
+    out=$(wrk -t1 -c"$conns" -d"${secs}s" -s "$work/post.lua" "${tls[$t]}$(path_of fixed)")
+    r=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    tlsrps[$t]+="$r "
+    echo "  round $round tls1.3 $t: $r req/s" >&2
+  done
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 echo
-echo "| target | req/s (median of $rounds) | p50 ms | p99 ms | Meridian / target |"
+echo "Closed loop (wrk, $conns connections, ${secs}s, median of $rounds); the proxy process's own CPU per request (/proc) over the same runs, and its syscalls per request (perf, a separate 3 s run):"
+echo
+echo "| backend | proxy | req/s | CPU us/req | syscalls/req | Meridian req/s ratio |"
+echo "| --- | --- | --- | --- | --- | --- |"
+for b in bench fixed; do
+  m=$(echo "${rps[meridian/$b]}" | median)
+  for t in meridian nginx haproxy; do
+    r=$(echo "${rps[$t/$b]}" | median)
+    echo "| $b | $t | $r | $(echo "${cpu[$t/$b]}" | median) | ${sys[$t/$b]} | $(ratio "$m" "$r") |"
+  done
+done
+echo
+echo "Open loop at $rate req/s (half of NGINX's closed-loop rate), 64 connections, latency in ms (median of $rounds):"
+echo
+echo "| backend | proxy | p50 | p99 | p99.9 |"
 echo "| --- | --- | --- | --- | --- |"
-for t in direct meridian nginx haproxy; do
-  r=$(echo "${rps[$t]}" | median)
-  a=$(echo "${p50[$t]}" | tr ' ' '\n' | grep -v '^$' | to_ms | median)
-  b=$(echo "${p99[$t]}" | tr ' ' '\n' | grep -v '^$' | to_ms | median)
-  ratio=$(awk -v m="$m_rps" -v r="$r" 'BEGIN {printf "%.2f", m/r}')
-  echo "| $t | $r | $a | $b | $ratio |"
+for b in bench fixed; do
+  for t in meridian nginx haproxy; do
+    echo "| $b | $t | $(echo "${p50[$t/$b]}" | median) | $(echo "${p99[$t/$b]}" | median) | $(echo "${p999[$t/$b]}" | median) |"
+  done
+done
+echo
+echo "Downstream protocols, fixed backend (median of $rounds): h2c is h2load -c $conns -m 8; TLS 1.3 is wrk -c $conns over HTTP/1.1."
+echo
+echo "| proxy | h2c req/s | TLS 1.3 req/s |"
+echo "| --- | --- | --- |"
+for t in meridian nginx haproxy; do
+  echo "| $t | $(echo "${h2rps[$t]}" | median) | $(echo "${tlsrps[$t]}" | median) |"
 done

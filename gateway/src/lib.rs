@@ -28,6 +28,7 @@ pub mod feed;
 pub mod gateway;
 pub mod health;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod reloader;
 pub mod routes;

@@ -52,6 +52,9 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
         // Our drain task exits the process as soon as the last request ends; pingora's fixed
         // grace sleep is only the outer bound.
         grace_period_seconds: Some(spec.shutdown_grace.get().as_secs() + 5),
+        // One single-threaded runtime per worker thread: a connection's tasks stay on the thread
+        // that accepted it, and the direct upstream leg's per-thread pools need no lock.
+        work_stealing: false,
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: files.socket.to_string_lossy().into_owned(),
         ..ServerConf::default()

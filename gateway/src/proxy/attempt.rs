@@ -52,7 +52,7 @@ impl Proxy {
     }
 
     /// Feeds the current try's outcome to outlier detection, once.
-    fn record(&self, ctx: &mut Ctx, outcome: Outcome) {
+    pub(super) fn record(&self, ctx: &mut Ctx, outcome: Outcome) {
         let (Some(attempt), Some(routes), Some(flight)) =
             (ctx.attempt.as_mut(), ctx.routes.as_ref(), ctx.flight.as_ref())
         else {
@@ -92,7 +92,7 @@ impl Proxy {
     }
 
     /// Whether another try is allowed for `why`; takes a retry from the budget if so.
-    fn may_retry(&self, ctx: &mut Ctx, why: RetryOn, session: &Session) -> bool {
+    pub(super) fn may_retry(&self, ctx: &mut Ctx, why: RetryOn, session: &Session) -> bool {
         let Some((routes, routed)) = ctx.routed() else {
             return false;
         };
@@ -119,14 +119,9 @@ impl Proxy {
         true
     }
 
-    /// The try's response header arrived: latency, outcome, and a 503 retried elsewhere.
-    pub(super) fn response_header(
-        &self,
-        session: &Session,
-        resp: &ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> pingora::Result<()> {
-        let status = resp.status.as_u16();
+    /// The try's response header arrived with `status`: latency, outcome, and whether a 503 goes
+    /// to another endpoint (true: retry).
+    pub(super) fn response_status(&self, session: &Session, status: u16, ctx: &mut Ctx) -> bool {
         let now = self.routing.clock.now();
         if let Some(a) = ctx.attempt.as_mut() {
             a.status = status;
@@ -142,6 +137,19 @@ impl Proxy {
             if let Some(a) = ctx.attempt.as_mut() {
                 a.retrying_503 = true;
             }
+            return true;
+        }
+        false
+    }
+
+    /// The pingora leg's response header: a 503 retried elsewhere becomes a retryable error.
+    pub(super) fn response_header(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if self.response_status(session, resp.status.as_u16(), ctx) {
             let mut e = Error::explain(ErrorType::HTTPStatus(503), "backend unavailable, retrying elsewhere");
             e.set_retry(true);
             return Err(e);

@@ -4,6 +4,7 @@
 //! | pingora callback | stage | file |
 //! | --- | --- | --- |
 //! | `request_filter` | decide (core), peek at the body, admit | [`request`] |
+//! | `request_filter`, for plain HTTP/1 backends and small known bodies | the direct upstream leg | [`direct`] |
 //! | `upstream_peer` | pick the endpoint, build the peer | [`upstream`] |
 //! | `upstream_request_filter` | the request as the backend sees it | [`upstream`] |
 //! | `request_body_filter` | body limit, shadow capture | [`body`] |
@@ -18,6 +19,7 @@ mod account;
 mod attempt;
 mod body;
 mod context;
+mod direct;
 mod reply;
 mod request;
 mod upstream;

@@ -91,6 +91,10 @@ impl Proxy {
         let replay = entry.policy.retries.buffer_body.bytes() as usize;
         let shadow = routed.shadow.map(|v| ShadowCopy::new(v, replay));
         ctx.flight = Some(Flight::new(routed, shadow, slot, self.budget.request()));
+        if self.takes_direct_leg(session, ctx) {
+            self.direct(session, ctx).await?;
+            return Ok(true);
+        }
         session.as_mut().enable_retry_buffering();
         Ok(false)
     }

@@ -15,10 +15,12 @@ use super::context::Ctx;
 use super::Proxy;
 
 impl Proxy {
-    /// Picks the endpoint of the next try and builds its peer.
-    pub(super) fn peer(&self, session: &Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+    /// Starts the next try: within what is left of the request's deadline, at an endpoint this
+    /// request has not tried when another exists. Returns what is left of the deadline, or the
+    /// gateway's answer when there is no next try (504 past the deadline, 503 without an endpoint).
+    pub(super) fn next_try(&self, session: &Session, ctx: &mut Ctx) -> Result<Duration, Reply> {
         let Some((routes, routed)) = ctx.routed() else {
-            return Err(Error::explain(ErrorType::InternalError, "no routing table"));
+            return Err(Reply::error(500, "internal error: no routing table"));
         };
         let routes = routes.clone();
         let (entry, version) = (
@@ -26,31 +28,50 @@ impl Proxy {
             routes.version(routed.model, routed.version),
         );
         let now = self.routing.clock.now();
-        let policy = &entry.policy;
-        // Whole-request deadline: each retry gets only what is left of it.
-        let left = policy
+        let left = entry
+            .policy
             .timeouts
             .request
             .get()
             .saturating_sub(Duration::from_nanos(now.saturating_sub(ctx.started)));
         if left.is_zero() {
-            ctx.refusal = Some(Reply::error(504, "request timed out"));
-            return Err(Error::explain(ErrorType::HTTPStatus(504), "request deadline passed"));
+            return Err(Reply::error(504, "request timed out"));
         }
-        let Some(pick) = version
+        let pick = version
             .cluster
-            .pick(self.routing.registry.epoch(), now, &mut rand::rng(), &ctx.tried)
-        else {
+            .pick(self.routing.registry.epoch(), now, &mut rand::rng(), &ctx.tried);
+        let Some(pick) = pick else {
             let msg = format!(
                 "no healthy endpoint for model {} version {}",
                 entry.name, entry.versions[routed.version].name
             );
-            let err = Error::explain(ErrorType::HTTPStatus(503), msg.clone());
-            ctx.refusal = Some(Reply::error(503, msg));
-            return Err(err);
+            return Err(Reply::error(503, msg));
         };
-        let address = pick.endpoint.address;
         self.start_attempt(session, ctx, pick, now);
+        Ok(left)
+    }
+
+    /// Picks the endpoint of the next try and builds its peer (the pingora upstream leg).
+    pub(super) fn peer(&self, session: &Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+        let left = match self.next_try(session, ctx) {
+            Ok(left) => left,
+            Err(reply) => {
+                let err = Error::explain(
+                    ErrorType::HTTPStatus(reply.status),
+                    reply.message().unwrap_or("no next try").to_string(),
+                );
+                ctx.refusal = Some(reply);
+                return Err(err);
+            }
+        };
+        let (Some((routes, routed)), Some(attempt)) = (ctx.routed(), ctx.attempt.as_ref()) else {
+            return Err(Error::explain(ErrorType::InternalError, "no attempt"));
+        };
+        let (entry, version) = (
+            &routes.snap.models[routed.model],
+            routes.version(routed.model, routed.version),
+        );
+        let address = attempt.pick.endpoint.address;
         let mut peer = match &version.tls {
             None => HttpPeer::new(address, false, String::new()),
             Some(tls) => {
@@ -59,7 +80,7 @@ impl Proxy {
                 p
             }
         };
-        let t = &policy.timeouts;
+        let t = &entry.policy.timeouts;
         peer.options.connection_timeout = Some(t.connect.get());
         peer.options.read_timeout = Some(t.first_byte.get().min(left));
         peer.options.write_timeout = Some(t.idle.get());
@@ -72,17 +93,23 @@ impl Proxy {
         Ok(Box::new(peer))
     }
 
-    /// The request as the backend gets it.
+    /// The request as the backend gets it (the pingora leg): forwarding headers and the try's
+    /// trace context.
     pub(super) fn upstream_request(
         &self,
         session: &Session,
         req: &mut RequestHeader,
         ctx: &Ctx,
     ) -> pingora::Result<()> {
-        strip_hop_by_hop(req);
         if let (Some(t), Some(span)) = (&self.telemetry, ctx.attempt.as_ref().and_then(|a| a.span.as_ref())) {
             t.inject(span, req);
         }
+        self.forward_headers(session, req)
+    }
+
+    /// Hop-by-hop headers stripped, forwarding headers appended: the same for every try.
+    pub(super) fn forward_headers(&self, session: &Session, req: &mut RequestHeader) -> pingora::Result<()> {
+        strip_hop_by_hop(req);
         // X-Forwarded-For/-Proto (de facto) and Forwarded (RFC 7239), appended to what the client
         // sent, so backends see the whole chain and the scheme the client used.
         let proto = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
