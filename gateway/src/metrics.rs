@@ -13,6 +13,10 @@ use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterV
 /// Latency buckets of `inference_latency_seconds` (ARCHITECTURE.md section 4).
 pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// The `outcome` label values of `meridian_upstream_attempts_total`, in
+/// [`meridian_gateway_core::outlier::Outcome`] order.
+pub const OUTCOMES: [&str; 3] = ["success", "server_error", "gateway_failure"];
+
 /// Label value for requests whose model the config does not know.
 pub const UNKNOWN_MODEL: &str = "unknown";
 

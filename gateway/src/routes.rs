@@ -3,7 +3,7 @@
 //! metric series its requests count into and its upstream TLS. Built off the request path on each
 //! (re)load and swapped whole through arc-swap.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -17,7 +17,9 @@ use meridian_gateway_core::cluster::{Cluster, Origin};
 use meridian_gateway_core::endpoint::Registry;
 use meridian_gateway_core::outlier::Detector;
 
-use crate::metrics::{Metrics, VersionSeries};
+use prometheus::IntCounter;
+
+use crate::metrics::{Metrics, VersionSeries, OUTCOMES};
 use crate::upstream_tls::{UpstreamTls, UpstreamTlsError};
 
 /// The current routing table and the endpoint state that outlives any one table: what every
@@ -65,6 +67,9 @@ pub struct VersionRoute {
     pub series: VersionSeries,
     /// TLS to its backends (`None`: plaintext).
     pub tls: Option<Arc<UpstreamTls>>,
+    /// `meridian_upstream_attempts_total` of each endpoint, by outcome (success, server error,
+    /// gateway failure), resolved here so a try does no label lookup.
+    pub attempts: HashMap<SocketAddr, [IntCounter; 3]>,
 }
 
 /// Why a table could not be built for this gateway from a valid config.
@@ -189,7 +194,16 @@ impl Builder<'_> {
                     .map(|(v, version)| {
                         let merged = with_feed(&snap, &entry.name, &version.name, &version.endpoints, feed);
                         let c = Cluster::build(&snap, origin, &merged, self.registry, &entry.policy.locality);
+                        let attempts = c
+                            .endpoints()
+                            .map(|e| {
+                                let labels = |outcome| [&*entry.name, &*version.name, &*e.id, outcome];
+                                let series = OUTCOMES.map(|o| self.metrics.attempts.with_label_values(&labels(o)));
+                                (e.address, series)
+                            })
+                            .collect();
                         Ok(VersionRoute {
+                            attempts,
                             cluster: Arc::new(c.with_max_in_flight(limits.per_endpoint_concurrency)),
                             series: self.metrics.version_series(&entry.name, &version.name),
                             tls: UpstreamTls::load(&snap, m, v)?,

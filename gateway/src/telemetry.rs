@@ -189,6 +189,12 @@ impl Telemetry {
         self.propagator.inject_context(&cx, &mut HeadersMut(req));
     }
 
+    /// [`Self::inject`] into a plain header map (the direct upstream leg's request).
+    pub fn inject_map(&self, attempt: &Span, headers: &mut http::HeaderMap) {
+        let cx = Context::new().with_remote_span_context(attempt.span_context().clone());
+        self.propagator.inject_context(&cx, &mut MapMut(headers));
+    }
+
     /// Flushes what is queued (bounded), for a graceful stop.
     pub fn shutdown(&self, within: Duration) {
         let provider = self.provider.clone();
@@ -286,6 +292,19 @@ struct HeadersMut<'a>(&'a mut RequestHeader);
 impl Injector for HeadersMut<'_> {
     fn set(&mut self, key: &str, value: String) {
         let _ = self.0.insert_header(key.to_owned(), value);
+    }
+}
+
+struct MapMut<'a>(&'a mut http::HeaderMap);
+
+impl Injector for MapMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::try_from(value),
+        ) {
+            self.0.insert(k, v);
+        }
     }
 }
 

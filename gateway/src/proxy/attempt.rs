@@ -14,6 +14,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use super::context::{Attempt, Ctx};
 use super::Proxy;
+use crate::metrics::OUTCOMES;
 
 impl Proxy {
     /// Starts a try at `pick`, ending the previous try's span.
@@ -66,15 +67,18 @@ impl Proxy {
         let entry = &routes.snap.models[model];
         let cfg = &entry.policy.outlier_detection;
         let ep = &attempt.pick.endpoint;
-        let label = match outcome {
-            Outcome::Success => "success",
-            Outcome::ServerError => "server_error",
-            Outcome::GatewayFailure => "gateway_failure",
+        let i = match outcome {
+            Outcome::Success => 0,
+            Outcome::ServerError => 1,
+            Outcome::GatewayFailure => 2,
         };
-        self.metrics
-            .attempts
-            .with_label_values(&[&entry.name, &entry.versions[version].name, &ep.id, label])
-            .inc();
+        match routes.version(model, version).attempts.get(&ep.address) {
+            Some(series) => series[i].inc(),
+            None => {
+                let labels = [&*entry.name, &*entry.versions[version].name, &*ep.id, OUTCOMES[i]];
+                self.metrics.attempts.with_label_values(&labels).inc();
+            }
+        }
         if let Some(reason) = self.routing.detector.record(ep, outcome, cfg) {
             let members: Vec<_> = routes.version(model, version).cluster.endpoints().collect();
             if self

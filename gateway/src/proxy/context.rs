@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use meridian_config::snapshot::{ModelId, VersionId};
 use meridian_gateway_core::admission::Admitted;
 use meridian_gateway_core::budget::{Active, RetryToken};
@@ -34,8 +36,8 @@ pub struct Ctx {
     pub flight: Option<Flight>,
     /// The current (or last) upstream try.
     pub attempt: Option<Attempt>,
-    /// Endpoints tried so far, in order.
-    pub tried: Vec<SocketAddr>,
+    /// Endpoints tried so far, in order (inline up to four: the default is three tries).
+    pub tried: SmallVec<[SocketAddr; 4]>,
     /// The retry budget's token for the retry in progress, if this is one.
     pub retry: Option<RetryToken>,
     /// The gateway's own answer when it ends a proxied request itself (a streamed body over the
@@ -109,7 +111,7 @@ impl Ctx {
             labels: Labels::default(),
             flight: None,
             attempt: None,
-            tried: Vec::new(),
+            tried: SmallVec::new(),
             retry: None,
             refusal: None,
             bytes_in: 0,

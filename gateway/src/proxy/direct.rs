@@ -18,15 +18,16 @@ use bytes::Bytes;
 use http::header;
 use http_body_util::{BodyExt, Full};
 use meridian_config::schema::RetryOn;
+use meridian_gateway_core::classify::Api;
 use meridian_gateway_core::outlier::Outcome;
 use meridian_gateway_core::prefix::PEEK_LIMIT;
 use meridian_gateway_core::reply::Reply;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
 use super::context::Ctx;
-use super::Proxy;
+use super::{forward, Proxy};
 use crate::pool;
 
 /// What one try came to before any response byte went to the client.
@@ -78,20 +79,20 @@ impl Proxy {
     /// Serves the request on the direct leg. `Err` leaves the answer to `fail_to_proxy`, with the
     /// gateway's own reply in `ctx.refusal` when no response byte was sent.
     pub(super) async fn direct(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
-        let body = read_whole_body(session).await?;
+        let peeked = ctx
+            .routed()
+            .is_some_and(|(_, r)| matches!(r.api, Api::OpenAi | Api::Grpc));
+        let body = read_whole_body(session, peeked).await?;
         ctx.bytes_in += body.len();
         if let Some(copy) = ctx.flight.as_mut().and_then(|f| f.shadow.as_mut()) {
             copy.add(&body);
         }
-        let mut head = session.req_header().clone();
-        self.forward_headers(session, &mut head)?;
-        as_http1_origin_form(&mut head)?;
         loop {
             let left = match self.next_try(session, ctx) {
                 Ok(left) => left,
                 Err(reply) => return Err(refuse(ctx, reply)),
             };
-            match self.send(session, ctx, &head, &body, left).await {
+            match self.send(session, ctx, &body, left).await {
                 Tried::Answered(resp, sender, addr) => {
                     return self.deliver(session, ctx, *resp, (sender, addr), left).await
                 }
@@ -102,14 +103,7 @@ impl Proxy {
     }
 
     /// One try: a connection, the request, the response header.
-    async fn send(
-        &self,
-        session: &Session,
-        ctx: &mut Ctx,
-        head: &RequestHeader,
-        body: &Bytes,
-        left: Duration,
-    ) -> Tried {
+    async fn send(&self, session: &Session, ctx: &mut Ctx, body: &Bytes, left: Duration) -> Tried {
         let Some((routes, routed)) = ctx.routed() else {
             return Tried::Refuse(Reply::error(500, "internal error: no routing table"));
         };
@@ -117,24 +111,27 @@ impl Proxy {
         let Some(addr) = ctx.attempt.as_ref().map(|a| a.pick.endpoint.address) else {
             return Tried::Refuse(Reply::error(500, "internal error: no attempt"));
         };
-        let mut head = head.clone();
-        if let (Some(tel), Some(span)) = (&self.telemetry, ctx.attempt.as_ref().and_then(|a| a.span.as_ref())) {
-            tel.inject(span, &mut head);
-        }
-        let request = http::Request::from_parts(head.into(), Full::new(body.clone()));
+        let request = match self.upstream_request_direct(session, ctx, body) {
+            Ok(r) => r,
+            Err(reply) => return Tried::Refuse(reply),
+        };
         let first_byte = t.first_byte.get().min(left);
-        let now = self.routing.clock.now();
+        // The try started a moment ago: its start is "now" for the pool's idle bookkeeping.
+        let now = ctx.attempt.as_ref().map_or(0, |a| a.started);
         let mut conn = match pool::checkout(addr, t.connect.get(), t.idle.get(), now).await {
             Ok(c) => c,
             Err(e) => return self.connect_failure(session, ctx, e.kind()),
         };
-        // A reused connection may turn out closed: keep a copy to send again on a fresh one.
-        let again = conn.reused.then(|| request.clone());
         let mut answer = tokio::time::timeout(first_byte, conn.sender.send_request(request)).await;
-        if let Some(request) = again.filter(|_| matches!(&answer, Ok(Err(e)) if closed_before_answer(e))) {
+        if conn.reused && matches!(&answer, Ok(Err(e)) if closed_before_answer(e)) {
+            // The backend closed this idle connection: once more on a fresh one, same endpoint.
             conn.sender = match pool::connect(addr, t.connect.get()).await {
                 Ok(s) => s,
                 Err(e) => return self.connect_failure(session, ctx, e.kind()),
+            };
+            let request = match self.upstream_request_direct(session, ctx, body) {
+                Ok(r) => r,
+                Err(reply) => return Tried::Refuse(reply),
             };
             answer = tokio::time::timeout(first_byte, conn.sender.send_request(request)).await;
         }
@@ -163,6 +160,43 @@ impl Proxy {
         }
     }
 
+    /// The request of the current try as an HTTP/1.1 backend takes it: forwarding headers, the
+    /// try's trace context, an origin-form target and, for an HTTP/2 request (which carries none),
+    /// `Host` from its authority.
+    fn upstream_request_direct(
+        &self,
+        session: &Session,
+        ctx: &Ctx,
+        body: &Bytes,
+    ) -> Result<http::Request<Full<Bytes>>, Reply> {
+        let mut parts = session.req_header().as_owned_parts();
+        forward::apply(
+            &mut parts.headers,
+            super::client_ip(session),
+            super::upstream::is_tls(session),
+        );
+        if let (Some(tel), Some(span)) = (&self.telemetry, ctx.attempt.as_ref().and_then(|a| a.span.as_ref())) {
+            tel.inject_map(span, &mut parts.headers);
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(host) = parts
+                .uri
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = path
+                .parse()
+                .map_err(|_| Reply::error(400, "the request target is not a valid path"))?;
+        }
+        parts.version = http::Version::HTTP_11;
+        Ok(http::Request::from_parts(parts, Full::new(body.clone())))
+    }
+
     /// A try that could not connect: the endpoint's failure, retried if allowed.
     fn connect_failure(&self, session: &Session, ctx: &mut Ctx, kind: &'static str) -> Tried {
         self.record(ctx, Outcome::GatewayFailure);
@@ -187,15 +221,24 @@ impl Proxy {
         (sender, addr): (pool::Sender, std::net::SocketAddr),
         left: Duration,
     ) -> pingora::Result<()> {
-        let (parts, mut body) = resp.into_parts();
-        let mut header = ResponseHeader::from(parts);
-        for hop in ["connection", "keep-alive", "proxy-connection"] {
-            header.remove_header(hop);
+        let (mut parts, mut body) = resp.into_parts();
+        let h2 = session.req_header().version == http::Version::HTTP_2;
+        let hop: Vec<_> = parts
+            .headers
+            .keys()
+            .filter(|k| {
+                // HTTP/2 frames its own body; a chunked coding header is invalid there.
+                *k == header::CONNECTION
+                    || *k == "keep-alive"
+                    || *k == "proxy-connection"
+                    || (h2 && *k == header::TRANSFER_ENCODING)
+            })
+            .cloned()
+            .collect();
+        for name in hop {
+            parts.headers.remove(name);
         }
-        if session.req_header().version == http::Version::HTTP_2 {
-            // HTTP/2 frames its own body; a chunked coding header is invalid there.
-            header.remove_header("transfer-encoding");
-        }
+        let header = ResponseHeader::from(parts);
         let done = hyper::body::Body::is_end_stream(&body);
         session.write_response_header(Box::new(header), done).await?;
         let (read_timeout, idle) = ctx.routed().map_or((left, left), |(routes, routed)| {
@@ -234,31 +277,26 @@ impl Proxy {
     }
 }
 
-/// The whole request body (bounded by the eligibility check), as pingora's replay buffer holds
-/// it: bytes a body peek already read come first.
-async fn read_whole_body(session: &mut Session) -> pingora::Result<Bytes> {
-    session.as_mut().enable_retry_buffering();
-    while session.as_mut().read_request_body().await?.is_some() {}
-    Ok(session.as_ref().get_retry_buffer().unwrap_or_default())
-}
-
-/// The request as an HTTP/1.1 backend takes it: origin-form target, and `Host` from the
-/// authority of an HTTP/2 request (which carries none).
-fn as_http1_origin_form(head: &mut RequestHeader) -> pingora::Result<()> {
-    if !head.headers.contains_key(header::HOST) {
-        if let Some(authority) = head.uri.authority().map(|a| a.as_str().to_string()) {
-            head.insert_header(header::HOST, authority)?;
-        }
+/// The whole request body (bounded by the eligibility check). After a body peek, pingora's
+/// replay buffer holds what the peek read, and the rest joins it; otherwise the chunks are taken
+/// as read (usually one, and no copy).
+async fn read_whole_body(session: &mut Session, peeked: bool) -> pingora::Result<Bytes> {
+    if peeked {
+        while session.as_mut().read_request_body().await?.is_some() {}
+        return Ok(session.as_ref().get_retry_buffer().unwrap_or_default());
     }
-    if head.uri.scheme().is_some() || head.uri.authority().is_some() {
-        let path = head.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let uri = path
-            .parse()
-            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request target", e))?;
-        head.set_uri(uri);
+    let Some(first) = session.as_mut().read_request_body().await? else {
+        return Ok(Bytes::new());
+    };
+    let Some(second) = session.as_mut().read_request_body().await? else {
+        return Ok(first);
+    };
+    let mut all = bytes::BytesMut::from(&first[..]);
+    all.extend_from_slice(&second);
+    while let Some(more) = session.as_mut().read_request_body().await? {
+        all.extend_from_slice(&more);
     }
-    head.set_version(http::Version::HTTP_11);
-    Ok(())
+    Ok(all.freeze())
 }
 
 /// Whether a send failed because the connection was gone before any answer (an idle keep-alive

@@ -20,6 +20,7 @@ mod attempt;
 mod body;
 mod context;
 mod direct;
+mod forward;
 mod reply;
 mod request;
 mod upstream;

@@ -12,7 +12,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
 use super::context::Ctx;
-use super::Proxy;
+use super::{forward, Proxy};
 
 impl Proxy {
     /// Starts the next try: within what is left of the request's deadline, at an endpoint this
@@ -107,63 +107,25 @@ impl Proxy {
         self.forward_headers(session, req)
     }
 
-    /// Hop-by-hop headers stripped, forwarding headers appended: the same for every try.
+    /// Hop-by-hop headers stripped, forwarding headers appended ([`super::forward`]), through
+    /// pingora's header API so the client's header case is kept.
     pub(super) fn forward_headers(&self, session: &Session, req: &mut RequestHeader) -> pingora::Result<()> {
-        strip_hop_by_hop(req);
-        // X-Forwarded-For/-Proto (de facto) and Forwarded (RFC 7239), appended to what the client
-        // sent, so backends see the whole chain and the scheme the client used.
-        let proto = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
-            "https"
-        } else {
-            "http"
-        };
-        if let Some(ip) = super::client_ip(session) {
-            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.to_string(),
-            };
-            req.insert_header("x-forwarded-for", xff)?;
-            let node = match ip {
-                std::net::IpAddr::V4(v4) => v4.to_string(),
-                std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-            };
-            let this = format!("for={node};proto={proto}");
-            let fwd = match req.headers.get("forwarded").and_then(|v| v.to_str().ok()) {
-                Some(prev) => format!("{prev}, {this}"),
-                None => this,
-            };
-            req.insert_header("forwarded", fwd)?;
+        for name in forward::hop_by_hop(&req.headers) {
+            req.remove_header(&name);
         }
-        req.insert_header("x-forwarded-proto", proto)?;
+        let f = forward::forwarding(&req.headers, super::client_ip(session), is_tls(session));
+        if let Some(v) = f.xff {
+            req.insert_header("x-forwarded-for", v)?;
+        }
+        if let Some(v) = f.forwarded {
+            req.insert_header("forwarded", v)?;
+        }
+        req.insert_header("x-forwarded-proto", f.proto)?;
         Ok(())
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 7.6.1) end at the gateway: the standard ones and any the client's
-/// `Connection` header names. `TE: trailers` stays, as gRPC needs it end to end.
-fn strip_hop_by_hop(req: &mut RequestHeader) {
-    const HOP: [&str; 6] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "upgrade",
-        "trailer",
-    ];
-    if let Some(named) = req.headers.get("connection").and_then(|v| v.to_str().ok()) {
-        let named: Vec<String> = named
-            .split(',')
-            .map(|s| s.trim().to_ascii_lowercase())
-            .filter(|s| !s.is_empty())
-            .collect();
-        for name in named {
-            req.remove_header(name.as_str());
-        }
-    }
-    for name in HOP {
-        req.remove_header(name);
-    }
-    if req.headers.get("te").is_some_and(|v| v.as_bytes() != b"trailers") {
-        req.remove_header("te");
-    }
+/// Whether the client connection is TLS.
+pub(super) fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
