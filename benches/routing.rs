@@ -15,9 +15,11 @@ use meridian_config::schema::{
     Config, Endpoint, HeaderMatch, Model, Region, Route, RouteMatch, StickyKey, Version, WeightedVersion,
 };
 use meridian_config::{Loaded, Snapshot};
+use meridian_gateway_core::classify::{classify, Target};
 use meridian_gateway_core::cluster::{Cluster, Origin};
 use meridian_gateway_core::decide::{decide, Decision, Env};
 use meridian_gateway_core::endpoint::Registry;
+use meridian_gateway_core::select::select;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -159,7 +161,7 @@ fn bench(c: &mut Criterion) {
     let mut rng = SmallRng::seed_from_u64(1);
     let mut i = 0usize;
     let epoch = registry.epoch();
-    c.bench_function(&format!("route+pick {models} models x {endpoints} endpoints"), |b| {
+    c.bench_function(&format!("decide+pick {models} models x {endpoints} endpoints"), |b| {
         b.iter(|| {
             i = (i + 7919) % models;
             let Ok(Decision::Route(r)) = decide(&snap, black_box(&heads[i]), None, &env) else {
@@ -169,6 +171,25 @@ fn bench(c: &mut Criterion) {
             black_box(pick.endpoint.address)
         })
     });
+    // The same requests through the parts `decide` is made of (classify, select, pick) without its
+    // header-size, body-limit and priority checks: what the decision cost before `decide`
+    // existed, measured in the same run for comparison.
+    c.bench_function(
+        &format!("classify+select+pick {models} models x {endpoints} endpoints"),
+        |b| {
+            b.iter(|| {
+                i = (i + 7919) % models;
+                let head = black_box(&heads[i]);
+                let Ok(Target::Model { model, version, .. }) = classify(&head.method, head.uri.path()) else {
+                    unreachable!()
+                };
+                let m = snap.model(model).unwrap();
+                let sel = select(&snap.models[m], version, &head.headers, b"10.0.0.1", 0.5).unwrap();
+                let pick = clusters[m][sel.version].pick(epoch, 1, &mut rng, &[]).unwrap();
+                black_box(pick.endpoint.address)
+            })
+        },
+    );
 }
 
 criterion_group!(benches, bench);

@@ -13,6 +13,8 @@
 #
 #   benches/load/run.sh [seconds-per-run] [rounds] [connections]
 #
+# MERIDIAN_BIN=path measures another build of the gateway (an earlier commit's, say) in the same way.
+#
 # Prints markdown tables for benches/README.md. Needs: nginx haproxy wrk nghttp2-client (h2load)
 # linux-perf openssl (apt-get install ...).
 set -euo pipefail
@@ -23,7 +25,7 @@ for t in nginx haproxy wrk h2load perf openssl; do
 done
 cargo build --release --quiet --bin meridian
 cargo build --release --quiet --bench openloop
-bin=target/release/meridian
+bin=${MERIDIAN_BIN:-target/release/meridian}
 openloop=$(ls -t target/release/deps/openloop-* | grep -v '\.d$' | head -1)
 work=$(mktemp -d)
 trap 'rc=$?; kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; exit $rc' EXIT

@@ -94,6 +94,8 @@ pub struct Policy {
     pub timeouts: Timeouts,
     /// Limits.
     pub limits: Limits,
+    /// `limits.priority_header` parsed once, so the request path looks it up without parsing.
+    pub priority_header: http::HeaderName,
 }
 
 /// One version of a model.
@@ -135,11 +137,20 @@ pub struct CompiledRoute {
     /// Where matching requests go.
     pub target: RouteTarget,
     /// Sticky key of a split.
-    pub sticky: Option<StickyKey>,
+    pub sticky: Option<Sticky>,
     /// Mirrored version and percent.
     pub shadow: Option<(VersionId, f64)>,
     /// Default priority class of the rule's requests.
     pub priority: Option<PriorityClass>,
+}
+
+/// Where a split's sticky key comes from, with header names parsed once.
+#[derive(Debug)]
+pub enum Sticky {
+    /// A request header.
+    Header(http::HeaderName),
+    /// A cookie of this name.
+    Cookie(String),
 }
 
 /// Where a rule sends requests.
@@ -253,6 +264,12 @@ impl Snapshot {
                 })
                 .collect();
             let routes = compile_routes(m, &version_by_name);
+            let limits = m.limits.clone().unwrap_or_else(|| gw.limits.clone());
+            // Validation checks the name; a default keeps compile infallible all the same.
+            let priority_header = limits
+                .priority_header
+                .parse()
+                .unwrap_or(http::HeaderName::from_static("x-priority"));
             let policy = Policy {
                 locality: gw.locality.clone(),
                 health_check: m.health_check.clone().unwrap_or_else(|| gw.health_check.clone()),
@@ -262,7 +279,8 @@ impl Snapshot {
                     .unwrap_or_else(|| gw.outlier_detection.clone()),
                 retries: m.retries.clone().unwrap_or_else(|| gw.retries.clone()),
                 timeouts: m.timeouts.clone().unwrap_or_else(|| gw.timeouts.clone()),
-                limits: m.limits.clone().unwrap_or_else(|| gw.limits.clone()),
+                limits,
+                priority_header,
             };
             model_by_name.insert(m.name.clone(), models.len());
             models.push(ModelEntry {
@@ -345,7 +363,10 @@ fn compile_routes(m: &crate::schema::Model, versions: &HashMap<String, VersionId
                 name: r.name.as_deref().map(Into::into),
                 headers,
                 target,
-                sticky: r.sticky.clone(),
+                sticky: r.sticky.as_ref().and_then(|k| match k {
+                    StickyKey::Header(h) => h.parse().ok().map(Sticky::Header),
+                    StickyKey::Cookie(c) => Some(Sticky::Cookie(c.clone())),
+                }),
                 shadow: r
                     .shadow
                     .as_ref()

@@ -154,7 +154,7 @@ pub fn decide(snap: &Snapshot, head: &Parts, body: Option<&Named>, env: &Env) ->
         return Err(refuse(Reply::error(501, msg), Some(sel.version)));
     }
     // The request's priority class from its header, else its rule's, else the model's default.
-    let asked = head.headers.get(limits.priority_header.as_str()).map(|v| v.as_bytes());
+    let asked = head.headers.get(&entry.policy.priority_header).map(|v| v.as_bytes());
     let class = class_of(asked).or(sel.priority).unwrap_or(limits.default_priority);
     Ok(Decision::Route(Routed {
         model: m,

@@ -7,12 +7,12 @@
 //! for any number of versions. The hash (xxh3) is stable across processes, so every gateway replica
 //! agrees.
 
-use http::HeaderMap;
-use meridian_config::schema::{PriorityClass, StickyKey};
-use meridian_config::snapshot::{ModelEntry, RouteTarget, VersionId};
+use http::{HeaderMap, HeaderName};
+use meridian_config::schema::PriorityClass;
+use meridian_config::snapshot::{ModelEntry, RouteTarget, Sticky, VersionId};
 
 /// Header that pins a version.
-pub const VERSION_HEADER: &str = "x-model-version";
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-version");
 
 /// The outcome of version selection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub fn select(
     client: &[u8],
     shadow_draw: f64,
 ) -> Result<Selection, SelectError> {
-    let pin = path_version.or_else(|| headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()));
+    let pin = path_version.or_else(|| headers.get(&VERSION_HEADER).and_then(|v| v.to_str().ok()));
     if let Some(pin) = pin {
         return match model.version(pin) {
             Some(version) => Ok(Selection {
@@ -97,13 +97,10 @@ pub fn select(
 }
 
 /// The sticky key's bytes from a header or a cookie, if the request carries it.
-fn sticky_key<'h>(key: Option<&StickyKey>, headers: &'h HeaderMap) -> Option<&'h [u8]> {
+fn sticky_key<'h>(key: Option<&Sticky>, headers: &'h HeaderMap) -> Option<&'h [u8]> {
     match key? {
-        StickyKey::Header(name) => headers
-            .get(name.as_str())
-            .map(|v| v.as_bytes())
-            .filter(|v| !v.is_empty()),
-        StickyKey::Cookie(name) => headers.get_all(http::header::COOKIE).iter().find_map(|h| {
+        Sticky::Header(name) => headers.get(name).map(|v| v.as_bytes()).filter(|v| !v.is_empty()),
+        Sticky::Cookie(name) => headers.get_all(http::header::COOKIE).iter().find_map(|h| {
             h.as_bytes().split(|b| *b == b';').find_map(|pair| {
                 let pair = pair.trim_ascii();
                 let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
