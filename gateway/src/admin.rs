@@ -3,7 +3,7 @@
 //! must send `Authorization: Bearer <token>`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -16,8 +16,8 @@ use meridian_config::admin_auth;
 use meridian_gateway_core::endpoint::{flags, Registry};
 use serde_json::{json, Value};
 
-use crate::drain::Drain;
 use crate::exposition::Exposition;
+use crate::lifecycle::Lifecycle;
 use crate::reloader::{ReloadError, Reloader};
 use crate::routes::Routing;
 
@@ -28,10 +28,8 @@ pub struct AdminApi {
     pub routing: Arc<Routing>,
     /// Reloads and their counters.
     pub reloader: Arc<Reloader>,
-    /// Whether the gateway is stopping.
-    pub drain: Arc<Drain>,
-    /// Whether the first health round finished.
-    pub ready: Arc<AtomicBool>,
+    /// Readiness and draining (`/readyz`).
+    pub lifecycle: Arc<Lifecycle>,
     /// `/metrics`.
     pub exposition: Arc<Exposition>,
 }
@@ -111,8 +109,8 @@ fn error(status: StatusCode, msg: &str) -> Response {
 }
 
 async fn readyz(State(api): Api) -> Response {
-    let draining = api.drain.draining();
-    let ready = api.ready.load(Ordering::Relaxed) && !draining;
+    let draining = api.lifecycle.draining();
+    let ready = api.lifecycle.ready();
     let status = if ready {
         StatusCode::OK
     } else {

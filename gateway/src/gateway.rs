@@ -4,7 +4,6 @@
 //! that sees all of them.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,22 +11,20 @@ use meridian_config::ConfigFile;
 use meridian_gateway_core::budget::RetryBudget;
 use meridian_gateway_core::clock::Clock;
 use meridian_gateway_core::endpoint::Registry;
-use pingora::server::ExecutionPhase;
-use tokio::sync::broadcast;
 
 use crate::accesslog::AccessLog;
 use crate::admin::AdminApi;
-use crate::drain::Drain;
 use crate::exposition::Exposition;
 use crate::feed::FeedView;
 use crate::health::Checker;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::outliers::OutlierInterval;
 use crate::proxy::Proxy;
 use crate::reloader::{self, Reloader};
 use crate::routes::{Builder, Routing};
 use crate::shadow::Mirror;
 use crate::signals::Signals;
-use crate::tasks::{OutlierInterval, Tasks};
 use crate::telemetry::Telemetry;
 
 /// Every long-lived part of one gateway process.
@@ -46,10 +43,8 @@ pub struct Gateway {
     pub access_log: Arc<AccessLog>,
     /// Trace export, when configured (read at start).
     pub telemetry: Option<Arc<Telemetry>>,
-    /// Requests in progress, for a graceful stop.
-    pub drain: Arc<Drain>,
-    /// Set once the first active health check round finished.
-    pub ready: Arc<AtomicBool>,
+    /// Readiness, draining, requests in progress.
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// The one region with a gateway, when `region` is not given.
@@ -127,8 +122,7 @@ impl Gateway {
             exposition,
             access_log: Arc::new(AccessLog::stdout()),
             telemetry,
-            drain: Arc::default(),
-            ready: Arc::default(),
+            lifecycle: Arc::default(),
         })
     }
 
@@ -144,40 +138,31 @@ impl Gateway {
             metrics: self.metrics.clone(),
             access_log: self.access_log.clone(),
             telemetry: self.telemetry.clone(),
-            drain: self.drain.clone(),
-            ready: self.ready.clone(),
+            lifecycle: self.lifecycle.clone(),
             mirror: Arc::new(mirror),
         }
     }
 
-    /// The background tasks (health checks, outlier interval, reloads, the state feed, the admin
-    /// listener) and the end of a graceful stop.
-    pub fn tasks(&self, phases: broadcast::Receiver<ExecutionPhase>) -> Tasks {
-        let checker = Checker {
+    /// The active health checker.
+    pub fn checker(&self) -> Checker {
+        Checker {
             routing: self.routing.clone(),
-            ready: self.ready.clone(),
-        };
-        let outliers = OutlierInterval {
+            lifecycle: self.lifecycle.clone(),
+        }
+    }
+
+    /// The outlier detection interval.
+    pub fn outliers(&self) -> OutlierInterval {
+        OutlierInterval {
             routing: self.routing.clone(),
             metrics: self.metrics.clone(),
-        };
-        Tasks {
-            routing: self.routing.clone(),
-            checker: Arc::new(checker),
-            outliers: Arc::new(outliers),
-            reloader: self.reloader.clone(),
-            admin: Arc::new(self.admin()),
-            drain: self.drain.clone(),
-            access_log: self.access_log.clone(),
-            telemetry: self.telemetry.clone(),
-            phases: parking_lot::Mutex::new(Some(phases)),
         }
     }
 
     /// The signal watcher.
     pub fn signals(&self) -> Signals {
         Signals {
-            drain: self.drain.clone(),
+            lifecycle: self.lifecycle.clone(),
             routing: self.routing.clone(),
         }
     }
@@ -187,8 +172,7 @@ impl Gateway {
         AdminApi {
             routing: self.routing.clone(),
             reloader: self.reloader.clone(),
-            drain: self.drain.clone(),
-            ready: self.ready.clone(),
+            lifecycle: self.lifecycle.clone(),
             exposition: self.exposition.clone(),
         }
     }

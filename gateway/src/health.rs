@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use meridian_config::schema::HealthCheck;
 use meridian_gateway_core::endpoint::{flags, EndpointState};
 use tokio::task::JoinHandle;
 
+use crate::lifecycle::Lifecycle;
 use crate::routes::Routing;
 use crate::upstream_tls::UpstreamTls;
 
@@ -21,8 +21,8 @@ pub struct Checker {
     /// Which endpoints exist and their check settings; the states results land in, and the
     /// detector whose ejections a passing check ends.
     pub routing: Arc<Routing>,
-    /// Set once every endpoint has a first result.
-    pub ready: Arc<AtomicBool>,
+    /// Marked checked once every endpoint has a first result.
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// The health check policy and upstream TLS of the first model version that has this endpoint.
@@ -124,8 +124,8 @@ impl Checker {
                     .entry(ep.address)
                     .or_insert_with(|| tokio::spawn(watch_endpoint(self.clone(), ep.clone(), client.clone())));
             }
-            if !self.ready.load(Ordering::Relaxed) && current.iter().all(|e| e.checked_once()) {
-                self.ready.store(true, Ordering::Release);
+            if !self.lifecycle.checked() && current.iter().all(|e| e.checked_once()) {
+                self.lifecycle.mark_checked();
                 tracing::info!(endpoints = current.len(), "first health round done; ready");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -12,9 +12,9 @@
 //! Off the request path: [`health`] (active checks), [`tasks`] (outlier interval, reload triggers,
 //! the admin listener, graceful stop), [`admin`], [`subscription`] (the state feed), [`exposition`]
 //! (Prometheus text over [`metrics`]' families), [`telemetry`] and [`accesslog`], [`shadow`],
-//! [`tls`]/[`certs`]/[`upstream_tls`], [`slowclient`], [`drain`] and [`signals`].
+//! [`tls`]/[`certs`]/[`upstream_tls`], [`slowclient`], [`lifecycle`] and [`signals`].
 //!
-//! What may import what: nothing here is imported by the core; [`metrics`], [`feed`], [`drain`],
+//! What may import what: nothing here is imported by the core; [`metrics`], [`feed`], [`lifecycle`],
 //! [`tls`] and [`upstream_tls`] import no other module of this crate but each other's leaves;
 //! [`routes`] builds on those; [`reloader`] on [`routes`]; the services on [`reloader`] and
 //! [`routes`]; only [`gateway`] and [`server`] see everything.
@@ -22,12 +22,13 @@
 pub mod accesslog;
 pub mod admin;
 pub mod certs;
-pub mod drain;
 pub mod exposition;
 pub mod feed;
 pub mod gateway;
 pub mod health;
+pub mod lifecycle;
 pub mod metrics;
+pub mod outliers;
 pub mod pool;
 pub mod proxy;
 pub mod reloader;

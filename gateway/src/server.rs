@@ -100,9 +100,14 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
     }
     println!("gateway {region} admin on {}", spec.admin.address);
     server.add_service(proxy);
-    server.add_service(background_service("meridian tasks", gw.tasks(phases)));
+    let signals = gw.signals();
+    let tasks = crate::tasks::Tasks {
+        gw: Arc::new(gw),
+        phases: parking_lot::Mutex::new(Some(phases)),
+    };
+    server.add_service(background_service("meridian tasks", tasks));
     server.run(pingora::server::RunArgs {
-        shutdown_signal: Box::new(gw.signals()),
+        shutdown_signal: Box::new(signals),
     });
     std::process::exit(0)
 }

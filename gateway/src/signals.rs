@@ -13,13 +13,13 @@ use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::drain::Drain;
+use crate::lifecycle::Lifecycle;
 use crate::routes::Routing;
 
 /// The gateway's signal watcher.
 pub struct Signals {
     /// Started on SIGTERM and SIGQUIT.
-    pub drain: Arc<Drain>,
+    pub lifecycle: Arc<Lifecycle>,
     /// Where the drain window (`shutdown_delay`) is read from.
     pub routing: Arc<Routing>,
 }
@@ -37,11 +37,11 @@ impl ShutdownSignalWatch for Signals {
         };
         tokio::select! {
             _ = quit.recv() => {
-                self.drain.begin();
+                self.lifecycle.begin();
                 ShutdownSignal::GracefulUpgrade
             }
             _ = term.recv() => {
-                self.drain.begin();
+                self.lifecycle.begin();
                 let delay = {
                     let routes = self.routing.routes.load();
                     routes.gateway_spec()

@@ -11,61 +11,30 @@ use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use tokio::sync::broadcast;
 
-use meridian_gateway_core::outlier::Detector;
-
-use crate::accesslog::AccessLog;
-use crate::admin::AdminApi;
-use crate::drain::Drain;
-use crate::health::Checker;
-use crate::metrics::Metrics;
+use crate::gateway::Gateway;
 use crate::reloader::Reloader;
-use crate::routes::Routing;
-use crate::telemetry::Telemetry;
 
-/// The background service.
+/// The background service: it starts each background part from the gateway's parts (each part
+/// gets only what it uses) and ends the process after a graceful stop.
 pub struct Tasks {
-    /// The current table.
-    pub routing: Arc<Routing>,
-    /// Active health checks.
-    pub checker: Arc<Checker>,
-    /// The outlier detection interval.
-    pub outliers: Arc<OutlierInterval>,
-    /// Config and certificate reloads, and the state feed's target.
-    pub reloader: Arc<Reloader>,
-    /// The admin API.
-    pub admin: Arc<AdminApi>,
-    /// Requests in progress, waited for at the end.
-    pub drain: Arc<Drain>,
-    /// Flushed at the end.
-    pub access_log: Arc<AccessLog>,
-    /// Flushed at the end.
-    pub telemetry: Option<Arc<Telemetry>>,
+    /// The process's parts.
+    pub gw: Arc<Gateway>,
     /// The server's execution phases: a graceful upgrade hands the admin listener over at once.
     pub phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
-}
-
-/// What the outlier detection interval reads and writes.
-pub struct OutlierInterval {
-    /// Clusters and their outlier settings, endpoint states and the detector.
-    pub routing: Arc<Routing>,
-    /// `meridian_endpoint_ejections_total`.
-    pub metrics: Arc<Metrics>,
 }
 
 #[async_trait]
 impl BackgroundService for Tasks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let gw = &self.gw;
         let handles = vec![
-            tokio::spawn(self.checker.clone().supervise()),
-            tokio::spawn(self.outliers.clone().run()),
-            tokio::spawn(watch_file(self.reloader.clone())),
-            tokio::spawn(on_sighup(self.reloader.clone())),
-            tokio::spawn(crate::subscription::subscribe(
-                self.routing.clone(),
-                self.reloader.clone(),
-            )),
+            tokio::spawn(Arc::new(gw.checker()).supervise()),
+            tokio::spawn(Arc::new(gw.outliers()).run()),
+            tokio::spawn(watch_file(gw.reloader.clone())),
+            tokio::spawn(on_sighup(gw.reloader.clone())),
+            tokio::spawn(crate::subscription::subscribe(gw.routing.clone(), gw.reloader.clone())),
         ];
-        let admin = tokio::spawn(crate::admin::serve(self.admin.clone()));
+        let admin = tokio::spawn(crate::admin::serve(Arc::new(gw.admin())));
         let mut phases = self.phases.lock().take();
         loop {
             tokio::select! {
@@ -100,15 +69,15 @@ impl Tasks {
     /// get the configured grace to finish, then the process exits without waiting out the rest.
     async fn stop(&self, tasks: Vec<tokio::task::JoinHandle<()>>, admin: tokio::task::JoinHandle<()>) {
         let grace = {
-            let routes = self.routing.routes.load();
+            let routes = self.gw.routing.routes.load();
             routes.gateway_spec().map_or(Duration::ZERO, |g| g.shutdown_grace.get())
         };
-        tracing::info!(in_progress = self.drain.active(), ?grace, "draining");
-        if self.drain.until_idle(grace).await {
+        tracing::info!(in_progress = self.gw.lifecycle.active(), ?grace, "draining");
+        if self.gw.lifecycle.until_idle(grace).await {
             tracing::info!("drained: every request in progress finished");
         } else {
             tracing::warn!(
-                in_progress = self.drain.active(),
+                in_progress = self.gw.lifecycle.active(),
                 "grace period over: cutting the requests still in progress"
             );
         }
@@ -116,48 +85,11 @@ impl Tasks {
             h.abort();
         }
         admin.abort();
-        self.access_log.flush(Duration::from_secs(2));
-        if let Some(t) = &self.telemetry {
+        self.gw.access_log.flush(Duration::from_secs(2));
+        if let Some(t) = &self.gw.telemetry {
             t.shutdown(Duration::from_secs(2));
         }
         std::process::exit(0);
-    }
-}
-
-impl OutlierInterval {
-    /// Every interval: ejections end, multipliers decay, success-rate ejection runs.
-    async fn run(self: Arc<Self>) {
-        loop {
-            let routes = self.routing.routes.load_full();
-            let interval = routes
-                .snap
-                .models
-                .iter()
-                .map(|m| m.policy.outlier_detection.interval.get())
-                .min()
-                .unwrap_or(Duration::from_secs(10));
-            tokio::time::sleep(interval).await;
-            let now = self.routing.clock.now();
-            let all = self.routing.registry.all();
-            for ep in &all {
-                self.routing.detector.tick_endpoint(&self.routing.registry, ep, now);
-            }
-            for (m, _, version) in routes.versions() {
-                let cfg = &routes.snap.models[m].policy.outlier_detection;
-                let members: Vec<_> = version.cluster.endpoints().collect();
-                for e in self
-                    .routing
-                    .detector
-                    .tick_cluster(&self.routing.registry, &members, now, cfg)
-                {
-                    tracing::warn!(endpoint = %e.id, "endpoint ejected for its success rate");
-                    self.metrics.ejections.with_label_values(&[&e.id, "success_rate"]).inc();
-                }
-            }
-            for ep in &all {
-                Detector::reset_interval(ep);
-            }
-        }
     }
 }
 

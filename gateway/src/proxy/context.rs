@@ -16,7 +16,7 @@ use meridian_gateway_core::decide::Routed;
 use meridian_gateway_core::endpoint::InFlight;
 use meridian_gateway_core::reply::Reply;
 
-use crate::drain::InProgress;
+use crate::lifecycle::InProgress;
 use crate::routes::Routes;
 use crate::shadow::ShadowCopy;
 

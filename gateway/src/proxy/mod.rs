@@ -26,7 +26,6 @@ mod request;
 mod upstream;
 
 use std::net::IpAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -39,7 +38,7 @@ use pingora::Error;
 pub use context::Ctx;
 
 use crate::accesslog::AccessLog;
-use crate::drain::Drain;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::routes::Routing;
 use crate::shadow::Mirror;
@@ -57,10 +56,8 @@ pub struct Proxy {
     pub access_log: Arc<AccessLog>,
     /// Trace export, when configured.
     pub telemetry: Option<Arc<Telemetry>>,
-    /// Requests in progress and whether the gateway is stopping.
-    pub drain: Arc<Drain>,
-    /// Whether the first health round finished (V2 and gRPC readiness answers).
-    pub ready: Arc<AtomicBool>,
+    /// Readiness (the V2 and gRPC answers), draining, requests in progress.
+    pub lifecycle: Arc<Lifecycle>,
     /// Shadow traffic.
     pub mirror: Arc<Mirror>,
 }
@@ -75,7 +72,7 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::new(self.drain.enter())
+        Ctx::new(self.lifecycle.enter())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {

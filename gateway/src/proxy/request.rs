@@ -2,8 +2,6 @@
 //! name the model in the body, a bounded peek at the body first; then admission. What is decided is
 //! the core's ([`meridian_gateway_core::decide`]); this stage reads, waits and answers.
 
-use std::sync::atomic::Ordering;
-
 use meridian_gateway_core::admission::class_label;
 use meridian_gateway_core::decide::{decide, Decision, Env};
 use meridian_gateway_core::peek::{BodyPeek, Named, Step};
@@ -26,14 +24,14 @@ impl Proxy {
             let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
             ctx.trace = Some(t.server_span(session.req_header(), client, tls));
         }
-        if self.drain.draining() {
+        if self.lifecycle.draining() {
             // Stopping: this connection's last response, so the client's pool moves on cleanly.
             session.set_keepalive(None);
         }
         let routes = self.routing.routes.load_full();
         ctx.routes = Some(routes.clone());
         let env = Env {
-            ready: self.ready.load(Ordering::Relaxed),
+            ready: self.lifecycle.checked(),
             client,
             shadow_draw: rand::rng().random(),
         };

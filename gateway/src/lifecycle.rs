@@ -1,6 +1,8 @@
-//! Graceful stop: counts the requests in progress so a stopping gateway (SIGTERM, or a graceful
-//! upgrade handing its listening sockets to a new process) exits the moment the last one ends,
-//! token streams included, instead of cutting them or sleeping out a fixed grace period.
+//! Where the gateway stands in its life: ready once every endpoint has its first health check
+//! result, draining once it stops, and the requests in progress. A stopping gateway (SIGTERM, or a
+//! graceful upgrade handing its listening sockets to a new process) exits the moment the last
+//! request ends, token streams included, instead of cutting them or sleeping out a fixed grace
+//! period.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,18 +10,34 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// Requests in progress and whether the process is draining.
+/// Readiness, draining, and the requests in progress.
 #[derive(Default)]
-pub struct Drain {
+pub struct Lifecycle {
+    checked: AtomicBool,
     active: AtomicUsize,
     draining: AtomicBool,
     idle: Notify,
 }
 
 /// Held by a request from its first byte to its last log line.
-pub struct InProgress(Arc<Drain>);
+pub struct InProgress(Arc<Lifecycle>);
 
-impl Drain {
+impl Lifecycle {
+    /// Records that every endpoint has a first health check result.
+    pub fn mark_checked(&self) {
+        self.checked.store(true, Ordering::Release);
+    }
+
+    /// Whether the first health round finished (the V2 and gRPC readiness answers).
+    pub fn checked(&self) -> bool {
+        self.checked.load(Ordering::Acquire)
+    }
+
+    /// Whether the gateway takes new traffic: checked and not draining (`/readyz`).
+    pub fn ready(&self) -> bool {
+        self.checked() && !self.draining()
+    }
+
     /// Counts a request in; the count drops when the returned guard does.
     pub fn enter(self: &Arc<Self>) -> InProgress {
         self.active.fetch_add(1, Ordering::SeqCst);
@@ -73,9 +91,22 @@ impl Drop for InProgress {
 mod tests {
     use super::*;
 
+    #[test]
+    fn ready_once_checked_until_draining() {
+        let l = Lifecycle::default();
+        assert!(!l.ready());
+        l.mark_checked();
+        assert!(l.ready() && l.checked());
+        l.begin();
+        assert!(
+            !l.ready() && l.checked(),
+            "draining takes it out, the V2 answer keeps its check"
+        );
+    }
+
     #[tokio::test]
     async fn waits_for_the_last_request() {
-        let d = Arc::new(Drain::default());
+        let d = Arc::new(Lifecycle::default());
         assert!(d.until_idle(Duration::ZERO).await, "idle at once without requests");
         let a = d.enter();
         let b = d.enter();
