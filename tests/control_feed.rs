@@ -40,14 +40,8 @@ fn plan() -> Plan {
     w.gateway_of("q").health_url = Some(format!("http://{q1}/v2/health/ready"));
     let t = &mut w.config.control.telemetry;
     (t.interval, t.timeout) = (ms(200), ms(500));
-    let dns = w.dns();
+    let dns = w.dns_probing(ms(200), ms(500));
     let d = w.dns_mut();
-    (
-        d.probe.interval,
-        d.probe.timeout,
-        d.probe.healthy_threshold,
-        d.probe.unhealthy_threshold,
-    ) = (ms(200), ms(500), 1, 2);
     let mut api = gslb("api.meridian.test", GslbPolicy::Failover, &["r", "q"]);
     api.models = vec!["llm".into()];
     d.gslb.push(api);

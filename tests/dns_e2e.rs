@@ -42,14 +42,8 @@ fn two_regions(net: u8) -> (World, Gw, Gw) {
 fn world(extra: Option<Record>) -> (World, Gw, Gw) {
     let (mut w, us, eu) = two_regions(70);
     w.gateway_of("us").public_addresses.push("fd00::1".parse().unwrap());
-    assert_eq!(w.dns().listen, DNS);
+    assert_eq!(w.dns_probing(ms(100), ms(500)).listen, DNS);
     let d = w.dns_mut();
-    (
-        d.probe.interval,
-        d.probe.timeout,
-        d.probe.healthy_threshold,
-        d.probe.unhealthy_threshold,
-    ) = (ms(100), ms(500), 1, 2);
     let zone = &mut d.zones[0];
     zone.soa.minimum = secs(60);
     zone.records.extend([
@@ -302,14 +296,8 @@ fn world2() -> (World, Gw, Gw) {
     for (region, at) in &never_started {
         w.endpoint_at("m", "v1", "", at, region, &format!("{region}-a"));
     }
-    assert_eq!(w.dns().listen, DNS2);
+    assert_eq!(w.dns_probing(ms(100), ms(300)).listen, DNS2);
     let d = w.dns_mut();
-    (
-        d.probe.interval,
-        d.probe.timeout,
-        d.probe.healthy_threshold,
-        d.probe.unhealthy_threshold,
-    ) = (ms(100), ms(300), 1, 2);
     d.zones[0].records.clear();
     let mut closed = gslb("closed.meridian.test", GslbPolicy::Failover, &["us", "eu"]);
     closed.when_all_down = AllDown::FailClosed;

@@ -144,14 +144,8 @@ fn world() -> (World, DnsAt) {
     (t.interval, t.timeout) = (ms(200), ms(200));
     let hc = &mut w.config.gateway.health_check;
     (hc.interval, hc.timeout, hc.healthy_threshold, hc.unhealthy_threshold) = (ms(200), ms(200), 1, 2);
-    let dns = w.dns();
+    let dns = w.dns_probing(ms(200), ms(300));
     let d = w.dns_mut();
-    (
-        d.probe.interval,
-        d.probe.timeout,
-        d.probe.healthy_threshold,
-        d.probe.unhealthy_threshold,
-    ) = (ms(200), ms(300), 1, 2);
     let mut api = gslb("api.meridian.test", GslbPolicy::Failover, &["us", "eu"]);
     api.ttl = secs(1);
     d.gslb.push(api);

@@ -211,6 +211,19 @@ impl World {
         at
     }
 
+    /// [`Self::dns`] with the quick probes every DNS test uses: every `interval`, each bounded by
+    /// `timeout`; one pass brings a region back, two failures in a row take it out.
+    pub fn dns_probing(&mut self, interval: Duration, timeout: Duration) -> DnsAt {
+        let at = self.dns();
+        self.dns_mut().probe = meridian_config::schema::Probe {
+            interval,
+            timeout,
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+        };
+        at
+    }
+
     /// The DNS section.
     pub fn dns_mut(&mut self) -> &mut Dns {
         self.config.dns.as_mut().expect("dns() first")
