@@ -166,74 +166,65 @@ mod tests {
         Ok(Target::Model { api, model, version })
     }
 
+    /// Each (method, path) and what it classifies as.
+    fn check(cases: &[(Method, &str, Result<Target<'_>, ClassifyError>)]) {
+        for (method, path, want) in cases {
+            assert_eq!(&classify(method, path), want, "{method} {path}");
+        }
+    }
+
     #[test]
     fn kserve_v1_paths() {
-        assert_eq!(
-            classify(&Method::POST, "/v1/models/iris:predict"),
-            model(Api::V1, "iris", None)
-        );
-        assert_eq!(
-            classify(&Method::POST, "/v1/models/iris:explain"),
-            model(Api::V1, "iris", None)
-        );
-        assert_eq!(classify(&Method::GET, "/v1/models/iris"), model(Api::V1, "iris", None));
-        assert_eq!(classify(&Method::GET, "/v1/models"), Ok(Target::ListModels));
-        assert_eq!(
-            classify(&Method::POST, "/v1/models/iris:train"),
-            Err(ClassifyError::UnknownPath)
-        );
-        assert_eq!(
-            classify(&Method::GET, "/v1/models/iris:predict"),
-            Err(ClassifyError::MethodNotAllowed)
-        );
+        let (get, post) = (Method::GET, Method::POST);
+        check(&[
+            (post.clone(), "/v1/models/iris:predict", model(Api::V1, "iris", None)),
+            (post.clone(), "/v1/models/iris:explain", model(Api::V1, "iris", None)),
+            (get.clone(), "/v1/models/iris", model(Api::V1, "iris", None)),
+            (get.clone(), "/v1/models", Ok(Target::ListModels)),
+            (post, "/v1/models/iris:train", Err(ClassifyError::UnknownPath)),
+            (get, "/v1/models/iris:predict", Err(ClassifyError::MethodNotAllowed)),
+        ]);
     }
 
     #[test]
     fn open_inference_v2_paths() {
-        assert_eq!(
-            classify(&Method::POST, "/v2/models/iris/infer"),
-            model(Api::V2, "iris", None)
-        );
-        assert_eq!(
-            classify(&Method::POST, "/v2/models/iris/versions/v2/infer"),
-            model(Api::V2, "iris", Some("v2"))
-        );
-        assert_eq!(
-            classify(&Method::GET, "/v2/models/iris/versions/v2/ready"),
-            model(Api::V2, "iris", Some("v2"))
-        );
-        assert_eq!(
-            classify(&Method::GET, "/v2/models/iris/versions/v2"),
-            model(Api::V2, "iris", Some("v2"))
-        );
-        assert_eq!(classify(&Method::GET, "/v2/models/iris"), model(Api::V2, "iris", None));
-        assert_eq!(
-            classify(&Method::GET, "/v2/models/iris/ready"),
-            model(Api::V2, "iris", None)
-        );
-        assert_eq!(
-            classify(&Method::POST, "/v2/models/llm/generate_stream"),
-            model(Api::V2, "llm", None)
-        );
-        assert_eq!(classify(&Method::GET, "/v2/health/live"), Ok(Target::ServerLive));
-        assert_eq!(classify(&Method::GET, "/v2/health/ready"), Ok(Target::ServerReady));
-        assert_eq!(classify(&Method::GET, "/v2"), Ok(Target::ServerMetadata));
-        assert_eq!(
-            classify(&Method::GET, "/v2/models/iris/infer"),
-            Err(ClassifyError::MethodNotAllowed)
-        );
-        assert_eq!(
-            classify(&Method::POST, "/v2/models/iris/versions//infer"),
-            Err(ClassifyError::UnknownPath)
-        );
-        assert_eq!(
-            classify(&Method::POST, "/v2/models/../infer"),
-            model(Api::V2, "..", None)
-        );
-        assert_eq!(
-            classify(&Method::POST, "/v2/models/a%2Fb/infer"),
-            Err(ClassifyError::UnknownPath)
-        );
+        let (get, post) = (Method::GET, Method::POST);
+        check(&[
+            (post.clone(), "/v2/models/iris/infer", model(Api::V2, "iris", None)),
+            (
+                post.clone(),
+                "/v2/models/iris/versions/v2/infer",
+                model(Api::V2, "iris", Some("v2")),
+            ),
+            (
+                get.clone(),
+                "/v2/models/iris/versions/v2/ready",
+                model(Api::V2, "iris", Some("v2")),
+            ),
+            (
+                get.clone(),
+                "/v2/models/iris/versions/v2",
+                model(Api::V2, "iris", Some("v2")),
+            ),
+            (get.clone(), "/v2/models/iris", model(Api::V2, "iris", None)),
+            (get.clone(), "/v2/models/iris/ready", model(Api::V2, "iris", None)),
+            (
+                post.clone(),
+                "/v2/models/llm/generate_stream",
+                model(Api::V2, "llm", None),
+            ),
+            (get.clone(), "/v2/health/live", Ok(Target::ServerLive)),
+            (get.clone(), "/v2/health/ready", Ok(Target::ServerReady)),
+            (get.clone(), "/v2", Ok(Target::ServerMetadata)),
+            (get, "/v2/models/iris/infer", Err(ClassifyError::MethodNotAllowed)),
+            (
+                post.clone(),
+                "/v2/models/iris/versions//infer",
+                Err(ClassifyError::UnknownPath),
+            ),
+            (post.clone(), "/v2/models/../infer", model(Api::V2, "..", None)),
+            (post, "/v2/models/a%2Fb/infer", Err(ClassifyError::UnknownPath)),
+        ]);
     }
 
     #[test]
