@@ -3,7 +3,7 @@
 //! metric series its requests count into and its upstream TLS. Built off the request path on each
 //! (re)load and swapped whole through arc-swap.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -69,7 +69,7 @@ pub struct VersionRoute {
     pub tls: Option<Arc<UpstreamTls>>,
     /// `meridian_upstream_attempts_total` of each endpoint, by outcome (success, server error,
     /// gateway failure), resolved here so a try does no label lookup.
-    pub attempts: HashMap<SocketAddr, [IntCounter; 3]>,
+    pub attempts: foldhash::HashMap<SocketAddr, [IntCounter; 3]>,
 }
 
 /// Why a table could not be built for this gateway from a valid config.

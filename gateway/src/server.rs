@@ -71,7 +71,8 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
     server.bootstrap();
     files.write_pid()?;
     let phases = server.watch_execution_phase();
-    let mut app = pingora::proxy::http_proxy(&server.configuration, gw.proxy());
+    let proxy = gw.proxy();
+    let mut app = pingora::proxy::http_proxy(&server.configuration, proxy.clone());
     let h2c = spec
         .listeners
         .iter()
@@ -81,9 +82,9 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
     app.server_options = Some(opts);
     let mut proxy = pingora::services::listening::Service::new(
         "meridian gateway".into(),
-        crate::slowclient::HeaderDeadline {
-            inner: Arc::new(app),
-            routing: gw.routing.clone(),
+        crate::listener::Listener {
+            http1: crate::proxy::Http1::new(proxy),
+            pingora: Arc::new(app),
         },
     );
     for l in &spec.listeners {

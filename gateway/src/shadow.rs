@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use meridian_config::snapshot::{ModelId, VersionId};
-use pingora::http::RequestHeader;
 
 use crate::routes::{Routes, Routing};
 
@@ -28,7 +27,7 @@ impl Mirror {
         routes: &Routes,
         model: ModelId,
         version: VersionId,
-        req: &RequestHeader,
+        req: &http::request::Parts,
         body: Vec<bytes::Bytes>,
     ) {
         let cluster = &routes.version(model, version).cluster;

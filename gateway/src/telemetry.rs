@@ -132,8 +132,8 @@ impl Telemetry {
     }
 
     /// Starts a request's server span, continuing the client's trace when it sent one.
-    pub fn server_span(&self, req: &RequestHeader, client: Option<IpAddr>, tls: bool) -> Context {
-        let parent = self.propagator.extract(&Headers(req));
+    pub fn server_span(&self, req: &http::request::Parts, client: Option<IpAddr>, tls: bool) -> Context {
+        let parent = self.propagator.extract(&Headers(&req.headers));
         let method = req.method.as_str().to_owned();
         let mut attrs = vec![
             KeyValue::new("http.request.method", method.clone()),
@@ -189,10 +189,11 @@ impl Telemetry {
         self.propagator.inject_context(&cx, &mut HeadersMut(req));
     }
 
-    /// [`Self::inject`] into a plain header map (the direct upstream leg's request).
-    pub fn inject_map(&self, attempt: &Span, headers: &mut http::HeaderMap) {
+    /// [`Self::inject`] as fields handed to `field` (our own upstream leg writes its request head
+    /// itself).
+    pub fn inject_fields(&self, attempt: &Span, field: impl FnMut(&str, &str)) {
         let cx = Context::new().with_remote_span_context(attempt.span_context().clone());
-        self.propagator.inject_context(&cx, &mut MapMut(headers));
+        self.propagator.inject_context(&cx, &mut Fields(field));
     }
 
     /// Flushes what is queued (bounded), for a graceful stop.
@@ -276,14 +277,14 @@ fn protocol_version(v: http::Version) -> &'static str {
     }
 }
 
-struct Headers<'a>(&'a RequestHeader);
+struct Headers<'a>(&'a http::HeaderMap);
 
 impl Extractor for Headers<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.headers.get(key).and_then(|v| v.to_str().ok())
+        self.0.get(key).and_then(|v| v.to_str().ok())
     }
     fn keys(&self) -> Vec<&str> {
-        self.0.headers.keys().map(|k| k.as_str()).collect()
+        self.0.keys().map(|k| k.as_str()).collect()
     }
 }
 
@@ -295,15 +296,13 @@ impl Injector for HeadersMut<'_> {
     }
 }
 
-struct MapMut<'a>(&'a mut http::HeaderMap);
+struct Fields<F>(F);
 
-impl Injector for MapMut<'_> {
+impl<F: FnMut(&str, &str)> Injector for Fields<F> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(k), Ok(v)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::try_from(value),
-        ) {
-            self.0.insert(k, v);
+        // The propagator writes header-safe text; anything else is not sent.
+        if http::HeaderValue::from_str(&value).is_ok() {
+            (self.0)(key, &value);
         }
     }
 }

@@ -5,9 +5,9 @@
 use meridian_gateway_core::cluster::Level;
 use meridian_gateway_core::endpoint::EndpointState;
 use opentelemetry::trace::TraceContextExt;
-use pingora::proxy::Session;
 
 use super::context::Ctx;
+use super::downstream::Downstream;
 use super::Proxy;
 use crate::accesslog::{trace_id, Entry};
 use crate::metrics::UNKNOWN_MODEL;
@@ -46,35 +46,34 @@ impl<'a> Served<'a> {
 
 impl Proxy {
     /// Accounts for a finished request and sends its mirrored copy.
-    pub(super) fn finish(&self, session: &mut Session, ctx: &mut Ctx) {
+    pub fn finish(&self, d: &impl Downstream, ctx: &mut Ctx) {
         if let Some(a) = ctx.attempt.as_mut() {
             a.in_flight = None;
         }
-        self.account(session, ctx);
+        self.account(d, ctx);
         ctx.end_attempt_span();
         if let Some(server) = ctx.trace.take() {
-            self.end_trace(session, ctx, &server);
+            self.end_trace(d, ctx, &server);
         }
         let copy = ctx.flight.as_mut().and_then(|f| f.shadow.take());
         if let (Some(copy), Some((routes, routed))) = (copy, ctx.routed()) {
             let version = copy.version;
             if let Some(body) = copy.into_body() {
-                self.mirror
-                    .send(routes, routed.model, version, session.req_header(), body);
+                self.mirror.send(routes, routed.model, version, d.head(), body);
             }
         }
     }
 
     /// Ends the request's server span with what the request came to.
-    fn end_trace(&self, session: &Session, ctx: &Ctx, server: &opentelemetry::Context) {
-        let req = session.req_header();
+    fn end_trace(&self, d: &impl Downstream, ctx: &Ctx, server: &opentelemetry::Context) {
+        let req = d.head();
         let served = ctx.routes.as_ref().map(|r| Served::of(r, ctx));
         let served = served.as_ref();
         let model = served.filter(|_| ctx.labels.model.is_some()).map(|s| s.model);
         let version = served.filter(|_| ctx.labels.version.is_some()).map(|s| s.version);
         let route = model.map(|m| route_template(req.uri.path(), m, version));
         let outcome = crate::telemetry::Outcome {
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            status: d.written().unwrap_or(0),
             route: route.as_deref(),
             model: model.zip(version),
             endpoint: served.and_then(|s| Some((&*s.endpoint?.0.id, s.locality()))),
@@ -84,10 +83,10 @@ impl Proxy {
     }
 
     /// Metrics and the access log line of a finished request.
-    fn account(&self, session: &Session, ctx: &Ctx) {
+    fn account(&self, d: &impl Downstream, ctx: &Ctx) {
         let Some(routes) = ctx.routes.as_ref() else { return };
         let served = Served::of(routes, ctx);
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = d.written().unwrap_or(0);
         let seconds = self.routing.clock.now().saturating_sub(ctx.started) as f64 / 1e9;
         let series = match (ctx.labels.model, ctx.labels.version, &ctx.attempt) {
             (Some(m), Some(v), Some(_)) => Some(&routes.version(m, v).series),
@@ -104,7 +103,7 @@ impl Proxy {
         if !log.enabled {
             return;
         }
-        let req = session.req_header();
+        let req = d.head();
         // The trace this request's spans belong to; without tracing, the one the client named.
         let traced = ctx
             .trace
@@ -118,7 +117,7 @@ impl Proxy {
                     .and_then(|v| v.to_str().ok())
                     .and_then(trace_id)
             }),
-            client: session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+            client: d.client().map(|a| a.to_string()).unwrap_or_default(),
             method: req.method.as_str(),
             path: req.uri.path(),
             model: served.model,
@@ -129,7 +128,7 @@ impl Proxy {
             duration_ms: seconds * 1e3,
             retries: ctx.tried.len().saturating_sub(1),
             bytes_in: ctx.bytes_in,
-            bytes_out: session.body_bytes_sent(),
+            bytes_out: d.bytes_sent(),
         };
         if !self.access_log.write(&entry, log.format) {
             self.metrics.access_log_dropped.inc();

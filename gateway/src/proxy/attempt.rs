@@ -13,12 +13,13 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use super::context::{Attempt, Ctx};
+use super::downstream::Downstream;
 use super::Proxy;
 use crate::metrics::OUTCOMES;
 
 impl Proxy {
     /// Starts a try at `pick`, ending the previous try's span.
-    pub(super) fn start_attempt(&self, session: &Session, ctx: &mut Ctx, pick: Pick, now: Nanos) {
+    pub(super) fn start_attempt(&self, method: &http::Method, ctx: &mut Ctx, pick: Pick, now: Nanos) {
         ctx.end_attempt_span();
         ctx.tried.push(pick.endpoint.address);
         let span = match (&self.telemetry, &ctx.trace, ctx.routed()) {
@@ -31,7 +32,7 @@ impl Proxy {
                 let ep = &pick.endpoint;
                 Some(t.attempt_span(
                     server,
-                    session.req_header().method.as_str(),
+                    method.as_str(),
                     &ep.id,
                     ep.address,
                     ctx.tried.len() - 1,
@@ -96,17 +97,17 @@ impl Proxy {
     }
 
     /// Whether another try is allowed for `why`; takes a retry from the budget if so.
-    pub(super) fn may_retry(&self, ctx: &mut Ctx, why: RetryOn, session: &Session) -> bool {
+    pub(super) fn may_retry(&self, ctx: &mut Ctx, why: RetryOn, d: &impl Downstream) -> bool {
         let Some((routes, routed)) = ctx.routed() else {
             return false;
         };
         let entry = &routes.snap.models[routed.model];
         let r = &entry.policy.retries;
         let attempts = ctx.tried.len() as u32;
-        if attempts > r.attempts || !r.on.contains(&why) || session.response_written().is_some() {
+        if attempts > r.attempts || !r.on.contains(&why) || d.written().is_some() {
             return false;
         }
-        if session.as_ref().retry_buffer_truncated() {
+        if d.truncated() {
             return false; // the body streamed past the replay buffer; it cannot be sent again
         }
         let Some(token) = self.budget.try_retry(r.budget_percent, r.min_concurrent) else {
@@ -125,7 +126,7 @@ impl Proxy {
 
     /// The try's response header arrived with `status`: latency, outcome, and whether a 503 goes
     /// to another endpoint (true: retry).
-    pub(super) fn response_status(&self, session: &Session, status: u16, ctx: &mut Ctx) -> bool {
+    pub(super) fn response_status(&self, d: &impl Downstream, status: u16, ctx: &mut Ctx) -> bool {
         let now = self.routing.clock.now();
         if let Some(a) = ctx.attempt.as_mut() {
             a.status = status;
@@ -137,7 +138,7 @@ impl Proxy {
             }
         }
         self.record(ctx, Outcome::of_status(status));
-        if status == 503 && self.may_retry(ctx, RetryOn::Unavailable, session) && has_other(ctx) {
+        if status == 503 && self.may_retry(ctx, RetryOn::Unavailable, d) && has_other(ctx) {
             if let Some(a) = ctx.attempt.as_mut() {
                 a.retrying_503 = true;
             }
@@ -233,4 +234,18 @@ fn has_other(ctx: &Ctx) -> bool {
         .cluster
         .endpoints()
         .any(|e| e.available() && !ctx.tried.contains(&e.address))
+}
+
+impl Proxy {
+    /// Answers a request whose proxying failed for good with the gateway's reply, when no response
+    /// byte went out yet; the connection then closes (its state is unknown). Returns the status.
+    pub async fn fail(&self, d: &mut impl Downstream, ctx: &mut Ctx, e: &Error) -> u16 {
+        let reply = failure_reply(ctx, e);
+        let status = reply.as_ref().map_or(0, |r| r.status);
+        d.close();
+        if let Some(reply) = reply.filter(|_| d.written().is_none()) {
+            let _ = d.reply(&reply).await;
+        }
+        status
+    }
 }

@@ -4,7 +4,7 @@
 //! | pingora callback | stage | file |
 //! | --- | --- | --- |
 //! | `request_filter` | decide (core), peek at the body, admit | [`request`] |
-//! | `request_filter`, for plain HTTP/1 backends and small known bodies | the direct upstream leg | [`direct`] |
+//! | `request_filter`, for plain HTTP/1 backends and small known bodies | our own upstream leg | [`direct`] |
 //! | `upstream_peer` | pick the endpoint, build the peer | [`upstream`] |
 //! | `upstream_request_filter` | the request as the backend sees it | [`upstream`] |
 //! | `request_body_filter` | body limit, shadow capture | [`body`] |
@@ -14,18 +14,25 @@
 //!
 //! Per-request state is [`context::Ctx`]. Decisions come from `meridian-gateway-core`; nothing here
 //! decides where a request goes.
+//!
+//! The same stages serve our own HTTP/1 front ([`h1`], with [`exchange`] as its [`Downstream`]),
+//! which takes every HTTP/1 connection first and serves the common inference call without pingora's
+//! session, calling [`Proxy::env`], [`Proxy::open`], [`Proxy::settle`], [`Proxy::direct`],
+//! [`Proxy::fail`] and [`Proxy::finish`] as pingora's callbacks do.
 
 mod account;
 mod attempt;
 mod body;
 mod context;
 mod direct;
+mod downstream;
+mod exchange;
 mod forward;
+mod h1;
 mod reply;
 mod request;
 mod upstream;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -36,6 +43,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::Error;
 
 pub use context::Ctx;
+pub use downstream::Downstream;
+pub use h1::{Http1, Served};
+pub use request::direct_leg_fits;
 
 use crate::accesslog::AccessLog;
 use crate::lifecycle::Lifecycle;
@@ -44,7 +54,9 @@ use crate::routes::Routing;
 use crate::shadow::Mirror;
 use crate::telemetry::Telemetry;
 
-/// The proxy service: what the request path reads and writes, and nothing else.
+/// The proxy service: what the request path reads and writes, and nothing else (each part an
+/// `Arc`, so pingora's proxy and our HTTP/1 path each hold a copy).
+#[derive(Clone)]
 pub struct Proxy {
     /// The table, endpoint states, outlier detection and time.
     pub routing: Arc<Routing>,
@@ -60,11 +72,6 @@ pub struct Proxy {
     pub lifecycle: Arc<Lifecycle>,
     /// Shadow traffic.
     pub mirror: Arc<Mirror>,
-}
-
-/// The client's IP address, when the connection has one.
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
 }
 
 #[async_trait]
@@ -127,19 +134,12 @@ impl ProxyHttp for Proxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let reply = attempt::failure_reply(ctx, e);
-        let status = reply.as_ref().map_or(0, |r| r.status);
-        if let Some(reply) = reply.filter(|_| session.response_written().is_none()) {
-            if reply.status == 413 {
-                // The client may still be sending: read the rest (bounded) so it can read the
-                // answer instead of hitting a reset.
-                body::drain_body(session, body::DRAIN_LIMIT).await;
-            }
-            // The connection is not reused after a failure: say so, or the client's pool would
-            // send its next request into a closing connection.
-            session.set_keepalive(None);
-            let _ = reply::send(session, &reply).await;
+        if ctx.refusal.as_ref().is_some_and(|r| r.status == 413) && session.response_written().is_none() {
+            // The client may still be sending: read the rest (bounded) so it can read the answer
+            // instead of hitting a reset.
+            body::drain_body(session, body::DRAIN_LIMIT).await;
         }
+        let status = self.fail(session, ctx, e).await;
         FailToProxy {
             error_code: status,
             can_reuse_downstream: false,

@@ -12,13 +12,14 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
 use super::context::Ctx;
+use super::downstream::Downstream;
 use super::{forward, Proxy};
 
 impl Proxy {
     /// Starts the next try: within what is left of the request's deadline, at an endpoint this
     /// request has not tried when another exists. Returns what is left of the deadline, or the
     /// gateway's answer when there is no next try (504 past the deadline, 503 without an endpoint).
-    pub(super) fn next_try(&self, session: &Session, ctx: &mut Ctx) -> Result<Duration, Reply> {
+    pub(super) fn next_try(&self, method: &http::Method, ctx: &mut Ctx) -> Result<Duration, Reply> {
         let Some((routes, routed)) = ctx.routed() else {
             return Err(Reply::error(500, "internal error: no routing table"));
         };
@@ -47,13 +48,13 @@ impl Proxy {
             );
             return Err(Reply::error(503, msg));
         };
-        self.start_attempt(session, ctx, pick, now);
+        self.start_attempt(method, ctx, pick, now);
         Ok(left)
     }
 
     /// Picks the endpoint of the next try and builds its peer (the pingora upstream leg).
     pub(super) fn peer(&self, session: &Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
-        let left = match self.next_try(session, ctx) {
+        let left = match self.next_try(&session.req_header().method, ctx) {
             Ok(left) => left,
             Err(reply) => {
                 let err = Error::explain(
@@ -113,7 +114,7 @@ impl Proxy {
         for name in forward::hop_by_hop(&req.headers) {
             req.remove_header(&name);
         }
-        let f = forward::forwarding(&req.headers, super::client_ip(session), is_tls(session));
+        let f = forward::forwarding(&req.headers, session.client_ip(), session.tls());
         if let Some(v) = f.xff {
             req.insert_header("x-forwarded-for", v)?;
         }
@@ -123,9 +124,4 @@ impl Proxy {
         req.insert_header("x-forwarded-proto", f.proto)?;
         Ok(())
     }
-}
-
-/// Whether the client connection is TLS.
-pub(super) fn is_tls(session: &Session) -> bool {
-    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }

@@ -1,0 +1,497 @@
+//! The gateway's own HTTP/1.1 client for plain-HTTP/1 backends: a request goes out as one write
+//! (header block and whole body), the response head is read by httparse, and the body is taken out
+//! of the same read buffer ([`super::framing`]). The connection is driven by the request's own task:
+//! no driver task, no channel, no wake-up per request (what hyper's client costs).
+//!
+//! Keep-alive connections live in a pool per worker thread: the gateway runs pingora's per-thread
+//! runtimes (no work stealing), so a connection and the requests on it stay on one thread and
+//! checking one out or in takes no lock. Idle connections are not watched; one the backend closed
+//! while idle shows as a failure before any response byte, and the caller sends the request again
+//! on a fresh connection ([`Conn::reused`]). Idle connections older than the idle timeout are
+//! dropped when met.
+//!
+//! Each connection keeps one timer for its reads, re-armed per request: moving a timer's expiry
+//! later costs an atomic store, where a timer made per request would be registered with the
+//! runtime's driver and wake it through its eventfd, one more syscall per request.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use meridian_gateway_core::clock::Nanos;
+use smallvec::SmallVec;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use super::framing::{Decoder, Framing, FramingError, Step};
+use super::request::MAX_HEADERS;
+
+/// Idle connections kept per backend and thread, at most (NGINX's `keepalive` is per worker too).
+const MAX_IDLE: usize = 128;
+
+/// Check-ins between sweeps of the whole pool for stale entries (backends that left the table are
+/// never asked for again, so their idle connections would otherwise stay).
+const SWEEP_EVERY: u32 = 4096;
+
+/// Read buffer of a new connection; it grows when a read finds less than [`READ_MIN`] free.
+const READ_BUF: usize = 16 * 1024;
+const READ_MIN: usize = 4 * 1024;
+
+/// Most bytes of a response header block.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// A connection to a backend, checked out for one request.
+pub struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    addr: SocketAddr,
+    reused: bool,
+    timer: Pin<Box<Sleep>>,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Nanos,
+}
+
+#[derive(Default)]
+struct Pool {
+    /// foldhash: std's SipHash costs more than the rest of a checkout (keys are backend addresses
+    /// from the config, not chosen by clients).
+    idle: foldhash::HashMap<SocketAddr, Vec<Idle>>,
+    checkins: u32,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+/// Why no connection could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The backend refused or the connection failed.
+    #[error("connecting to {addr}: {source}")]
+    Io {
+        /// The backend.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No answer within the connect timeout.
+    #[error("connecting to {addr}: no answer within {timeout:?}")]
+    Timeout {
+        /// The backend.
+        addr: SocketAddr,
+        /// The connect timeout.
+        timeout: Duration,
+    },
+}
+
+impl ConnectError {
+    /// pingora's name for the failure, so traces and logs read the same on both upstream legs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectError::Io { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+                "ConnectRefused"
+            }
+            ConnectError::Io { .. } => "ConnectError",
+            ConnectError::Timeout { .. } => "ConnectTimedout",
+        }
+    }
+}
+
+/// Why a request got no response head.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExchangeError {
+    /// The connection closed or reset before any response byte: the request can go again.
+    #[error("the connection closed before any response byte")]
+    Closed,
+    /// Bytes came that are not an HTTP/1 response head, or the connection broke within one.
+    #[error("not an HTTP/1 response")]
+    Malformed,
+    /// No response head within the first-byte timeout.
+    #[error("no response within the first-byte timeout")]
+    Timeout,
+}
+
+/// Why a response body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Reading failed.
+    #[error("reading the response body: {0}")]
+    Io(#[from] std::io::Error),
+    /// The body's framing is broken or it was cut short.
+    #[error("response body: {0}")]
+    Framing(#[from] FramingError),
+    /// No body byte within the read timeout.
+    #[error("the response body stalled")]
+    Timeout,
+}
+
+/// A response's status line and fields, owned (the header block's bytes, not a parsed map).
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// The status code.
+    pub status: u16,
+    /// How its body is delimited (no body for `HEAD`, 204 and 304 whatever the fields say).
+    pub framing: Framing,
+    /// Whether the connection can carry another request once the body was read.
+    pub keep_alive: bool,
+    block: Bytes,
+    fields: SmallVec<[(u32, u32, u32, u32); 16]>,
+}
+
+impl ResponseHead {
+    /// The fields that go on to the client: all but the hop-by-hop ones and the framing (the
+    /// writer of each client protocol frames the body itself). `Content-Length` stays.
+    pub fn end_to_end(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|&(n, nl, v, vl)| {
+                (
+                    &self.block[n as usize..(n + nl) as usize],
+                    &self.block[v as usize..(v + vl) as usize],
+                )
+            })
+            .filter(|(name, _)| !is_hop_by_hop(name))
+    }
+}
+
+/// Response fields that end at the gateway.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    [
+        &b"connection"[..],
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// A connection to `addr`: an idle one of this thread, else a new one within `connect_timeout`.
+/// `idle_timeout` retires idle connections older than it; `now` is the clock's reading.
+pub async fn checkout(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    now: Nanos,
+) -> Result<Conn, ConnectError> {
+    if let Some(conn) = take_idle(addr, idle_timeout, now) {
+        return Ok(conn);
+    }
+    connect(addr, connect_timeout).await
+}
+
+/// A new connection, never pooled before.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+        Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(Conn {
+        stream,
+        buf: BytesMut::with_capacity(READ_BUF),
+        addr,
+        reused: false,
+        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+    })
+}
+
+/// Returns a connection whose response was read whole, for the next request to its backend;
+/// `idle_timeout` bounds how long any idle connection of this thread is kept.
+pub fn checkin(mut conn: Conn, idle_timeout: Duration, now: Nanos) {
+    if !conn.buf.is_empty() {
+        return; // bytes past the response: the backend is not speaking HTTP/1 as we think
+    }
+    conn.reused = true;
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        pool.checkins += 1;
+        if pool.checkins >= SWEEP_EVERY {
+            pool.checkins = 0;
+            let oldest = now.saturating_sub(meridian_gateway_core::clock::nanos(idle_timeout));
+            pool.idle.retain(|_, list| {
+                list.retain(|i| i.since >= oldest);
+                !list.is_empty()
+            });
+        }
+        let list = pool.idle.entry(conn.addr).or_default();
+        if list.len() < MAX_IDLE {
+            list.push(Idle { conn, since: now });
+        }
+    });
+}
+
+/// The most recently used idle connection to `addr`, dropping stale ones on the way.
+fn take_idle(addr: SocketAddr, idle_timeout: Duration, now: Nanos) -> Option<Conn> {
+    let oldest = now.saturating_sub(meridian_gateway_core::clock::nanos(idle_timeout));
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let list = pool.idle.get_mut(&addr)?;
+        // The list is in check-in order: anything older than the idle timeout is at the front.
+        let stale = list.iter().take_while(|i| i.since < oldest).count();
+        list.drain(..stale);
+        list.pop().map(|i| i.conn)
+    })
+}
+
+impl Conn {
+    /// Whether it served a request before (a failure before any response byte may then be the
+    /// backend having closed it while idle, not the backend failing).
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Sends a request (its header block and whole body in one write) and reads the response
+    /// head within `timeout`. `head_request`: the request's method is `HEAD` (no body follows).
+    pub async fn exchange(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        head_request: bool,
+        timeout: Duration,
+    ) -> Result<ResponseHead, ExchangeError> {
+        self.timer.as_mut().reset(Instant::now() + timeout);
+        let exchange = send_and_read_head(&mut self.stream, &mut self.buf, head, body, head_request);
+        tokio::select! {
+            biased;
+            r = exchange => r,
+            () = self.timer.as_mut() => Err(ExchangeError::Timeout),
+        }
+    }
+
+    /// The next piece of the response body (`None`: it ended), waiting at most `timeout` for
+    /// each read.
+    pub async fn body(&mut self, decoder: &mut Decoder, timeout: Duration) -> Result<Option<Bytes>, BodyError> {
+        let mut eof = false;
+        loop {
+            match decoder.step(&mut self.buf, eof)? {
+                Step::Data(data) => return Ok(Some(data)),
+                Step::Done => return Ok(None),
+                Step::NeedMore => {
+                    self.timer.as_mut().reset(Instant::now() + timeout);
+                    let read = tokio::select! {
+                        biased;
+                        r = read(&mut self.stream, &mut self.buf) => r,
+                        () = self.timer.as_mut() => return Err(BodyError::Timeout),
+                    };
+                    match read {
+                        Ok(0) => eof = true,
+                        Ok(_) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends a request and reads the response head off the connection's buffer.
+async fn send_and_read_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    head: &[u8],
+    body: &[u8],
+    head_request: bool,
+) -> Result<ResponseHead, ExchangeError> {
+    super::write_all(stream, head, body)
+        .await
+        .map_err(|_| ExchangeError::Closed)?;
+    loop {
+        if !buf.is_empty() {
+            if let Some(head) = parse_head(buf, head_request)? {
+                return Ok(head);
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(ExchangeError::Malformed);
+            }
+        }
+        let got_some = !buf.is_empty();
+        match read(stream, buf).await {
+            Ok(0) | Err(_) if !got_some => return Err(ExchangeError::Closed),
+            Ok(0) | Err(_) => return Err(ExchangeError::Malformed),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Parses a response head off the front of `buf`; `None` while it is incomplete. Interim (1xx)
+/// responses are dropped on the way.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseHead>, ExchangeError> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut fields);
+        let len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(ExchangeError::Malformed),
+        };
+        let status = resp.code.ok_or(ExchangeError::Malformed)?;
+        if (100..200).contains(&status) {
+            if status == 101 {
+                return Err(ExchangeError::Malformed); // we never ask to switch protocols
+            }
+            let _ = buf.split_to(len);
+            continue;
+        }
+        let base = buf.as_ptr() as usize;
+        let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        let mut length = None;
+        let mut chunked = false;
+        let mut other_coding = false;
+        let mut keep_alive = resp.version == Some(1);
+        let mut kept = SmallVec::new();
+        for f in resp.headers.iter() {
+            let name = f.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                let n = std::str::from_utf8(f.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                match (n, length) {
+                    (Some(n), None) => length = Some(n),
+                    (Some(n), Some(prev)) if n == prev => {}
+                    _ => return Err(ExchangeError::Malformed),
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                let last = f.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+                chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                other_coding = !chunked;
+            } else if name.eq_ignore_ascii_case(b"connection")
+                && f.value
+                    .split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            {
+                keep_alive = false;
+            }
+            kept.push((offset(name), name.len() as u32, offset(f.value), f.value.len() as u32));
+        }
+        let framing = if head_request || status == 204 || status == 304 {
+            Framing::EMPTY
+        } else if chunked {
+            Framing::Chunked
+        } else if other_coding {
+            Framing::Close
+        } else {
+            length.map_or(Framing::Close, Framing::Length)
+        };
+        if framing == Framing::Close {
+            keep_alive = false;
+        }
+        let block = buf.split_to(len).freeze();
+        return Ok(Some(ResponseHead {
+            status,
+            framing,
+            keep_alive,
+            block,
+            fields: kept,
+        }));
+    }
+}
+
+/// Reads what the socket has into `buf`, growing it when little room is left.
+async fn read(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_MIN {
+        buf.reserve(READ_BUF);
+    }
+    stream.read_buf(buf).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// A backend that answers each request with the next of `answers`, written in one piece.
+    async fn backend(answers: Vec<&'static [u8]>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            for a in answers {
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(a).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    async fn whole_body(conn: &mut Conn, framing: Framing) -> Vec<u8> {
+        let mut d = Decoder::new(framing);
+        let mut out = Vec::new();
+        while let Some(b) = conn.body(&mut d, Duration::from_secs(5)).await.unwrap() {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn heads_bodies_and_keep_alive() {
+        let addr = backend(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nX-A: 1\r\n\r\nhello",
+            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+        ])
+        .await;
+        let t = Duration::from_secs(5);
+        let mut c = connect(addr, t).await.unwrap();
+        let h = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap();
+        assert_eq!((h.status, h.framing, h.keep_alive), (200, Framing::Length(5), true));
+        let fields: Vec<_> = h.end_to_end().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+        assert_eq!(
+            fields,
+            vec![
+                (b"Content-Length".to_vec(), b"5".to_vec()),
+                (b"X-A".to_vec(), b"1".to_vec())
+            ]
+        );
+        assert_eq!(whole_body(&mut c, h.framing).await, b"hello");
+        let h = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap();
+        assert_eq!((h.status, h.framing), (503, Framing::Chunked));
+        assert_eq!(whole_body(&mut c, h.framing).await, b"abc");
+        let h = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        assert_eq!(whole_body(&mut c, h.framing).await, b"until the end");
+        // The backend is gone: the next request fails before any byte, which a caller may retry.
+        let e = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap_err();
+        assert_eq!(e, ExchangeError::Closed);
+    }
+
+    #[tokio::test]
+    async fn head_requests_and_bodiless_statuses_have_no_body() {
+        let addr = backend(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        ])
+        .await;
+        let t = Duration::from_secs(5);
+        let mut c = connect(addr, t).await.unwrap();
+        let h = c.exchange(b"HEAD / HTTP/1.1\r\n\r\n", b"", true, t).await.unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::EMPTY, true));
+        let h = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap();
+        assert_eq!((h.status, h.framing), (204, Framing::EMPTY));
+    }
+
+    #[tokio::test]
+    async fn garbage_is_malformed_and_silence_times_out() {
+        let addr = backend(vec![b"SSH-2.0-OpenSSH\r\n\r\n"]).await;
+        let t = Duration::from_secs(5);
+        let mut c = connect(addr, t).await.unwrap();
+        let e = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap_err();
+        assert_eq!(e, ExchangeError::Malformed);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = connect(l.local_addr().unwrap(), t).await.unwrap();
+        let e = c
+            .exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(e, ExchangeError::Timeout);
+    }
+}

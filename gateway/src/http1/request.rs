@@ -1,0 +1,171 @@
+//! A client's request head as this path reads it (httparse), and which requests it takes: HTTP/1.1
+//! with a body of declared length (or none). Everything else is [`Parsed::Other`] and goes to
+//! pingora's HTTP/1 session on the same connection, which answers exactly as it always has:
+//! HTTP/1.0, `CONNECT`, `Transfer-Encoding`, `Expect`, `Upgrade`, gRPC content (answered in gRPC's
+//! shape by pingora's path), more than [`MAX_HEADERS`] fields, and whatever httparse or the `http`
+//! types refuse (pingora's 400s stay pingora's).
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+
+/// Header fields this path reads at most; a request with more is pingora's.
+pub const MAX_HEADERS: usize = 64;
+
+/// A request head this path serves.
+#[derive(Debug)]
+pub struct Head {
+    /// Method, target, version and fields, as the rest of the gateway reads any request.
+    pub parts: Parts,
+    /// Bytes of the header block, blank line included.
+    pub len: usize,
+    /// The declared body length (0 without one).
+    pub body: u64,
+    /// Whether the client asked to close the connection after this request.
+    pub close: bool,
+}
+
+/// What a read buffer holds.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A whole head this path serves.
+    Head(Box<Head>),
+    /// The start of a head: read more.
+    Partial,
+    /// A request (or bytes) this path leaves to pingora.
+    Other,
+}
+
+/// Reads the request head at the start of `buf`, if it is whole.
+pub fn parse(buf: &[u8]) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    if req.version != Some(1) {
+        return Parsed::Other;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Parsed::Other;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Other;
+    };
+    if method == Method::CONNECT {
+        return Parsed::Other;
+    }
+    let Ok(uri) = Uri::from_maybe_shared(Bytes::copy_from_slice(path.as_bytes())) else {
+        return Parsed::Other;
+    };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut body = None;
+    let mut close = false;
+    for f in req.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(f.name.as_bytes()),
+            HeaderValue::from_bytes(f.value),
+        ) else {
+            return Parsed::Other;
+        };
+        if name == http::header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(f.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            match (n, body) {
+                (Some(n), None) => body = Some(n),
+                (Some(n), Some(prev)) if n == prev => {}
+                _ => return Parsed::Other,
+            }
+        } else if name == http::header::TRANSFER_ENCODING
+            || name == http::header::EXPECT
+            || name == http::header::UPGRADE
+            || (name == http::header::CONTENT_TYPE && f.value.starts_with(b"application/grpc"))
+        {
+            return Parsed::Other;
+        } else if name == http::header::CONNECTION {
+            close |= f
+                .value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Parsed::Head(Box::new(Head {
+        parts,
+        len,
+        body: body.unwrap_or(0),
+        close,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(wire: &str) -> Head {
+        match parse(wire.as_bytes()) {
+            Parsed::Head(h) => *h,
+            other => panic!("{wire:?}: {other:?}"),
+        }
+    }
+
+    fn is_other(wire: &str) -> bool {
+        matches!(parse(wire.as_bytes()), Parsed::Other)
+    }
+
+    #[test]
+    fn reads_what_the_rest_of_the_gateway_reads() {
+        let wire = "POST /v2/models/m/infer?x=1 HTTP/1.1\r\nHost: a\r\nX-User-Id: 7\r\nContent-Length: 12\r\n\r\n{\"inputs\":1}";
+        let h = head(wire);
+        assert_eq!(h.parts.method, Method::POST);
+        assert_eq!(h.parts.uri.path(), "/v2/models/m/infer");
+        assert_eq!(h.parts.headers["x-user-id"], "7");
+        assert_eq!((h.len, h.body, h.close), (wire.len() - 12, 12, false));
+        assert!(head("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").close);
+        // Absolute-form targets parse; the gateway routes them by path alone.
+        assert_eq!(head("GET http://x/v2 HTTP/1.1\r\n\r\n").parts.uri.path(), "/v2");
+    }
+
+    #[test]
+    fn partial_heads_ask_for_more() {
+        assert!(matches!(
+            parse(b"POST /v2/models/m/infer HTTP/1.1\r\nHost:"),
+            Parsed::Partial
+        ));
+        assert!(matches!(parse(b""), Parsed::Partial));
+    }
+
+    #[test]
+    fn what_this_path_does_not_take_goes_to_pingora() {
+        for wire in [
+            "GET / HTTP/1.0\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            "POST / HTTP/1.1\r\ncontent-type: application/grpc+proto\r\ncontent-length: 0\r\n\r\n",
+            "\x16\x03\x01garbage",
+        ] {
+            assert!(is_other(wire), "{wire:?}");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("h{i}: v\r\n")).collect();
+        assert!(is_other(&format!("GET / HTTP/1.1\r\n{many}\r\n")));
+        // The same length twice is one length.
+        assert_eq!(
+            head("POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n").body,
+            2
+        );
+    }
+}

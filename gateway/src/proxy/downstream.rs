@@ -1,0 +1,97 @@
+//! The client's side of a request as the stages see it. Two kinds of connection carry requests:
+//! pingora's sessions (HTTP/2, and the HTTP/1 requests our own path leaves to pingora) and the
+//! gateway's own HTTP/1 path ([`crate::http1`]). The stages that decide, retry, proxy over our own
+//! upstream client and account are written once, over this trait; each kind of connection says how
+//! it reads its head and writes an answer.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use http::request::Parts;
+use meridian_gateway_core::reply::Reply;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use crate::http1::client::ResponseHead;
+use crate::http1::framing::Framing;
+
+/// One request's client side.
+pub trait Downstream: Send {
+    /// The request's head.
+    fn head(&self) -> &Parts;
+    /// The client's address, when the connection has one.
+    fn client(&self) -> Option<SocketAddr>;
+    /// Whether the client connection is TLS.
+    fn tls(&self) -> bool;
+    /// The status of the response head already sent, if one was.
+    fn written(&self) -> Option<u16>;
+    /// Whether the request body streamed past what can be sent again.
+    fn truncated(&self) -> bool;
+    /// Response body bytes sent so far.
+    fn bytes_sent(&self) -> usize;
+    /// Closes the connection after this response (and says so in it).
+    fn close(&mut self);
+    /// Sends a backend's response head; `end`: there is no body.
+    fn write_head(&mut self, head: &ResponseHead, end: bool) -> impl Future<Output = pingora::Result<()>> + Send;
+    /// Sends a piece of the response body; `end`: it is the last.
+    fn write_body(&mut self, data: Bytes, end: bool) -> impl Future<Output = pingora::Result<()>> + Send;
+    /// Sends the gateway's own answer, whole.
+    fn reply(&mut self, reply: &Reply) -> impl Future<Output = pingora::Result<()>> + Send;
+
+    /// The client's IP address.
+    fn client_ip(&self) -> Option<IpAddr> {
+        self.client().map(|a| a.ip())
+    }
+}
+
+impl Downstream for Session {
+    fn head(&self) -> &Parts {
+        self.req_header()
+    }
+
+    fn client(&self) -> Option<SocketAddr> {
+        self.client_addr().and_then(|a| a.as_inet()).copied()
+    }
+
+    fn tls(&self) -> bool {
+        self.digest().is_some_and(|d| d.ssl_digest.is_some())
+    }
+
+    fn written(&self) -> Option<u16> {
+        self.response_written().map(|r| r.status.as_u16())
+    }
+
+    fn truncated(&self) -> bool {
+        self.as_ref().retry_buffer_truncated()
+    }
+
+    fn bytes_sent(&self) -> usize {
+        self.body_bytes_sent()
+    }
+
+    fn close(&mut self) {
+        self.set_keepalive(None);
+    }
+
+    async fn write_head(&mut self, head: &ResponseHead, end: bool) -> pingora::Result<()> {
+        let mut h = ResponseHeader::build(head.status, Some(16))?;
+        for (name, value) in head.end_to_end() {
+            h.append_header(Bytes::copy_from_slice(name), value)?;
+        }
+        // pingora frames an HTTP/1.1 body by its fields: without a length, chunked (as the
+        // backend sent it) rather than until the close. HTTP/2 frames its own.
+        if !matches!(head.framing, Framing::Length(_)) && self.req_header().version == http::Version::HTTP_11 {
+            h.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        }
+        self.write_response_header(Box::new(h), end).await
+    }
+
+    async fn write_body(&mut self, data: Bytes, end: bool) -> pingora::Result<()> {
+        self.write_response_body((!data.is_empty()).then_some(data), end).await
+    }
+
+    async fn reply(&mut self, reply: &Reply) -> pingora::Result<()> {
+        super::reply::send(self, reply).await
+    }
+}

@@ -1,0 +1,164 @@
+//! One request's client side on our HTTP/1 front ([`super::h1`]) ([`Downstream`] for the shared stages): the
+//! response head written from the backend's fields as they came (their case kept), the body framed
+//! for the client (the backend's length, else chunked), and the gateway's own answers. A head waits
+//! in the connection's write buffer for the first piece of body, so a small response leaves in one
+//! write.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::request::Parts;
+use meridian_gateway_core::reply::Reply;
+use pingora::{Error, ErrorType};
+
+use super::h1::Connection;
+use super::Downstream;
+use crate::http1::client::ResponseHead;
+use crate::http1::framing::{encode_chunk, Framing, LAST_CHUNK};
+
+/// A request being answered on a connection of our HTTP/1 path.
+pub struct Exchange<'a> {
+    conn: &'a mut Connection,
+    head: &'a Parts,
+    status: Option<u16>,
+    sent: usize,
+    close: bool,
+    chunked: bool,
+}
+
+impl<'a> Exchange<'a> {
+    /// The answer to `head` on `conn`; `close`: the connection ends after it.
+    pub fn new(conn: &'a mut Connection, head: &'a Parts, close: bool) -> Exchange<'a> {
+        Exchange {
+            conn,
+            head,
+            status: None,
+            sent: 0,
+            close,
+            chunked: false,
+        }
+    }
+
+    /// Whether the connection ends after this answer.
+    pub fn closing(&self) -> bool {
+        self.close
+    }
+
+    /// Starts a response head in the write buffer: the status line.
+    fn status_line(&mut self, status: u16) {
+        let out = &mut self.conn.out;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+        out.push(b' ');
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        self.status = Some(status);
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        let out = &mut self.conn.out;
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Ends the head: the connection's fate, then the blank line.
+    fn end_head(&mut self) {
+        if self.close {
+            self.field(b"connection", b"close");
+        }
+        self.conn.out.extend_from_slice(b"\r\n");
+    }
+
+    /// Sends what is buffered, then `data`.
+    async fn flush(&mut self, data: &[u8]) -> pingora::Result<()> {
+        self.conn
+            .write(data)
+            .await
+            .map_err(|e| Error::because(ErrorType::WriteError, "writing to the client", e).into_down())
+    }
+}
+
+impl Downstream for Exchange<'_> {
+    fn head(&self) -> &Parts {
+        self.head
+    }
+
+    fn client(&self) -> Option<SocketAddr> {
+        self.conn.client
+    }
+
+    fn tls(&self) -> bool {
+        self.conn.tls
+    }
+
+    fn written(&self) -> Option<u16> {
+        self.status
+    }
+
+    fn truncated(&self) -> bool {
+        false // the body is read whole before the request goes upstream
+    }
+
+    fn bytes_sent(&self) -> usize {
+        self.sent
+    }
+
+    fn close(&mut self) {
+        self.close = true;
+    }
+
+    async fn write_head(&mut self, head: &ResponseHead, end: bool) -> pingora::Result<()> {
+        self.status_line(head.status);
+        for (name, value) in head.end_to_end() {
+            self.field(name, value);
+        }
+        self.chunked = !matches!(head.framing, Framing::Length(_));
+        if self.chunked {
+            self.field(b"transfer-encoding", b"chunked");
+        }
+        self.end_head();
+        if end {
+            if self.chunked {
+                self.conn.out.extend_from_slice(LAST_CHUNK);
+            }
+            self.flush(&[]).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_body(&mut self, data: Bytes, end: bool) -> pingora::Result<()> {
+        self.sent += data.len();
+        if !self.chunked {
+            return self.flush(&data).await;
+        }
+        if !data.is_empty() {
+            encode_chunk(&mut self.conn.out, &data);
+        }
+        if end {
+            self.conn.out.extend_from_slice(LAST_CHUNK);
+        }
+        self.flush(&[]).await
+    }
+
+    async fn reply(&mut self, reply: &Reply) -> pingora::Result<()> {
+        let body = reply.body();
+        self.status_line(reply.status);
+        self.field(b"content-type", b"application/json");
+        self.field(b"content-length", itoa::Buffer::new().format(body.len()).as_bytes());
+        if let Some(s) = reply.retry_after {
+            self.field(b"retry-after", itoa::Buffer::new().format(s).as_bytes());
+        }
+        self.end_head();
+        if self.head.method == http::Method::HEAD {
+            return self.flush(&[]).await;
+        }
+        self.sent += body.len();
+        self.flush(body.as_bytes()).await
+    }
+}
