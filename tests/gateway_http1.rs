@@ -28,7 +28,6 @@ struct Seen {
 /// `close` no length, body until the close; `nobody` 204; `drop` a normal answer, then the
 /// connection closes without a word (an idle keep-alive connection the backend gave up).
 struct Backend {
-    addr: String,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
@@ -44,10 +43,7 @@ impl Backend {
                 std::thread::spawn(move || serve(conn, stream, &log));
             }
         });
-        Backend {
-            addr: addr.to_string(),
-            seen,
-        }
+        Backend { seen }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -102,9 +98,12 @@ fn serve(conn: usize, stream: TcpStream, log: &Mutex<Vec<Seen>>) {
     }
 }
 
+/// A request's path, fields and body.
+type Request = (String, Vec<(String, String)>, Vec<u8>);
+
 /// Reads a request: its path, fields and body (declared length or chunked); answers `Expect:
 /// 100-continue` on `out` before reading the body.
-fn read_request(r: &mut impl BufRead, out: &mut impl Write) -> Option<(String, Vec<(String, String)>, Vec<u8>)> {
+fn read_request(r: &mut impl BufRead, out: &mut impl Write) -> Option<Request> {
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;
@@ -271,6 +270,9 @@ fn keep_alive_pipelining_and_every_response_framing() {
         b.json()["conn"],
         "the backend connection is kept and reused"
     );
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].conn, seen[1].conn);
     // Hop-by-hop fields end at the gateway (those `Connection` names too); the rest keep their case.
     assert_eq!(a.field("X-Custom-Case"), Some("Kept"));
     assert!(a.headers.iter().any(|(k, _)| k == "X-Custom-Case"), "{:?}", a.headers);
@@ -278,7 +280,6 @@ fn keep_alive_pipelining_and_every_response_framing() {
         assert_eq!(a.field(hop), None, "{hop}: {:?}", a.headers);
     }
     // The backend got the forwarding fields and not the client's hop-by-hop ones.
-    let seen = backend.seen();
     let fields = &seen[0].headers;
     let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
     assert_eq!(get("x-forwarded-proto"), Some("http"));
