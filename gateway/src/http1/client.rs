@@ -22,11 +22,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use meridian_gateway_core::clock::Nanos;
 use smallvec::SmallVec;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::framing::{Decoder, Framing, FramingError, Step};
+use super::framing::{content_length, lists, Decoder, Framing, FramingError, Step};
 use super::request::MAX_HEADERS;
 
 /// Idle connections kept per backend and thread, at most (NGINX's `keepalive` is per worker too).
@@ -35,10 +34,6 @@ const MAX_IDLE: usize = 128;
 /// Check-ins between sweeps of the whole pool for stale entries (backends that left the table are
 /// never asked for again, so their idle connections would otherwise stay).
 const SWEEP_EVERY: u32 = 4096;
-
-/// Read buffer of a new connection; it grows when a read finds less than [`READ_MIN`] free.
-const READ_BUF: usize = 16 * 1024;
-const READ_MIN: usize = 4 * 1024;
 
 /// Most bytes of a response header block.
 const MAX_HEAD: usize = 64 * 1024;
@@ -196,7 +191,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, Connec
     let _ = stream.set_nodelay(true);
     Ok(Conn {
         stream,
-        buf: BytesMut::with_capacity(READ_BUF),
+        buf: BytesMut::with_capacity(super::READ_BUF),
         addr,
         reused: false,
         timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
@@ -278,7 +273,7 @@ impl Conn {
                     self.timer.as_mut().reset(Instant::now() + timeout);
                     let read = tokio::select! {
                         biased;
-                        r = read(&mut self.stream, &mut self.buf) => r,
+                        r = super::read_more(&mut self.stream, &mut self.buf) => r,
                         () = self.timer.as_mut() => return Err(BodyError::Timeout),
                     };
                     match read {
@@ -313,7 +308,7 @@ async fn send_and_read_head(
             }
         }
         let got_some = !buf.is_empty();
-        match read(stream, buf).await {
+        match super::read_more(stream, buf).await {
             Ok(0) | Err(_) if !got_some => return Err(ExchangeError::Closed),
             Ok(0) | Err(_) => return Err(ExchangeError::Malformed),
             Ok(_) => {}
@@ -350,23 +345,12 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseH
         for f in resp.headers.iter() {
             let name = f.name.as_bytes();
             if name.eq_ignore_ascii_case(b"content-length") {
-                let n = std::str::from_utf8(f.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                match (n, length) {
-                    (Some(n), None) => length = Some(n),
-                    (Some(n), Some(prev)) if n == prev => {}
-                    _ => return Err(ExchangeError::Malformed),
-                }
+                length = Some(content_length(f.value, length).ok_or(ExchangeError::Malformed)?);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 let last = f.value.rsplit(|b| *b == b',').next().unwrap_or_default();
-                chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                chunked = lists(last, b"chunked");
                 other_coding = !chunked;
-            } else if name.eq_ignore_ascii_case(b"connection")
-                && f.value
-                    .split(|b| *b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-            {
+            } else if name.eq_ignore_ascii_case(b"connection") && lists(f.value, b"close") {
                 keep_alive = false;
             }
             kept.push((offset(name), name.len() as u32, offset(f.value), f.value.len() as u32));
@@ -394,18 +378,10 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseH
     }
 }
 
-/// Reads what the socket has into `buf`, growing it when little room is left.
-async fn read(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_MIN {
-        buf.reserve(READ_BUF);
-    }
-    stream.read_buf(buf).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// A backend that answers each request with the next of `answers`, written in one piece.

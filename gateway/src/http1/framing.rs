@@ -103,13 +103,9 @@ impl Decoder {
                     if buf.is_empty() {
                         return more(eof);
                     }
-                    let n = left.min(buf.len() as u64) as usize;
-                    self.state = if n as u64 == left {
-                        State::Done
-                    } else {
-                        State::Length(left - n as u64)
-                    };
-                    return Ok(Step::Data(buf.split_to(n).freeze()));
+                    let (data, left) = take(buf, left);
+                    self.state = if left == 0 { State::Done } else { State::Length(left) };
+                    return Ok(Step::Data(data));
                 }
                 State::Close => {
                     if buf.is_empty() {
@@ -137,13 +133,9 @@ impl Decoder {
                     if buf.is_empty() {
                         return more(eof);
                     }
-                    let n = left.min(buf.len() as u64) as usize;
-                    self.state = if n as u64 == left {
-                        State::DataEnd
-                    } else {
-                        State::Data(left - n as u64)
-                    };
-                    return Ok(Step::Data(buf.split_to(n).freeze()));
+                    let (data, left) = take(buf, left);
+                    self.state = if left == 0 { State::DataEnd } else { State::Data(left) };
+                    return Ok(Step::Data(data));
                 }
                 State::DataEnd => {
                     if buf.len() < 2 {
@@ -179,6 +171,12 @@ impl Decoder {
     }
 }
 
+/// Up to `left` bytes off the front of `buf` (not empty), and how many are left after them.
+fn take(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
+    let n = left.min(buf.len() as u64);
+    (buf.split_to(n as usize).freeze(), left - n)
+}
+
 /// Nothing more in the buffer: an error once the connection closed, else a request for more.
 fn more(eof: bool) -> Result<Step, FramingError> {
     if eof {
@@ -186,6 +184,25 @@ fn more(eof: bool) -> Result<Step, FramingError> {
     } else {
         Ok(Step::NeedMore)
     }
+}
+
+/// Adds one `Content-Length` field's `value` to the length seen so far (`seen`): the same length
+/// twice is one length; anything else that is not one number is `None` (RFC 9112 section 6.3: a
+/// message to refuse, never to guess at).
+pub fn content_length(value: &[u8], seen: Option<u64>) -> Option<u64> {
+    let n = std::str::from_utf8(value).ok()?.trim().parse::<u64>().ok()?;
+    match seen {
+        Some(prev) if prev != n => None,
+        _ => Some(n),
+    }
+}
+
+/// Whether a comma-separated field `value` lists `token` (case-insensitive): `Connection: close`,
+/// `Transfer-Encoding: chunked`.
+pub fn lists(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Appends one chunk of the chunked coding holding `data` (never empty) to `out`.

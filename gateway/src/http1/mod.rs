@@ -23,7 +23,21 @@ pub mod rewind;
 
 use std::io::IoSlice;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Read buffer of a new connection (client or backend); it grows when a read finds less than
+/// [`READ_MIN`] free, so a message larger than the buffer is read in a few calls, not many.
+pub(crate) const READ_BUF: usize = 8 * 1024;
+const READ_MIN: usize = 2 * 1024;
+
+/// Reads what the socket has into `buf`, growing it first when little room is left.
+pub(crate) async fn read_more<R: AsyncRead + Unpin>(stream: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_MIN {
+        buf.reserve(READ_BUF);
+    }
+    stream.read_buf(buf).await
+}
 
 /// Writes `head` then `body`, in one vectored write when the socket takes it all.
 pub(crate) async fn write_all<W: AsyncWrite + Unpin>(stream: &mut W, head: &[u8], body: &[u8]) -> std::io::Result<()> {

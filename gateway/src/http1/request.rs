@@ -9,6 +9,8 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 
+use super::framing::{content_length, lists};
+
 /// Header fields this path reads at most; a request with more is pingora's.
 pub const MAX_HEADERS: usize = 64;
 
@@ -57,7 +59,14 @@ pub fn parse(buf: &[u8]) -> Parsed {
     if method == Method::CONNECT {
         return Parsed::Other;
     }
-    let Ok(uri) = Uri::from_maybe_shared(Bytes::copy_from_slice(path.as_bytes())) else {
+    // One copy of the header block; the target and every field value are slices of it (one
+    // allocation, where a copy per value would be one each).
+    let block = Bytes::copy_from_slice(&buf[..len]);
+    let slice = |s: &[u8]| {
+        let at = s.as_ptr() as usize - buf.as_ptr() as usize;
+        block.slice(at..at + s.len())
+    };
+    let Ok(uri) = Uri::from_maybe_shared(slice(path.as_bytes())) else {
         return Parsed::Other;
     };
     let mut headers = HeaderMap::with_capacity(req.headers.len());
@@ -66,19 +75,15 @@ pub fn parse(buf: &[u8]) -> Parsed {
     for f in req.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(f.name.as_bytes()),
-            HeaderValue::from_bytes(f.value),
+            HeaderValue::from_maybe_shared(slice(f.value)),
         ) else {
             return Parsed::Other;
         };
         if name == http::header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(f.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            match (n, body) {
-                (Some(n), None) => body = Some(n),
-                (Some(n), Some(prev)) if n == prev => {}
-                _ => return Parsed::Other,
-            }
+            body = match content_length(f.value, body) {
+                Some(n) => Some(n),
+                None => return Parsed::Other,
+            };
         } else if name == http::header::TRANSFER_ENCODING
             || name == http::header::EXPECT
             || name == http::header::UPGRADE
@@ -86,10 +91,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
         {
             return Parsed::Other;
         } else if name == http::header::CONNECTION {
-            close |= f
-                .value
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            close |= lists(f.value, b"close");
         }
         headers.append(name, value);
     }

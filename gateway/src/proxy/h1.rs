@@ -26,11 +26,11 @@ use meridian_gateway_core::prefix::PEEK_LIMIT;
 use meridian_gateway_core::reply::Reply;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use super::exchange::Exchange;
 use super::{direct_leg_fits, Ctx, Proxy};
+use crate::http1;
 use crate::http1::request::{self, Head, Parsed};
 use crate::http1::rewind::Rewind;
 
@@ -39,10 +39,6 @@ pub const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Most bytes of a request header block this path reads; a longer one is pingora's to refuse.
 const MAX_HEAD: usize = 64 * 1024;
-
-/// Read buffer of a new connection; it grows when a read finds less than [`READ_MIN`] free.
-const READ_BUF: usize = 8 * 1024;
-const READ_MIN: usize = 2 * 1024;
 
 /// A client connection's socket and buffers.
 pub struct Connection {
@@ -64,7 +60,7 @@ impl Connection {
         let tls = stream.get_ssl_digest().is_some();
         Connection {
             stream,
-            buf: BytesMut::with_capacity(READ_BUF),
+            buf: BytesMut::with_capacity(http1::READ_BUF),
             out: Vec::with_capacity(1024),
             client,
             tls,
@@ -72,15 +68,12 @@ impl Connection {
     }
 
     async fn read(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < READ_MIN {
-            self.buf.reserve(READ_BUF);
-        }
-        self.stream.read_buf(&mut self.buf).await
+        http1::read_more(&mut self.stream, &mut self.buf).await
     }
 
     /// Writes what is buffered in `out`, then `data`, and empties `out`.
     pub async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        let r = crate::http1::write_all(&mut self.stream, &self.out, data).await;
+        let r = http1::write_all(&mut self.stream, &self.out, data).await;
         self.out.clear();
         r
     }
@@ -150,7 +143,7 @@ impl Http1 {
                 }
             };
             waits.first = false;
-            match self.request(&mut c, *head, shutdown).await {
+            match self.request(&mut c, head, shutdown).await {
                 After::KeepAlive => {}
                 After::Close => return Served::Done,
                 After::Handoff => return Served::Handoff(c.hand_over()),
@@ -163,7 +156,7 @@ impl Http1 {
     }
 
     /// Serves one request whose head is at the front of the read buffer.
-    async fn request(&self, c: &mut Connection, head: Head, shutdown: &ShutdownWatch) -> After {
+    async fn request(&self, c: &mut Connection, head: Box<Head>, shutdown: &ShutdownWatch) -> After {
         let p = &self.proxy;
         if head.body > PEEK_LIMIT as u64 {
             return After::Handoff; // pingora streams it
