@@ -99,11 +99,7 @@ fn config(models: usize, endpoints: usize) -> Config {
                     ..Default::default()
                 },
             ],
-            health_check: None,
-            outlier_detection: None,
-            retries: None,
-            timeouts: None,
-            limits: None,
+            ..meridian_config::build::model("")
         });
     }
     cfg

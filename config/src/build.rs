@@ -58,6 +58,8 @@ pub fn model(name: &str) -> Model {
         retries: None,
         timeouts: None,
         limits: None,
+        balancer: Default::default(),
+        llm: None,
     }
 }
 

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use crate::error::ConfigErrors;
 use crate::load::{load_file, Loaded};
 use crate::schema::{
-    Config, HealthCheck, Limits, Locality, OutlierDetection, PriorityClass, Retries, StickyKey, Timeouts, Upstream,
+    Balancer, Config, HealthCheck, Limits, LlmRouting, Locality, OutlierDetection, PriorityClass, Retries, StickyKey,
+    Timeouts, Upstream,
 };
 
 /// Index of a region in [`Snapshot::regions`].
@@ -24,6 +25,8 @@ pub type ZoneId = usize;
 pub type ModelId = usize;
 /// Index of a version in [`ModelEntry::versions`].
 pub type VersionId = usize;
+/// Index of a LoRA adapter in a model's `llm.adapters`.
+pub type AdapterId = usize;
 
 /// A validated config compiled for fast reads.
 #[derive(Debug)]
@@ -42,7 +45,7 @@ pub struct Snapshot {
     pub models: Vec<ModelEntry>,
     region_by_name: HashMap<String, RegionId>,
     zone_by_name: HashMap<String, ZoneId>,
-    model_by_name: HashMap<String, ModelId>,
+    model_by_name: HashMap<String, (ModelId, Option<AdapterId>)>,
 }
 
 /// A region with names resolved.
@@ -76,6 +79,10 @@ pub struct ModelEntry {
     pub routes: Vec<CompiledRoute>,
     /// The gateway policy with this model's overrides applied.
     pub policy: Policy,
+    /// How requests are spread over a locality level's endpoints.
+    pub balancer: Balancer,
+    /// LLM-aware routing of its OpenAI-style requests, when configured.
+    pub llm: Option<LlmRouting>,
     version_by_name: HashMap<String, VersionId>,
 }
 
@@ -282,12 +289,17 @@ impl Snapshot {
                 limits,
                 priority_header,
             };
-            model_by_name.insert(m.name.clone(), models.len());
+            model_by_name.insert(m.name.clone(), (models.len(), None));
+            for (a, adapter) in m.llm.iter().flat_map(|l| l.adapters.iter().enumerate()) {
+                model_by_name.entry(adapter.clone()).or_insert((models.len(), Some(a)));
+            }
             models.push(ModelEntry {
                 name: m.name.as_str().into(),
                 versions,
                 routes,
                 policy,
+                balancer: m.balancer,
+                llm: m.llm.clone(),
                 version_by_name,
             });
         }
@@ -304,8 +316,13 @@ impl Snapshot {
         }
     }
 
-    /// A model by name, O(1).
+    /// A model by name (or by the name of one of its LoRA adapters), O(1).
     pub fn model(&self, name: &str) -> Option<ModelId> {
+        self.model_by_name.get(name).map(|&(m, _)| m)
+    }
+
+    /// A model by name, and the LoRA adapter when the name is one of its adapters', O(1).
+    pub fn model_and_adapter(&self, name: &str) -> Option<(ModelId, Option<AdapterId>)> {
         self.model_by_name.get(name).copied()
     }
 

@@ -204,7 +204,7 @@ impl Builder<'_> {
                             .collect();
                         Ok(VersionRoute {
                             attempts,
-                            cluster: Arc::new(c.with_max_in_flight(limits.per_endpoint_concurrency)),
+                            cluster: Arc::new(cluster(c, entry, limits.per_endpoint_concurrency)),
                             series: self.metrics.version_series(&entry.name, &version.name),
                             tls: UpstreamTls::load(&snap, m, v)?,
                         })
@@ -249,6 +249,15 @@ fn with_feed(
         });
     }
     all
+}
+
+/// A version's cluster with its model's balancer, LLM routing state and per-endpoint limit.
+fn cluster(c: Cluster, entry: &ModelEntry, max_in_flight: u32) -> Cluster {
+    let c = c.with_max_in_flight(max_in_flight).with_balancer(entry.balancer);
+    match &entry.llm {
+        Some(policy) => c.with_llm(policy),
+        None => c,
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 mod control;
 mod dns;
 mod gateway;
+mod llm;
 mod model;
 mod observability;
 mod region;
@@ -14,6 +15,7 @@ mod region;
 pub use control::*;
 pub use dns::*;
 pub use gateway::*;
+pub use llm::*;
 pub use model::*;
 pub use observability::*;
 pub use region::*;

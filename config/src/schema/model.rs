@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{HealthCheck, Limits, OutlierDetection, PriorityClass, Retries, Timeouts};
+use super::{Balancer, HealthCheck, Limits, LlmRouting, OutlierDetection, PriorityClass, Retries, Timeouts};
 
 /// A model served behind the gateway, e.g. `sklearn-iris`.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -37,6 +37,17 @@ pub struct Model {
     /// Overrides the gateway's limits for this model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// How requests are spread over a locality level's endpoints.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub balancer: Balancer,
+    /// LLM-aware routing of the model's OpenAI-style requests (prefix-cache affinity, the model
+    /// servers' queues, KV cache and LoRA adapters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmRouting>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// One version of a model and where it runs.

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::context::Ctx;
 use super::policy;
-use crate::schema::{Discovery, Model, Route};
+use crate::schema::{Discovery, LlmRouting, Model, Route};
 
 pub(super) fn check(cx: &mut Ctx<'_>) {
     let cfg = cx.cfg;
@@ -36,6 +36,75 @@ pub(super) fn check(cx: &mut Ctx<'_>) {
         if let Some(l) = &m.limits {
             policy::limits(cx, &format!("{at}.limits"), l);
         }
+        if let Some(l) = &m.llm {
+            llm(cx, &format!("{at}.llm"), l);
+        }
+    }
+    // A LoRA adapter is asked for by naming it as the model: names must not collide.
+    let mut named: HashMap<&str, String> = cfg
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.as_str(), format!("models[{i}].name")))
+        .collect();
+    for (i, m) in cfg.models.iter().enumerate() {
+        for (j, a) in m.llm.iter().flat_map(|l| l.adapters.iter().enumerate()) {
+            let path = format!("models[{i}].llm.adapters[{j}]");
+            match named.get(a.as_str()) {
+                Some(first) => cx.err(
+                    path,
+                    format!("adapter `{a}` is already a model or adapter name at {first}"),
+                ),
+                None => {
+                    named.insert(a, path);
+                }
+            }
+        }
+    }
+}
+
+fn llm(cx: &mut Ctx<'_>, at: &str, l: &LlmRouting) {
+    for (field, v) in [("block_tokens", l.block_tokens), ("bytes_per_token", l.bytes_per_token)] {
+        if v == 0 {
+            cx.err(format!("{at}.{field}"), "must be at least 1");
+        }
+    }
+    if l.index_blocks < 64 {
+        cx.err(
+            format!("{at}.index_blocks"),
+            format!("{} is below the 64 blocks an index needs", l.index_blocks),
+        );
+    }
+    if l.max_blocks == 0 {
+        cx.err(format!("{at}.max_blocks"), "must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&l.prefix_threshold) {
+        cx.err(
+            format!("{at}.prefix_threshold"),
+            format!("{} is outside 0..=1", l.prefix_threshold),
+        );
+    }
+    let w = &l.weights;
+    let weights = [
+        ("prefix", w.prefix),
+        ("queue", w.queue),
+        ("kv_cache", w.kv_cache),
+        ("lora", w.lora),
+        ("load", w.load),
+    ];
+    for (field, v) in weights {
+        if !(v >= 0.0 && v.is_finite()) {
+            cx.err(
+                format!("{at}.weights.{field}"),
+                format!("weight {v} must be a number of 0 or more"),
+            );
+        }
+    }
+    if weights.iter().all(|(_, v)| *v == 0.0) {
+        cx.err(format!("{at}.weights"), "at least one weight must be above 0");
+    }
+    for (j, a) in l.adapters.iter().enumerate() {
+        cx.name(format!("{at}.adapters[{j}]"), "adapter name", a);
     }
 }
 

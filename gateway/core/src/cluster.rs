@@ -9,12 +9,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use meridian_config::schema::Locality;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use meridian_config::schema::{Balancer, LlmRouting, Locality};
 use meridian_config::snapshot::{EndpointSpec, RegionId, Snapshot, ZoneId};
 use rand::Rng;
+use smallvec::SmallVec;
 
 use crate::clock::Nanos;
 use crate::endpoint::{EndpointState, Registry};
+use crate::llm;
+use crate::llm::pick::{Prompt, MAX_CANDIDATES};
 use crate::locality::{split, LevelLoad};
 
 /// Where a priority level sits relative to the gateway.
@@ -47,6 +52,8 @@ pub struct Level {
     /// Endpoints with their weights.
     pub members: Vec<(Arc<EndpointState>, u32)>,
     cumulative: Vec<u64>,
+    /// Round-robin position.
+    turn: AtomicUsize,
 }
 
 impl Level {
@@ -63,11 +70,22 @@ impl Level {
             kind,
             members,
             cumulative,
+            turn: AtomicUsize::new(0),
         }
     }
 
     fn total_weight(&self) -> u64 {
         self.cumulative.last().copied().unwrap_or(0)
+    }
+
+    /// The next usable member in turn (weights ignored).
+    fn next_in_turn(&self, usable: impl Fn(&EndpointState) -> bool) -> Option<Arc<EndpointState>> {
+        let n = self.members.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| &self.members[(start + k) % n].0)
+            .find(|e| usable(e))
+            .cloned()
     }
 
     /// A member sampled by weight, O(log n).
@@ -93,6 +111,8 @@ pub struct Cluster {
     loads: ArcSwap<Loads>,
     /// Per-endpoint concurrency limit; endpoints at it are skipped.
     max_in_flight: u32,
+    /// How a level's endpoints share requests.
+    balancer: Balancer,
 }
 
 /// An endpoint chosen for a request.
@@ -102,6 +122,8 @@ pub struct Pick {
     pub endpoint: Arc<EndpointState>,
     /// Index of its level.
     pub level: usize,
+    /// Share of the request's prompt blocks the endpoint likely holds (LLM picks; else 0).
+    pub prefix: f64,
 }
 
 /// Where the gateway runs.
@@ -161,7 +183,22 @@ impl Cluster {
                 levels: Vec::new(),
             }),
             max_in_flight: u32::MAX,
+            balancer: Balancer::P2c,
         }
+    }
+
+    /// Sets how a level's endpoints share requests.
+    pub fn with_balancer(mut self, balancer: Balancer) -> Self {
+        self.balancer = balancer;
+        self
+    }
+
+    /// Gives every endpoint LLM routing state (a prompt-block index of `policy.index_blocks`).
+    pub fn with_llm(self, policy: &LlmRouting) -> Self {
+        for e in self.endpoints() {
+            e.enable_llm(policy.index_blocks as usize);
+        }
+        self
     }
 
     /// Sets the per-endpoint concurrency limit.
@@ -213,6 +250,52 @@ impl Cluster {
     /// Picks an endpoint, avoiding `exclude` (endpoints this request already tried) unless nothing
     /// else is left. `None` when the cluster has no endpoint it may use.
     pub fn pick<R: Rng>(&self, epoch: u64, now: Nanos, rng: &mut R, exclude: &[SocketAddr]) -> Option<Pick> {
+        self.pick_in_levels(epoch, rng, exclude, |level, usable, rng| match self.balancer {
+            Balancer::P2c => p2c(level, now, rng, usable).map(|e| (e, 0.0)),
+            Balancer::RoundRobin => level.next_in_turn(usable).map(|e| (e, 0.0)),
+        })
+    }
+
+    /// [`Self::pick`] for an LLM request: inside the drawn level, the LLM-aware pick over its usable
+    /// endpoints (at most [`MAX_CANDIDATES`], sampled by weight in larger levels).
+    pub fn pick_llm<R: Rng>(
+        &self,
+        epoch: u64,
+        now: Nanos,
+        rng: &mut R,
+        exclude: &[SocketAddr],
+        prompt: &Prompt<'_>,
+        policy: &LlmRouting,
+    ) -> Option<Pick> {
+        self.pick_in_levels(epoch, rng, exclude, |level, usable, rng| {
+            let mut cands: SmallVec<[&Arc<EndpointState>; MAX_CANDIDATES]> = SmallVec::new();
+            if level.members.len() <= MAX_CANDIDATES {
+                cands.extend(level.members.iter().map(|(e, _)| e).filter(|e| usable(e)));
+            } else {
+                for _ in 0..MAX_CANDIDATES * 2 {
+                    let e = level.sample(rng);
+                    if usable(e) && !cands.iter().any(|c| Arc::ptr_eq(c, e)) {
+                        cands.push(e);
+                        if cands.len() == MAX_CANDIDATES {
+                            break;
+                        }
+                    }
+                }
+            }
+            llm::pick::pick(&cands, prompt, policy, now, rng).map(|c| (c.endpoint, c.prefix))
+        })
+    }
+
+    /// The level draw and fallbacks shared by every pick: the level drawn by the locality shares
+    /// first, then the others in priority order; first avoiding `exclude`, then not. `within` picks
+    /// inside one level among the endpoints `usable` accepts.
+    fn pick_in_levels<R: Rng>(
+        &self,
+        epoch: u64,
+        rng: &mut R,
+        exclude: &[SocketAddr],
+        mut within: impl FnMut(&Level, &dyn Fn(&EndpointState) -> bool, &mut R) -> Option<(Arc<EndpointState>, f64)>,
+    ) -> Option<Pick> {
         let loads = self.loads_at(epoch);
         let draw: f64 = rng.random();
         let mut acc = 0.0;
@@ -234,8 +317,12 @@ impl Cluster {
                         && e.in_flight() < self.max_in_flight
                         && (!strict || !exclude.contains(&e.address))
                 };
-                if let Some(endpoint) = p2c(&self.levels[i], now, rng, usable) {
-                    return Some(Pick { endpoint, level: i });
+                if let Some((endpoint, prefix)) = within(&self.levels[i], &usable, rng) {
+                    return Some(Pick {
+                        endpoint,
+                        level: i,
+                        prefix,
+                    });
                 }
             }
             if exclude.is_empty() {

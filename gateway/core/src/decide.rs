@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use http::request::Parts;
 use meridian_config::schema::PriorityClass;
-use meridian_config::snapshot::{ModelId, VersionId};
+use meridian_config::snapshot::{AdapterId, ModelId, VersionId};
 use meridian_config::Snapshot;
 
 use crate::admission::class_of;
@@ -59,6 +59,8 @@ pub struct Routed {
     pub shadow: Option<VersionId>,
     /// Its admission priority class.
     pub class: PriorityClass,
+    /// The LoRA adapter it asked for (by naming it as the model), an index into `llm.adapters`.
+    pub adapter: Option<AdapterId>,
 }
 
 /// A request the gateway refuses, with what it had resolved by then (for metric labels).
@@ -106,7 +108,7 @@ pub fn decide(snap: &Snapshot, head: &Parts, body: Option<&Named>, env: &Env) ->
         Target::Model { api, model, version } => (api, model, version),
         other => return Ok(Decision::Answer(answer_locally(snap, other, env))),
     };
-    let Some(m) = snap.model(model) else {
+    let Some((m, adapter)) = snap.model_and_adapter(model) else {
         return Err(Refusal::new(Reply::error(404, format!("model {model} not found"))));
     };
     let refuse = |reply, version| Refusal {
@@ -163,6 +165,7 @@ pub fn decide(snap: &Snapshot, head: &Parts, body: Option<&Named>, env: &Env) ->
         rule: sel.route,
         shadow: sel.shadow,
         class,
+        adapter,
     }))
 }
 
@@ -316,6 +319,7 @@ models:
                 rule: Some(0),
                 shadow: None,
                 class: PriorityClass::Critical,
+                adapter: None,
             })
         );
         let d = run("POST", "/v1/models/solo:predict", &[("x-priority", "sheddable")]).unwrap();

@@ -8,11 +8,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
 use crate::clock::Nanos;
+use crate::llm::state::LlmState;
 
 /// Time constant of the peak-EWMA latency decay (linkerd and Finagle use 10 s).
 pub const EWMA_TAU_NANOS: f64 = 10e9;
@@ -51,6 +52,8 @@ pub struct EndpointState {
     check_streak: Mutex<i32>,
     /// Whether the first active check round has finished for this endpoint.
     checked: AtomicBool,
+    /// What the LLM-aware pick knows of it, once a model with LLM routing uses it.
+    llm: OnceLock<Arc<LlmState>>,
 }
 
 /// Counters outlier detection keeps per endpoint.
@@ -86,7 +89,19 @@ impl EndpointState {
             outlier: OutlierCounters::default(),
             check_streak: Mutex::new(0),
             checked: AtomicBool::new(false),
+            llm: OnceLock::new(),
         }
+    }
+
+    /// Gives the endpoint LLM routing state remembering about `blocks` prompt blocks (the first
+    /// call decides; the state then lives as long as the endpoint, across reloads).
+    pub fn enable_llm(&self, blocks: usize) -> &Arc<LlmState> {
+        self.llm.get_or_init(|| Arc::new(LlmState::new(blocks)))
+    }
+
+    /// Its LLM routing state, when a model with LLM routing uses it.
+    pub fn llm(&self) -> Option<&Arc<LlmState>> {
+        self.llm.get()
     }
 
     /// Whether the endpoint takes traffic.

@@ -3,7 +3,8 @@
 //! Start at [`decide`]: it turns a request's head (and, for APIs that name the model in the body, the
 //! peeked model) into a [`decide::Decision`]: route to a model version, answer here, or read the body
 //! first. From there, a routed request's endpoint comes from [`cluster::Cluster::pick`] (locality
-//! levels from [`locality`], power of two choices over [`endpoint`] states), its retries are bounded
+//! levels from [`locality`], power of two choices over [`endpoint`] states, or for LLM requests the
+//! prefix-cache and model-server aware pick of [`llm`]), its retries are bounded
 //! by [`budget`], its outcome feeds [`outlier`], and its concurrency slot comes from [`admission`].
 //!
 //! What this crate may import: the config crate's compiled [`meridian_config::Snapshot`] and schema
@@ -22,6 +23,7 @@ pub mod decide;
 pub mod endpoint;
 pub mod grpc;
 pub mod health;
+pub mod llm;
 pub mod locality;
 pub mod openai;
 pub mod outlier;

@@ -41,8 +41,15 @@ impl Proxy {
             }
             _ => None,
         };
+        // LLM routing: the endpoint now holds the prompt's blocks, and their prefill is its load.
+        let prompt = ctx.flight.as_ref().and_then(|f| f.prompt.as_ref());
+        let prefill = pick.endpoint.llm().zip(prompt).map(|(state, p)| {
+            state.index.insert(&p.chain);
+            state.start_prefill((p.tokens as f64 * (1.0 - pick.prefix)) as u64)
+        });
         ctx.attempt = Some(Attempt {
             in_flight: Some(pick.endpoint.start()),
+            prefill,
             pick,
             started: now,
             recorded: false,

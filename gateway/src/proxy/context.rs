@@ -14,8 +14,10 @@ use meridian_gateway_core::clock::Nanos;
 use meridian_gateway_core::cluster::Pick;
 use meridian_gateway_core::decide::Routed;
 use meridian_gateway_core::endpoint::InFlight;
+use meridian_gateway_core::llm::state::Prefill;
 use meridian_gateway_core::reply::Reply;
 
+use super::prompt::LlmPrompt;
 use crate::lifecycle::InProgress;
 use crate::routes::Routes;
 use crate::shadow::ShadowCopy;
@@ -62,6 +64,8 @@ pub struct Flight {
     pub routed: Routed,
     /// The copy being captured for a mirrored version, if this request is mirrored.
     pub shadow: Option<ShadowCopy>,
+    /// Its prompt, for a model with LLM routing.
+    pub prompt: Option<LlmPrompt>,
     /// The model concurrency slot, released when the request ends.
     _slot: Admitted,
     /// Counts the request as active for the retry budget.
@@ -74,6 +78,7 @@ impl Flight {
         Flight {
             routed,
             shadow,
+            prompt: None,
             _slot: slot,
             _active: active,
         }
@@ -86,6 +91,9 @@ pub struct Attempt {
     pub pick: Pick,
     /// Counts the try in its endpoint's load until it ends.
     pub in_flight: Option<InFlight>,
+    /// Counts the prompt's uncached tokens in its endpoint's prefill load until the first response
+    /// byte (LLM routing).
+    pub prefill: Option<Prefill>,
     /// When it was sent.
     pub started: Nanos,
     /// Whether its outcome was fed to outlier detection (once per try).

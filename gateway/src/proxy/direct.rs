@@ -48,8 +48,20 @@ impl Proxy {
     /// was sent.
     pub async fn direct(&self, d: &mut impl Downstream, ctx: &mut Ctx, body: Bytes) -> pingora::Result<()> {
         ctx.bytes_in += body.len();
-        if let Some(copy) = ctx.flight.as_mut().and_then(|f| f.shadow.as_mut()) {
-            copy.add(&body);
+        let prompt = ctx.routed().and_then(|(routes, routed)| {
+            let entry = &routes.snap.models[routed.model];
+            let adapter = entry
+                .llm
+                .as_ref()
+                .zip(routed.adapter)
+                .and_then(|(l, a)| l.adapters.get(a));
+            super::prompt::of(entry, adapter.map(String::as_str), d.head(), Some(&body))
+        });
+        if let Some(f) = ctx.flight.as_mut() {
+            f.prompt = prompt;
+            if let Some(copy) = f.shadow.as_mut() {
+                copy.add(&body);
+            }
         }
         loop {
             let left = match self.next_try(&d.head().method, ctx) {
@@ -166,7 +178,14 @@ impl Proxy {
         d.write_head(&head, body.is_done()).await?;
         while !body.is_done() {
             match conn.body(&mut body, read_timeout).await {
-                Ok(Some(data)) => d.write_body(data, body.is_done()).await?,
+                Ok(Some(data)) => {
+                    // The first body byte: the prompt's prefill is done (a token stream's head may
+                    // come before it).
+                    if let Some(a) = ctx.attempt.as_mut() {
+                        a.prefill = None;
+                    }
+                    d.write_body(data, body.is_done()).await?
+                }
                 Ok(None) => d.write_body(Bytes::new(), true).await?,
                 Err(BodyError::Timeout) => {
                     set_error(ctx, "ReadTimedout");

@@ -29,6 +29,7 @@ mod downstream;
 mod exchange;
 mod forward;
 mod h1;
+mod prompt;
 mod reply;
 mod request;
 mod upstream;

@@ -11,6 +11,8 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
+use meridian_gateway_core::llm::pick::Prompt;
+
 use super::context::Ctx;
 use super::downstream::Downstream;
 use super::{forward, Proxy};
@@ -38,9 +40,20 @@ impl Proxy {
         if left.is_zero() {
             return Err(Reply::error(504, "request timed out"));
         }
-        let pick = version
-            .cluster
-            .pick(self.routing.registry.epoch(), now, &mut rand::rng(), &ctx.tried);
+        let (epoch, rng) = (self.routing.registry.epoch(), &mut rand::rng());
+        let prompt = ctx.flight.as_ref().and_then(|f| f.prompt.as_ref());
+        let pick = match (&entry.llm, prompt) {
+            (Some(policy), Some(p)) => {
+                let adapter = routed.adapter.and_then(|a| policy.adapters.get(a)).map(String::as_str);
+                let prompt = Prompt {
+                    chain: &p.chain,
+                    tokens: p.tokens,
+                    adapter,
+                };
+                version.cluster.pick_llm(epoch, now, rng, &ctx.tried, &prompt, policy)
+            }
+            _ => version.cluster.pick(epoch, now, rng, &ctx.tried),
+        };
         let Some(pick) = pick else {
             let msg = format!(
                 "no healthy endpoint for model {} version {}",
@@ -54,6 +67,19 @@ impl Proxy {
 
     /// Picks the endpoint of the next try and builds its peer (the pingora upstream leg).
     pub(super) fn peer(&self, session: &Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+        if let Some((routes, routed)) = ctx.routed() {
+            // The body is still streaming: the prompt is known by its declared length only.
+            let entry = &routes.snap.models[routed.model];
+            let adapter = entry
+                .llm
+                .as_ref()
+                .zip(routed.adapter)
+                .and_then(|(l, a)| l.adapters.get(a));
+            let prompt = super::prompt::of(entry, adapter.map(String::as_str), session.req_header(), None);
+            if let Some(f) = ctx.flight.as_mut().filter(|f| f.prompt.is_none()) {
+                f.prompt = prompt;
+            }
+        }
         let left = match self.next_try(&session.req_header().method, ctx) {
             Ok(left) => left,
             Err(reply) => {

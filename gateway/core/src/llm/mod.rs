@@ -1,0 +1,10 @@
+//! LLM-aware routing, in process: which endpoint's KV cache likely holds a prompt's prefix
+//! ([`blocks`], [`index`]), what the model servers report of themselves and the prefill in flight
+//! to them ([`state`]), and the pick that weighs both against the gateway's own load measure
+//! ([`pick`]). Pure and lock-free like the rest of the core: the shell hashes the prompt, calls the
+//! pick through [`crate::cluster::Cluster::pick_llm`], and records what it sent.
+
+pub mod blocks;
+pub mod index;
+pub mod pick;
+pub mod state;
