@@ -58,7 +58,7 @@ pub async fn handle(st: Arc<SimState>, req: Request<Incoming>) -> Result<Respons
                 let f = st.faults.read();
                 (f.gpu_xid, f.gpu_busy)
             };
-            let text = st.metrics.render(running, waiting, st.capacity, xid, busy);
+            let text = st.metrics.render((running, waiting), st.capacity, xid, busy, &st.llm);
             Ok(Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                 .body(full(text))
@@ -86,6 +86,7 @@ enum Api {
     V2,
     Generate,
     OpenAi,
+    Embeddings,
 }
 
 enum Route {
@@ -111,7 +112,8 @@ impl Route {
             "/metrics" if get => return Route::Metrics,
             "/sim/control" if post => return Route::Control,
             "/sim/state" if get => return Route::State,
-            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" if post => return Route::Infer(Api::OpenAi),
+            "/v1/chat/completions" | "/v1/completions" if post => return Route::Infer(Api::OpenAi),
+            "/v1/embeddings" if post => return Route::Infer(Api::Embeddings),
             _ => {}
         }
         if let Some(rest) = path.strip_prefix("/v1/models/") {
@@ -203,6 +205,13 @@ fn state(st: &SimState) -> Response<Body> {
             "faults": *st.faults.read(),
             "served": st.served.load(Ordering::Relaxed), "failed": st.failed.load(Ordering::Relaxed),
             "running": running, "waiting": waiting,
+            "llm": {
+                "prompt_tokens": st.llm.prompt_tokens.load(Ordering::Relaxed),
+                "cached_tokens": st.llm.cached_tokens.load(Ordering::Relaxed),
+                "generation_tokens": st.llm.generation_tokens.load(Ordering::Relaxed),
+                "kv_cache_fill": st.llm.kv_usage(),
+                "adapters": st.llm.adapters(),
+            },
         }),
         st,
     )
@@ -305,21 +314,63 @@ async fn infer(st: Arc<SimState>, req: Request<Incoming>, api: Api) -> Result<Re
             out["predictions"] = json!(vec![1; n]);
             Ok(json_response(StatusCode::OK, out, &st))
         }
-        Api::Generate => Ok(token_stream(st.clone(), faults.latency_ms, busy)),
-        Api::OpenAi if streaming => Ok(token_stream(st.clone(), faults.latency_ms, busy)),
-        Api::OpenAi => {
+        Api::Generate => Ok(token_stream(st.clone(), faults.latency_ms, None, busy)),
+        Api::OpenAi | Api::Embeddings => {
+            // The model server: prefill against the KV cache, then decode.
+            let asked = parsed.get("model").and_then(Value::as_str).unwrap_or_default();
+            let adapter = (!asked.is_empty() && asked != st.model).then_some(asked);
+            let max_tokens = parsed.get("max_tokens").and_then(Value::as_u64).map(|n| n as u32);
+            let pre = st.llm.prefill(&st.model, adapter, &body, max_tokens).await;
+            let usage = usage(&pre, api == Api::Embeddings);
+            if api == Api::Embeddings {
+                let mut out = served;
+                out["object"] = json!("list");
+                out["model"] = json!(asked);
+                out["data"] = json!([{"object": "embedding", "index": 0, "embedding": [0.125, -0.5, 0.25, 1.0]}]);
+                out["usage"] = usage;
+                return Ok(json_response(StatusCode::OK, out, &st));
+            }
+            if streaming {
+                let with_usage = parsed
+                    .pointer("/stream_options/include_usage")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                let decode_ms = st.llm.config().decode_per_token.as_secs_f64() * 1000.0;
+                return Ok(token_stream(st.clone(), decode_ms, Some((pre, with_usage)), busy));
+            }
+            tokio::time::sleep(st.llm.config().decode_per_token * pre.output_tokens).await;
             let mut out = served;
             out["object"] = json!("chat.completion");
+            out["model"] = json!(asked);
             out["choices"] =
                 json!([{"index": 0, "message": {"role": "assistant", "content": "sim"}, "finish_reason": "stop"}]);
+            out["usage"] = usage;
             Ok(json_response(StatusCode::OK, out, &st))
         }
     }
 }
 
-/// Server-sent events, one token per latency period, then `[DONE]`: an LLM token stream.
-fn token_stream(st: Arc<SimState>, latency_ms: f64, busy: Busy) -> Response<Body> {
-    const TOKENS: u32 = 8;
+/// OpenAI's `usage` of a request whose prefill came to `pre`.
+fn usage(pre: &super::llm::Prefilled, embedding: bool) -> Value {
+    let output = if embedding { 0 } else { u64::from(pre.output_tokens) };
+    json!({
+        "prompt_tokens": pre.prompt_tokens,
+        "completion_tokens": output,
+        "total_tokens": pre.prompt_tokens + output,
+        "prompt_tokens_details": {"cached_tokens": pre.cached_tokens},
+    })
+}
+
+/// Server-sent events, one token per `per_token_ms`, then `[DONE]`: an LLM token stream. An
+/// OpenAI-style stream (`openai`: its prefill, and whether the client asked for usage) has as many
+/// tokens as the prefill allotted, in chat-completion chunks, and ends with a usage chunk when asked.
+fn token_stream(
+    st: Arc<SimState>,
+    per_token_ms: f64,
+    openai: Option<(super::llm::Prefilled, bool)>,
+    busy: Busy,
+) -> Response<Body> {
+    let tokens = openai.map_or(8, |(p, _)| p.output_tokens);
     let id = st.id.clone();
     let version = st.version.clone();
     let gate_of = st.clone();
@@ -328,23 +379,30 @@ fn token_stream(st: Arc<SimState>, latency_ms: f64, busy: Busy) -> Response<Body
         let version = version.clone();
         let mut gate = gate_of.gate.subscribe();
         async move {
-            if i > TOKENS {
+            if i > tokens {
                 drop(busy);
                 return None;
             }
             if i > 0 {
                 // A closed gate holds the stream after its first event, until a test opens it.
                 let _ = gate.wait_for(|open| *open).await;
-                tokio::time::sleep(Duration::from_secs_f64(latency_ms.max(1.0) / 1000.0)).await;
+                tokio::time::sleep(Duration::from_secs_f64(per_token_ms.max(1.0) / 1000.0)).await;
             }
-            let line = if i == TOKENS {
-                "data: [DONE]\n\n".to_string()
+            let mut line = String::new();
+            if i == tokens {
+                if let Some((pre, true)) = openai {
+                    let last = json!({"object": "chat.completion.chunk", "choices": [], "usage": usage(&pre, false)});
+                    line = format!("data: {last}\n\n");
+                }
+                line.push_str("data: [DONE]\n\n");
             } else {
-                format!(
-                    "data: {}\n\n",
-                    json!({"token": i, "text": format!("t{i}"), "served_by": id, "model_version": version})
-                )
-            };
+                let mut event = json!({"token": i, "text": format!("t{i}"), "served_by": id, "model_version": version});
+                if openai.is_some() {
+                    event["object"] = json!("chat.completion.chunk");
+                    event["choices"] = json!([{"index": 0, "delta": {"content": format!("t{i}")}}]);
+                }
+                line = format!("data: {event}\n\n");
+            }
             Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line))), (i + 1, busy)))
         }
     });

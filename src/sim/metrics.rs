@@ -1,7 +1,11 @@
 //! Triton- (`nv_*`) and vLLM-style (`vllm:*`) metrics that follow the simulator's load, so control
 //! loops and tests can read GPU headroom from a backend exactly as they would from the real servers.
 
-use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+use std::sync::atomic::Ordering;
+
+use prometheus::{Encoder, Gauge, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use super::llm::LlmSim;
 
 /// The simulator's metric families.
 pub struct SimMetrics {
@@ -15,6 +19,17 @@ pub struct SimMetrics {
     xid: IntGauge,
     success: IntCounter,
     failure: IntCounter,
+    llm: LlmMetrics,
+}
+
+/// The vLLM families of the LLM server model: cache config, LoRA adapters, token counters.
+struct LlmMetrics {
+    cache_config: IntGaugeVec,
+    lora: IntGaugeVec,
+    prompt: IntGauge,
+    generation: IntGauge,
+    cache_queries: IntGauge,
+    cache_hits: IntGauge,
 }
 
 /// Simulated GPU memory: 80 GiB, like an H100.
@@ -65,6 +80,40 @@ impl SimMetrics {
         let _ = registry.register(Box::new(failure.clone()));
         // Total memory never changes: set once; the registry keeps the gauge.
         mem_total.set(MEM_TOTAL);
+        let vllm_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(vllm(name, help), labels).expect("static metric definition");
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        let vllm_total = |name: &str, help: &str| {
+            // vLLM's token counters; exposed as gauges of the running totals (the names keep
+            // `_total`, as vLLM's do).
+            let g = IntGauge::with_opts(vllm(name, help)).expect("static metric definition");
+            let _ = registry.register(Box::new(g.clone()));
+            g
+        };
+        let llm = LlmMetrics {
+            cache_config: vllm_vec(
+                "vllm:cache_config_info",
+                "Information of the KV cache config",
+                &["block_size", "num_gpu_blocks"],
+            ),
+            lora: vllm_vec(
+                "vllm:lora_requests_info",
+                "Running stats on LoRA requests",
+                &["max_lora", "running_lora_adapters", "waiting_lora_adapters"],
+            ),
+            prompt: vllm_total("vllm:prompt_tokens_total", "Prompt tokens processed"),
+            generation: vllm_total("vllm:generation_tokens_total", "Generation tokens processed"),
+            cache_queries: vllm_total(
+                "vllm:prefix_cache_queries_total",
+                "Prompt tokens looked up in the prefix cache",
+            ),
+            cache_hits: vllm_total(
+                "vllm:prefix_cache_hits_total",
+                "Prompt tokens found in the prefix cache",
+            ),
+        };
         SimMetrics {
             registry,
             pending,
@@ -76,6 +125,7 @@ impl SimMetrics {
             xid,
             success,
             failure,
+            llm,
         }
     }
 
@@ -89,7 +139,30 @@ impl SimMetrics {
     }
 
     /// Prometheus text for the current load.
-    pub fn render(&self, running: u32, waiting: u32, capacity: u32, xid: u32, busy: Option<f64>) -> String {
+    pub fn render(
+        &self,
+        (running, waiting): (u32, u32),
+        capacity: u32,
+        xid: u32,
+        busy: Option<f64>,
+        llm: &LlmSim,
+    ) -> String {
+        let waiting = waiting + llm.waiting.load(Ordering::Relaxed);
+        let cfg = llm.config();
+        let m = &self.llm;
+        m.cache_config.reset();
+        m.cache_config
+            .with_label_values(&[&cfg.block_tokens.to_string(), &cfg.kv_blocks.to_string()])
+            .set(1);
+        m.lora.reset();
+        m.lora
+            .with_label_values(&[&cfg.lora_slots.to_string(), &llm.adapters().join(","), ""])
+            .set(1);
+        let total = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as i64;
+        m.prompt.set(total(&llm.prompt_tokens));
+        m.generation.set(total(&llm.generation_tokens));
+        m.cache_queries.set(total(&llm.prompt_tokens));
+        m.cache_hits.set(total(&llm.cached_tokens));
         self.xid.set(i64::from(xid));
         let util = busy.map_or(f64::from(running) / f64::from(capacity.max(1)), |b| b.clamp(0.0, 1.0));
         self.pending.set(i64::from(waiting));

@@ -7,6 +7,7 @@
 //! lab's chaos mode can break a backend without restarting it.
 
 mod handlers;
+mod llm;
 mod metrics;
 mod state;
 
@@ -56,6 +57,30 @@ pub struct SimArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// LLM model: KV-cache capacity in prompt blocks.
+    #[arg(long, default_value_t = 4096)]
+    pub kv_blocks: usize,
+    /// LLM model: estimated tokens per prompt block (as the gateway's `llm.block_tokens`).
+    #[arg(long, default_value_t = 64)]
+    pub block_tokens: u32,
+    /// LLM model: bytes of prompt per estimated token (as the gateway's `llm.bytes_per_token`).
+    #[arg(long, default_value_t = 4)]
+    pub bytes_per_token: u32,
+    /// LLM model: prefill time per thousand uncached prompt tokens (one prefill at a time), e.g. 40ms.
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub prefill_per_1k_tokens: std::time::Duration,
+    /// LLM model: decode time per output token; the mean latency when absent.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub decode_per_token: Option<std::time::Duration>,
+    /// LLM model: output tokens when a request does not ask for fewer.
+    #[arg(long, default_value_t = 8)]
+    pub output_tokens: u32,
+    /// LLM model: LoRA adapters held at once.
+    #[arg(long, default_value_t = 4)]
+    pub lora_slots: u32,
+    /// LLM model: time to load a LoRA adapter that is not held.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub lora_load: std::time::Duration,
 }
 
 /// The TLS acceptor of a sim backend started with --tls-cert/--tls-key.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+use super::llm::{LlmConfig, LlmSim};
 use super::metrics::SimMetrics;
 use super::SimArgs;
 
@@ -76,6 +77,8 @@ pub struct SimState {
     pub metrics: SimMetrics,
     /// Open (true) unless `stream_gate` holds token streams after their first event.
     pub gate: tokio::sync::watch::Sender<bool>,
+    /// The LLM server model (KV cache, prefill engine, LoRA slots) behind OpenAI-style requests.
+    pub llm: LlmSim,
 }
 
 impl SimState {
@@ -98,6 +101,16 @@ impl SimState {
             failed: AtomicU64::new(0),
             metrics: SimMetrics::new(&args.model, &args.version),
             gate: tokio::sync::watch::Sender::new(true),
+            llm: LlmSim::new(LlmConfig {
+                kv_blocks: args.kv_blocks.max(1),
+                block_tokens: args.block_tokens.max(1),
+                bytes_per_token: args.bytes_per_token.max(1),
+                prefill_per_1k: args.prefill_per_1k_tokens,
+                decode_per_token: args.decode_per_token.unwrap_or(args.latency),
+                output_tokens: args.output_tokens.max(1),
+                lora_slots: args.lora_slots.max(1),
+                lora_load: args.lora_load,
+            }),
         }
     }
 
