@@ -1,0 +1,146 @@
+//! LLM-aware routing end to end, through real sim backends modelling KV caches: chat requests that
+//! share a long prompt prefix go to the backend that holds it (and hit its cache there), keep
+//! going there while it is not overloaded, and leave it when it is; LoRA adapters route to their
+//! model; embeddings are answered in OpenAI's shape.
+
+mod common;
+
+use std::io::Read;
+
+use common::*;
+use meridian_config::schema::LlmRouting;
+use serde_json::{json, Value};
+
+/// A chat request with `system` as its shared prefix.
+fn chat(model: &str, system: &str, question: &str, stream: bool) -> String {
+    json!({
+        "model": model,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
+        "stream": stream,
+        "max_tokens": 2,
+    })
+    .to_string()
+}
+
+/// A long system prompt: `tag` makes groups distinct from their first block.
+fn system_prompt(tag: &str) -> String {
+    format!("{tag}: ") + &"You answer questions about the attached product manual, citing sections. ".repeat(40)
+}
+
+#[test]
+fn shared_prefixes_stick_to_the_backend_that_holds_them_until_it_is_overloaded() {
+    let dir = scratch("llm");
+    let mut w = World::new(112);
+    let gw = w.gateway("r", &["r-a"]);
+    let sims: Vec<String> = (0..4)
+        .map(|i| w.backend("llama", "v1", &format!("g{i}"), "r", "r-a"))
+        .collect();
+    w.model("llama").llm = Some(LlmRouting {
+        overload_margin: 2,
+        adapters: vec!["sql-lora".into()],
+        ..LlmRouting::default()
+    });
+    let cfg = w.write(&dir);
+    let _sims: Vec<_> = sims
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            sim(
+                a,
+                &format!("g{i}"),
+                "llama",
+                "v1",
+                &["--latency", "1ms", "--output-tokens", "2"],
+            )
+        })
+        .collect();
+    let _gw = gateway(&cfg, "r", None, &gw.admin, &gw.public);
+    let c = client();
+    let url = format!("http://{}/v1/chat/completions", gw.public);
+    let post = |body: String| -> Value {
+        let r = c
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().unwrap()
+    };
+
+    // Two groups, eight questions each: every question of a group lands where its first did, and
+    // from the second on its prefix is in that backend's cache.
+    for group in ["alpha", "beta"] {
+        let system = system_prompt(group);
+        let first = post(chat("llama", &system, "question 0", false));
+        let home = first["served_by"].as_str().unwrap().to_string();
+        assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+        for q in 1..8 {
+            let r = post(chat("llama", &system, &format!("question {q}"), false));
+            assert_eq!(r["served_by"], home.as_str(), "group {group}, question {q}");
+            let cached = r["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+            let prompt = r["usage"]["prompt_tokens"].as_u64().unwrap();
+            assert!(cached * 10 >= prompt * 8, "{cached} of {prompt} cached");
+        }
+    }
+
+    // Overload: streams held open after their first token pile up on the holder; past the margin
+    // (2 more than the least loaded other), the prompt goes elsewhere.
+    let system = system_prompt("gamma");
+    let home = post(chat("llama", &system, "warm up", false))["served_by"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for s in &sims {
+        sim_control(s, json!({"stream_gate": true}));
+    }
+    let mut open = Vec::new();
+    let mut served = Vec::new();
+    for q in 0..6 {
+        let mut r = c
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(chat("llama", &system, &format!("held {q}"), true))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let first = first_event(&mut r);
+        let event: Value = serde_json::from_str(first.trim().trim_start_matches("data: ")).unwrap();
+        served.push(event["served_by"].as_str().unwrap().to_string());
+        open.push(r);
+    }
+    assert!(served[..3].iter().all(|s| *s == home), "{served:?}");
+    assert!(
+        served[3..].iter().any(|s| *s != home),
+        "the overloaded holder is bypassed: {served:?}"
+    );
+    for s in &sims {
+        sim_control(s, json!({"stream_gate": false}));
+    }
+    for mut r in open {
+        let mut rest = String::new();
+        r.read_to_string(&mut rest).unwrap();
+        assert!(rest.trim_end().ends_with("data: [DONE]"), "{rest}");
+    }
+
+    // A LoRA adapter named as the model routes to its model, and the backend sees the adapter.
+    let r = post(chat("sql-lora", &system_prompt("delta"), "q", false));
+    assert_eq!(r["model"], "sql-lora");
+    let loaded = sims.iter().any(|s| sim_state(s)["llm"]["adapters"][0] == "sql-lora");
+    assert!(loaded, "the adapter was loaded on the backend that served it");
+
+    // Embeddings: OpenAI's shape, with usage.
+    let r = c
+        .post(format!("http://{}/v1/embeddings", gw.public))
+        .header("content-type", "application/json")
+        .body(json!({"model": "llama", "input": "embed me"}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e: Value = r.json().unwrap();
+    assert_eq!(
+        (e["object"].as_str(), e["data"][0]["object"].as_str()),
+        (Some("list"), Some("embedding"))
+    );
+    assert!(e["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+}
