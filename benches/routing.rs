@@ -12,13 +12,15 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use meridian_config::schema::{
-    Config, Endpoint, HeaderMatch, Model, Region, Route, RouteMatch, StickyKey, Version, WeightedVersion,
+    Config, Endpoint, HeaderMatch, LlmRouting, Model, Region, Route, RouteMatch, StickyKey, Version, WeightedVersion,
 };
 use meridian_config::{Loaded, Snapshot};
 use meridian_gateway_core::classify::{classify, Target};
 use meridian_gateway_core::cluster::{Cluster, Origin};
 use meridian_gateway_core::decide::{decide, Decision, Env};
 use meridian_gateway_core::endpoint::Registry;
+use meridian_gateway_core::llm::blocks::{self, BlockSpec};
+use meridian_gateway_core::llm::pick::Prompt;
 use meridian_gateway_core::select::select;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -186,6 +188,78 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
+    llm(c);
+}
+
+/// The LLM-aware pick at 8 endpoints for a 7,200-token chat prompt (113 blocks of 256 bytes), each
+/// endpoint holding some of 16 prompt groups: the decision alone (target < 10 us), and the prompt's
+/// hashing, which runs once per request before it.
+fn llm(c: &mut Criterion) {
+    let mut cfg = config(1, 8);
+    cfg.models[0].routes.clear();
+    cfg.models[0].versions.truncate(1);
+    cfg.models[0].llm = Some(LlmRouting::default());
+    let snap = Snapshot::compile(Loaded {
+        config: cfg,
+        file: "bench".into(),
+        base_dir: PathBuf::new(),
+    });
+    let (registry, entry) = (Registry::default(), &snap.models[0]);
+    let origin = Origin {
+        region: 0,
+        zone: snap.zone("us-a"),
+    };
+    let policy = entry.llm.clone().unwrap();
+    let cluster = Cluster::build(&snap, origin, &entry.versions[0].endpoints, &registry, &entry.policy.locality)
+        .with_llm(&policy);
+    let spec = BlockSpec {
+        bytes: policy.block_bytes(),
+        max_blocks: policy.max_blocks as usize,
+    };
+    let bodies: Vec<Vec<u8>> = (0..16)
+        .map(|g| {
+            let system = format!("Group {g}: ") + &"the device must be reset before the update. ".repeat(550);
+            let question = "what does the amber light mean? ".repeat(150);
+            serde_json::json!({"model": "m", "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]})
+                .to_string()
+                .into_bytes()
+        })
+        .collect();
+    let chains: Vec<Vec<u64>> = bodies
+        .iter()
+        .map(|b| {
+            let mut chain = Vec::new();
+            blocks::chain(blocks::prompt(b).unwrap(), blocks::seed("m", None), spec, &mut chain);
+            chain
+        })
+        .collect();
+    let mut rng = SmallRng::seed_from_u64(2);
+    for (g, chain) in chains.iter().enumerate() {
+        let e = cluster.endpoints().nth(g % 8).unwrap();
+        e.llm().unwrap().index.insert(chain);
+    }
+    let epoch = registry.epoch();
+    let mut i = 0usize;
+    c.bench_function("llm pick, 8 endpoints, 113-block prompt", |b| {
+        b.iter(|| {
+            i = (i + 1) % chains.len();
+            let prompt = Prompt {
+                chain: &chains[i],
+                tokens: 7200,
+                adapter: None,
+            };
+            let pick = cluster.pick_llm(epoch, 1, &mut rng, &[], &prompt, &policy).unwrap();
+            black_box(pick.endpoint.address)
+        })
+    });
+    let mut chain = Vec::new();
+    c.bench_function("llm prompt hashing, 29 KB chat body", |b| {
+        b.iter(|| {
+            i = (i + 1) % bodies.len();
+            blocks::chain(blocks::prompt(black_box(&bodies[i])).unwrap(), blocks::seed("m", None), spec, &mut chain);
+            black_box(chain.len())
+        })
+    });
 }
 
 criterion_group!(benches, bench);

@@ -2,9 +2,12 @@
 //! ([`blocks`], [`index`]), what the model servers report of themselves and the prefill in flight
 //! to them ([`state`]), and the pick that weighs both against the gateway's own load measure
 //! ([`pick`]). Pure and lock-free like the rest of the core: the shell hashes the prompt, calls the
-//! pick through [`crate::cluster::Cluster::pick_llm`], and records what it sent.
+//! pick through [`crate::cluster::Cluster::pick_llm`], and records what it sent. After the answer,
+//! [`usage`] reads the tokens it reports and [`limit`] charges them to the tenant's token bucket.
 
 pub mod blocks;
 pub mod index;
+pub mod limit;
 pub mod pick;
 pub mod state;
+pub mod usage;
