@@ -210,8 +210,14 @@ fn llm(c: &mut Criterion) {
         zone: snap.zone("us-a"),
     };
     let policy = entry.llm.clone().unwrap();
-    let cluster = Cluster::build(&snap, origin, &entry.versions[0].endpoints, &registry, &entry.policy.locality)
-        .with_llm(&policy);
+    let cluster = Cluster::build(
+        &snap,
+        origin,
+        &entry.versions[0].endpoints,
+        &registry,
+        &entry.policy.locality,
+    )
+    .with_llm(&policy);
     let spec = BlockSpec {
         bytes: policy.block_bytes(),
         max_blocks: policy.max_blocks as usize,
@@ -256,7 +262,12 @@ fn llm(c: &mut Criterion) {
     c.bench_function("llm prompt hashing, 29 KB chat body", |b| {
         b.iter(|| {
             i = (i + 1) % bodies.len();
-            blocks::chain(blocks::prompt(black_box(&bodies[i])).unwrap(), blocks::seed("m", None), spec, &mut chain);
+            blocks::chain(
+                blocks::prompt(black_box(&bodies[i])).unwrap(),
+                blocks::seed("m", None),
+                spec,
+                &mut chain,
+            );
             black_box(chain.len())
         })
     });

@@ -5,8 +5,8 @@
 //! (429, Retry-After) until it refills above zero.
 //!
 //! Tenants are many and not known ahead: buckets live in 16 shards of a small map each, behind a
-//! lock held for a few instructions (never across I/O); a shard past its size forgets its fullest
-//! buckets first (a full bucket is the same as a new one).
+//! lock held for a few instructions (never across I/O); a shard past its size forgets its full
+//! buckets (a full bucket is the same as a new one), then its least recently used half.
 
 use std::collections::HashMap;
 
@@ -51,13 +51,14 @@ impl TokenLimits {
     fn with<T>(&self, tenant: u64, now: Nanos, f: impl FnOnce(&mut Bucket) -> T) -> T {
         let mut shard = self.shards[(tenant as usize) % SHARDS].lock();
         if shard.len() >= PER_SHARD && !shard.contains_key(&tenant) {
-            let burst = self.burst;
-            shard.retain(|_, b| b.level < burst);
-            if shard.len() >= PER_SHARD {
-                let oldest = shard.iter().min_by_key(|(_, b)| b.at).map(|(k, _)| *k);
-                if let Some(k) = oldest {
-                    shard.remove(&k);
-                }
+            // Make room for many at once (amortized O(1) per new tenant): full buckets first, then
+            // the least recently used half.
+            let (burst, rate) = (self.burst, self.per_second);
+            shard.retain(|_, b| b.level + now.saturating_sub(b.at) as f64 / 1e9 * rate < burst);
+            if shard.len() > PER_SHARD / 2 {
+                let mut ages: Vec<Nanos> = shard.values().map(|b| b.at).collect();
+                let (_, &mut cut, _) = ages.select_nth_unstable(shard.len() - PER_SHARD / 2);
+                shard.retain(|_, b| b.at > cut);
             }
         }
         let b = shard.entry(tenant).or_insert(Bucket {
