@@ -144,3 +144,112 @@ fn shared_prefixes_stick_to_the_backend_that_holds_them_until_it_is_overloaded()
     );
     assert!(e["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn tokens_are_accounted_from_usage_and_limited_per_tenant() {
+    let dir = scratch("llm-tokens");
+    let mut w = World::new(113);
+    let gw = w.gateway("r", &["r-a"]);
+    let sims: Vec<String> = (0..2)
+        .map(|i| w.backend("llama", "v1", &format!("t{i}"), "r", "r-a"))
+        .collect();
+    w.model("llama").llm = Some(LlmRouting {
+        token_limit: Some(meridian_config::schema::TokenLimit {
+            tokens_per_minute: 600,
+            burst: None,
+            tenant_header: "x-tenant".into(),
+        }),
+        ..LlmRouting::default()
+    });
+    let cfg = w.write(&dir);
+    let _sims: Vec<_> = sims
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            sim(
+                a,
+                &format!("t{i}"),
+                "llama",
+                "v1",
+                &["--latency", "1ms", "--output-tokens", "3"],
+            )
+        })
+        .collect();
+    let _gw = gateway(&cfg, "r", None, &gw.admin, &gw.public);
+    let c = client();
+    let url = format!("http://{}/v1/chat/completions", gw.public);
+    let send = |tenant: &str, body: String| {
+        c.post(&url)
+            .header("content-type", "application/json")
+            .header("x-tenant", tenant)
+            .body(body)
+            .send()
+            .unwrap()
+    };
+
+    // Answers and streams (asking for usage) from tenants with tokens to spare: the gateway's
+    // token counts are the sum of what the answers reported.
+    let (mut input, mut output) = (0, 0);
+    for i in 0..4 {
+        let r = send(
+            &format!("small-{i}"),
+            chat("llama", "be brief", &format!("q{i}"), false),
+        );
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().unwrap();
+        input += v["usage"]["prompt_tokens"].as_u64().unwrap();
+        output += v["usage"]["completion_tokens"].as_u64().unwrap();
+        let mut body: Value = serde_json::from_str(&chat("llama", "be brief", &format!("s{i}"), true)).unwrap();
+        body["stream_options"] = json!({"include_usage": true});
+        let mut r = send(&format!("small-{i}"), body.to_string());
+        let mut text = String::new();
+        r.read_to_string(&mut text).unwrap();
+        let last = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e.get("usage").is_some())
+            .expect("a usage chunk");
+        input += last["usage"]["prompt_tokens"].as_u64().unwrap();
+        output += last["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    let m = scrape(&gw.admin);
+    let sum = |kind: &str| {
+        metric_sum(
+            &m,
+            "gen_ai_client_token_usage_sum",
+            &[
+                &format!("gen_ai_token_type=\"{kind}\""),
+                "gen_ai_request_model=\"llama\"",
+            ],
+        )
+    };
+    assert_eq!((sum("input"), sum("output")), (input as f64, output as f64));
+    assert_eq!(
+        metric_sum(&m, "gen_ai_server_time_to_first_token_seconds_count", &[]),
+        8.0
+    );
+    assert!(metric_sum(&m, "gen_ai_server_time_per_output_token_seconds_count", &[]) >= 8.0);
+    assert_promtool_accepts("gateway with gen_ai metrics", &m);
+
+    // A tenant whose answers used its 600 tokens a minute is refused (429, Retry-After), and
+    // another tenant is still served.
+    let long = "please summarize this paragraph of the manual again. ".repeat(20);
+    let mut refused = None;
+    for i in 0..8 {
+        let r = send("heavy", chat("llama", &long, &format!("h{i}"), false));
+        if r.status() == 429 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    let r = refused.expect("the heavy tenant runs out of tokens");
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = r.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("tokens"), "{body}");
+    assert_eq!(send("light", chat("llama", "hi", "q", false)).status(), 200);
+    let m = scrape(&gw.admin);
+    assert!(metric_sum(&m, "meridian_token_limited_total", &["model_name=\"llama\""]) >= 1.0);
+}

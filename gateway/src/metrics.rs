@@ -42,6 +42,75 @@ pub struct Metrics {
     pub shed: IntCounterVec,
     /// `meridian_access_log_dropped_total`.
     pub access_log_dropped: IntCounter,
+    /// OpenTelemetry GenAI families of LLM requests.
+    pub gen_ai: GenAiMetrics,
+}
+
+/// The OpenTelemetry GenAI semantic conventions' metrics in Prometheus form, for requests to models
+/// with LLM routing: token usage from each response's `usage`, time to first token, time per output
+/// token and request duration, by the model asked for (a model or adapter name from the config) and
+/// the operation (`chat`, `text_completion`, `embeddings`). Buckets are the conventions' advice.
+pub struct GenAiMetrics {
+    /// `gen_ai_client_token_usage{gen_ai_request_model,gen_ai_operation_name,gen_ai_token_type}`.
+    pub token_usage: HistogramVec,
+    /// `gen_ai_server_time_to_first_token_seconds{gen_ai_request_model,gen_ai_operation_name}`.
+    pub time_to_first_token: HistogramVec,
+    /// `gen_ai_server_time_per_output_token_seconds{gen_ai_request_model,gen_ai_operation_name}`.
+    pub time_per_output_token: HistogramVec,
+    /// `gen_ai_server_request_duration_seconds{gen_ai_request_model,gen_ai_operation_name}`.
+    pub request_duration: HistogramVec,
+    /// `meridian_token_limited_total{model_name}`: requests refused by a tenant's token limit.
+    pub token_limited: IntCounterVec,
+}
+
+impl GenAiMetrics {
+    fn register(r: &Registry) -> GenAiMetrics {
+        let labels = &["gen_ai_request_model", "gen_ai_operation_name"];
+        let h = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+                .expect("static metric definition");
+            r.register(Box::new(h.clone())).expect("metric registered once");
+            h
+        };
+        GenAiMetrics {
+            token_usage: h(
+                "gen_ai_client_token_usage",
+                "Tokens used per request, by type (input, output)",
+                &["gen_ai_request_model", "gen_ai_operation_name", "gen_ai_token_type"],
+                &[
+                    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+                ],
+            ),
+            time_to_first_token: h(
+                "gen_ai_server_time_to_first_token_seconds",
+                "Time from the request to the first response byte of the answer",
+                labels,
+                &[
+                    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                ],
+            ),
+            time_per_output_token: h(
+                "gen_ai_server_time_per_output_token_seconds",
+                "Time per output token after the first",
+                labels,
+                &[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5],
+            ),
+            request_duration: h(
+                "gen_ai_server_request_duration_seconds",
+                "Duration of LLM requests",
+                labels,
+                &[
+                    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+                ],
+            ),
+            token_limited: counter(
+                r,
+                "meridian_token_limited_total",
+                "Requests refused because their tenant used its tokens",
+                &["model_name"],
+            ),
+        }
+    }
 }
 
 /// The per-version series a request always touches, resolved ahead of time.
@@ -129,6 +198,7 @@ impl Default for Metrics {
                 &["model_name", "priority", "reason"],
             ),
             access_log_dropped: dropped,
+            gen_ai: GenAiMetrics::register(&r),
             registry: r,
         }
     }

@@ -15,6 +15,7 @@ use meridian_gateway_core::admission::Admission;
 use meridian_gateway_core::clock::Clock;
 use meridian_gateway_core::cluster::{Cluster, Origin};
 use meridian_gateway_core::endpoint::Registry;
+use meridian_gateway_core::llm::limit::TokenLimits;
 use meridian_gateway_core::outlier::Detector;
 
 use prometheus::IntCounter;
@@ -54,6 +55,8 @@ pub struct ModelRoute {
     /// Admission control, carried over from the previous table while the model's limits stay the
     /// same (so a reload neither forgets admitted requests nor the queue).
     pub admission: Arc<Admission>,
+    /// Per-tenant token buckets, for a model with a token limit (carried over like `admission`).
+    pub tokens: Option<Arc<TokenLimits>>,
     /// Versions, by [`VersionId`].
     pub versions: Vec<VersionRoute>,
 }
@@ -210,7 +213,17 @@ impl Builder<'_> {
                         })
                     })
                     .collect::<Result<_, BuildError>>()?;
-                Ok(ModelRoute { admission, versions })
+                let tokens = entry.llm.as_ref().and_then(|l| l.token_limit.as_ref()).map(|t| {
+                    let burst = t.burst.unwrap_or(t.tokens_per_minute);
+                    prev.and_then(|p| p.snap.model(&entry.name).and_then(|i| p.models[i].tokens.clone()))
+                        .filter(|b| b.same_limit(t.tokens_per_minute, burst))
+                        .unwrap_or_else(|| Arc::new(TokenLimits::new(t.tokens_per_minute, burst)))
+                });
+                Ok(ModelRoute {
+                    admission,
+                    tokens,
+                    versions,
+                })
             })
             .collect::<Result<_, BuildError>>()?;
         Ok(Routes {

@@ -239,6 +239,18 @@ pub struct Outcome<'a> {
     pub endpoint: Option<(&'a str, &'a str)>,
     /// Attempts beyond the first.
     pub retries: usize,
+    /// What an LLM request asked for and used.
+    pub gen_ai: Option<GenAi<'a>>,
+}
+
+/// The `gen_ai.*` attributes of an LLM request's server span.
+pub struct GenAi<'a> {
+    /// The model name asked for (a model's or an adapter's).
+    pub model: &'a str,
+    /// `chat`, `text_completion` or `embeddings`.
+    pub operation: &'a str,
+    /// Input and output tokens the answer reported.
+    pub usage: Option<(u64, u64)>,
 }
 
 /// Ends the request's server span.
@@ -260,6 +272,14 @@ pub fn end_request(server: &Context, method: &str, o: &Outcome<'_>) {
         span.set_attribute(KeyValue::new("meridian.locality", locality.to_owned()));
     }
     span.set_attribute(KeyValue::new("meridian.retries", o.retries as i64));
+    if let Some(g) = &o.gen_ai {
+        span.set_attribute(KeyValue::new("gen_ai.request.model", g.model.to_owned()));
+        span.set_attribute(KeyValue::new("gen_ai.operation.name", g.operation.to_owned()));
+        if let Some((input, output)) = g.usage {
+            span.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", input as i64));
+            span.set_attribute(KeyValue::new("gen_ai.usage.output_tokens", output as i64));
+        }
+    }
     // Server spans mark 5xx as errors; 4xx is the client's (HTTP semantic conventions).
     if o.status >= 500 {
         span.set_attribute(KeyValue::new("error.type", o.status.to_string()));

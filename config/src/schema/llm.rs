@@ -30,6 +30,28 @@ pub struct LlmRouting {
     /// model, asking for that adapter.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub adapters: Vec<String>,
+    /// Per-tenant token-rate limit (prompt and output tokens, charged after each response).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_limit: Option<TokenLimit>,
+}
+
+/// A token-rate limit per tenant (Envoy AI Gateway's token rate limits; a token bucket per tenant).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenLimit {
+    /// Tokens (prompt and output) a tenant may use a minute.
+    pub tokens_per_minute: u64,
+    /// Tokens a tenant may use at once after idling; a minute's worth when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// The request header that names the tenant; `authorization` (the default) keys tenants by API
+    /// key. Requests without it share one bucket.
+    #[serde(default = "default_tenant_header")]
+    pub tenant_header: String,
+}
+
+fn default_tenant_header() -> String {
+    "authorization".into()
 }
 
 impl Default for LlmRouting {
@@ -43,6 +65,7 @@ impl Default for LlmRouting {
             overload_margin: 8,
             weights: ScoreWeights::default(),
             adapters: Vec::new(),
+            token_limit: None,
         }
     }
 }

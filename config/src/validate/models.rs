@@ -106,6 +106,20 @@ fn llm(cx: &mut Ctx<'_>, at: &str, l: &LlmRouting) {
     for (j, a) in l.adapters.iter().enumerate() {
         cx.name(format!("{at}.adapters[{j}]"), "adapter name", a);
     }
+    if let Some(t) = &l.token_limit {
+        if t.tokens_per_minute == 0 {
+            cx.err(format!("{at}.token_limit.tokens_per_minute"), "must be at least 1");
+        }
+        if t.burst == Some(0) {
+            cx.err(format!("{at}.token_limit.burst"), "must be at least 1");
+        }
+        if http::HeaderName::from_bytes(t.tenant_header.as_bytes()).is_err() {
+            cx.err(
+                format!("{at}.token_limit.tenant_header"),
+                format!("`{}` is not a header name", t.tenant_header),
+            );
+        }
+    }
 }
 
 fn versions(cx: &mut Ctx<'_>, at: &str, m: &Model, ids: &mut HashMap<String, (String, std::net::SocketAddr)>) {

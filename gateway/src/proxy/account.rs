@@ -78,6 +78,11 @@ impl Proxy {
             model: model.zip(version),
             endpoint: served.and_then(|s| Some((&*s.endpoint?.0.id, s.locality()))),
             retries: ctx.tried.len().saturating_sub(1),
+            gen_ai: ctx.llm.as_ref().map(|a| crate::telemetry::GenAi {
+                model: &a.model,
+                operation: a.operation,
+                usage: a.usage().map(|u| (u.prompt_tokens, u.completion_tokens)),
+            }),
         };
         crate::telemetry::end_request(server, req.method.as_str(), &outcome);
     }
@@ -99,6 +104,7 @@ impl Proxy {
         };
         self.metrics
             .request(series, model_label, served.version, status, seconds);
+        self.close_account(ctx, status);
         let log = &routes.snap.config.observability.access_log;
         if !log.enabled {
             return;

@@ -18,6 +18,7 @@ use meridian_gateway_core::llm::state::Prefill;
 use meridian_gateway_core::reply::Reply;
 
 use super::prompt::LlmPrompt;
+use super::tokens::LlmAccount;
 use crate::lifecycle::InProgress;
 use crate::routes::Routes;
 use crate::shadow::ShadowCopy;
@@ -47,6 +48,8 @@ pub struct Ctx {
     pub refusal: Option<Reply>,
     /// Request body bytes seen.
     pub bytes_in: usize,
+    /// Token accounting, for a request to a model with LLM routing.
+    pub llm: Option<LlmAccount>,
 }
 
 /// The model and version a request resolved to, as far as it got.
@@ -123,6 +126,7 @@ impl Ctx {
             retry: None,
             refusal: None,
             bytes_in: 0,
+            llm: None,
         }
     }
 

@@ -184,6 +184,9 @@ impl Proxy {
                     if let Some(a) = ctx.attempt.as_mut() {
                         a.prefill = None;
                     }
+                    if let Some(acc) = ctx.llm.as_mut() {
+                        acc.sent(&data, self.routing.clock.now());
+                    }
                     d.write_body(data, body.is_done()).await?
                 }
                 Ok(None) => d.write_body(Bytes::new(), true).await?,

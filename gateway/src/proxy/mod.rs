@@ -9,6 +9,7 @@
 //! | `upstream_request_filter` | the request as the backend sees it | [`upstream`] |
 //! | `request_body_filter` | body limit, shadow capture | [`body`] |
 //! | `upstream_response_filter`, `fail_to_connect`, `error_while_proxy` | the try's outcome, retries | [`attempt`] |
+//! | `response_body_filter` | tokens of an LLM answer as it streams | [`tokens`] |
 //! | `fail_to_proxy` | the gateway's answer when proxying failed | [`attempt`], [`reply`] |
 //! | `logging` | metrics, trace, access log, shadow copy | [`account`] |
 //!
@@ -32,6 +33,7 @@ mod h1;
 mod prompt;
 mod reply;
 mod request;
+mod tokens;
 mod upstream;
 
 use std::sync::Arc;
@@ -145,6 +147,19 @@ impl ProxyHttp for Proxy {
             error_code: status,
             can_reuse_downstream: false,
         }
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        if let (Some(acc), Some(data)) = (ctx.llm.as_mut(), body.as_ref()) {
+            acc.sent(data, self.routing.clock.now());
+        }
+        Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {

@@ -84,6 +84,13 @@ impl Proxy {
             d.reply(&Reply::error(500, "internal error: no routing table")).await?;
             return Ok(None);
         };
+        match self.open_account(&routes, routed, d.head()) {
+            Ok(account) => ctx.llm = account,
+            Err(reply) => {
+                d.reply(&reply).await?;
+                return Ok(None);
+            }
+        }
         let (entry, model) = routes.model(routed.model);
         let slot = match model.admission.admit(routed.class, tokio::time::sleep).await {
             Ok(slot) => slot,

@@ -27,6 +27,7 @@ struct Bucket {
 /// The token buckets of one model's tenants.
 #[derive(Debug)]
 pub struct TokenLimits {
+    per_minute: u64,
     per_second: f64,
     burst: f64,
     shards: Vec<Mutex<HashMap<u64, Bucket>>>,
@@ -36,6 +37,7 @@ impl TokenLimits {
     /// Buckets refilled at `per_minute` tokens a minute, holding at most `burst`.
     pub fn new(per_minute: u64, burst: u64) -> TokenLimits {
         TokenLimits {
+            per_minute,
             per_second: per_minute as f64 / 60.0,
             burst: burst.max(1) as f64,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -67,6 +69,12 @@ impl TokenLimits {
         });
         self.refill(b, now);
         f(b)
+    }
+
+    /// Whether these are the buckets of a limit of `per_minute` and `burst` (a reload that keeps the
+    /// limit keeps the buckets).
+    pub fn same_limit(&self, per_minute: u64, burst: u64) -> bool {
+        self.per_minute == per_minute && self.burst == burst.max(1) as f64
     }
 
     /// Whether `tenant` may send a request now; else the seconds until it may.
