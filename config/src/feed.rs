@@ -47,11 +47,35 @@ pub struct FeedEndpoint {
     /// GPU headroom 0..=1; absent when telemetry is missing or stale (unknown, not idle).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headroom: Option<f64>,
+    /// What its model server reports of itself (queue, KV cache, LoRA adapters), for LLM-aware
+    /// routing; absent when its telemetry is missing or stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerReport>,
     /// Drained by control: its GPU reported a fault (XID, ECC) or its node is cordoned.
     pub drained: bool,
     /// Why it is drained or not ready, for operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// A model server's report of itself, as the LLM-aware pick reads it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerReport {
+    /// Requests queued.
+    pub waiting: u32,
+    /// Requests running.
+    pub running: u32,
+    /// KV-cache use, 0..=1.
+    pub kv_usage: f64,
+    /// LoRA adapters it can hold at once (0: no LoRA report).
+    #[serde(default)]
+    pub max_lora: u32,
+    /// LoRA adapters loaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lora_running: Vec<String>,
+    /// LoRA adapters requests wait for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lora_waiting: Vec<String>,
 }
 
 impl FeedEndpoint {

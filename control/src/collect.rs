@@ -14,7 +14,7 @@ use meridian_config::feed::FeedEndpoint;
 use meridian_config::schema::TelemetrySource;
 use meridian_config::Snapshot;
 
-use crate::headroom::{score, Scoring, Signals};
+use crate::headroom::{score, server_report, Scoring, Signals};
 
 /// An endpoint to watch and where to look.
 #[derive(Clone, Debug)]
@@ -49,6 +49,7 @@ pub fn static_targets(snap: &Snapshot, region: &str) -> Vec<Target> {
                         zone: e.zone.clone(),
                         ready: false,
                         headroom: None,
+                        server: None,
                         drained: false,
                         reason: None,
                     },
@@ -154,6 +155,7 @@ impl Collector {
                 let (kube_ready, kube_why) = t.kube_ready.clone().unwrap_or((true, None));
                 e.ready = ready && kube_ready;
                 e.headroom = verdict.and_then(|h| h.score);
+                e.server = self.last.get(&e.id).and_then(|s| server_report(s, now, scoring));
                 // A node's drain (cordon, NoExecute taint) came with the target; a GPU fault adds one.
                 e.reason = if faulted {
                     Some("GPU fault reported (XID/ECC)".into())

@@ -185,6 +185,7 @@ impl Discoverer {
                         zone: d.zone.unwrap_or_default(),
                         ready: false,
                         headroom: None,
+                        server: None,
                         drained: d.drained,
                         reason: d.reason,
                     },

@@ -101,6 +101,7 @@ mod tests {
             zone: "z".into(),
             ready,
             headroom: None,
+            server: None,
             drained: false,
             reason: None,
         }

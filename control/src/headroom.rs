@@ -7,6 +7,8 @@
 //! faulted, and control drains its endpoints. Telemetry older than `stale_after` is unknown (`None`):
 //! the gateway then balances on latency and load alone instead of trusting a stale "idle".
 
+use meridian_config::feed::ServerReport;
+
 /// One endpoint's latest telemetry; every field is optional because each server reports a subset.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Signals {
@@ -23,8 +25,21 @@ pub struct Signals {
     pub memory: Option<f64>,
     /// XID errors seen (`DCGM_FI_DEV_XID_ERRORS`) or uncorrected ECC errors (NVML).
     pub gpu_errors: Option<f64>,
+    /// LoRA adapters: `vllm:lora_requests_info`'s labels.
+    pub lora: Option<LoraSignals>,
     /// When the telemetry was collected, in seconds on the collector's monotonic clock.
     pub at: f64,
+}
+
+/// What a vLLM server says of its LoRA adapters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoraSignals {
+    /// `max_lora`: adapters it can hold at once.
+    pub max: u32,
+    /// `running_lora_adapters`.
+    pub running: Vec<String>,
+    /// `waiting_lora_adapters`.
+    pub waiting: Vec<String>,
 }
 
 /// Tuning of the score.
@@ -75,6 +90,23 @@ pub fn score(s: &Signals, now: f64, cfg: &Scoring) -> Headroom {
         score: worst.map(|w| 1.0 - w),
         faulted,
     }
+}
+
+/// What the LLM-aware pick reads of a model server, from fresh telemetry that has a queue or KV
+/// cache figure; `None` when it is stale or the server reports neither (not an LLM server).
+pub fn server_report(s: &Signals, now: f64, cfg: &Scoring) -> Option<ServerReport> {
+    if now - s.at > cfg.stale_after || (s.waiting.is_none() && s.kv_cache.is_none()) {
+        return None;
+    }
+    let lora = s.lora.clone().unwrap_or_default();
+    Some(ServerReport {
+        waiting: s.waiting.unwrap_or(0.0).max(0.0) as u32,
+        running: s.running.unwrap_or(0.0).max(0.0) as u32,
+        kv_usage: s.kv_cache.unwrap_or(0.0).clamp(0.0, 1.0),
+        max_lora: lora.max,
+        lora_running: lora.running,
+        lora_waiting: lora.waiting,
+    })
 }
 
 #[cfg(test)]

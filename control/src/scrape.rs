@@ -6,7 +6,7 @@
 use openmetrics_parser::prometheus::parse_prometheus;
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue};
 
-use crate::headroom::Signals;
+use crate::headroom::{LoraSignals, Signals};
 
 type Exposition = MetricsExposition<PrometheusType, PrometheusValue>;
 
@@ -61,7 +61,34 @@ pub fn signals(text: &str, at: f64) -> Result<Signals, NotPrometheus> {
             ),
             max(&exp, "meridian_gpu_ecc_uncorrected_errors"),
         ),
+        lora: lora(&exp),
         at,
+    })
+}
+
+/// `vllm:lora_requests_info{max_lora, running_lora_adapters, waiting_lora_adapters}` (comma-separated
+/// lists in labels; vLLM sets the sample's value to the time it was updated): the latest sample's.
+fn lora(exp: &Exposition) -> Option<LoraSignals> {
+    let family = exp.families.get("vllm:lora_requests_info")?;
+    let latest = family.iter_samples().max_by(|a, b| match (&a.value, &b.value) {
+        (PrometheusValue::Gauge(x), PrometheusValue::Gauge(y)) => x.as_f64().total_cmp(&y.as_f64()),
+        _ => std::cmp::Ordering::Equal,
+    })?;
+    let labels = latest.get_labelset().ok()?;
+    let list = |name: &str| -> Vec<String> {
+        labels
+            .get_label_value(name)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    Some(LoraSignals {
+        max: labels.get_label_value("max_lora")?.parse().ok()?,
+        running: list("running_lora_adapters"),
+        waiting: list("waiting_lora_adapters"),
     })
 }
 

@@ -1,7 +1,7 @@
 //! Scrape parsing against exposition samples in the shape Triton, vLLM and the DCGM exporter
 //! serve, through to the headroom verdict.
 
-use meridian_control::headroom::{score, Scoring};
+use meridian_control::headroom::{score, server_report, Scoring};
 use meridian_control::scrape::signals;
 
 fn fixture(name: &str) -> String {
@@ -36,6 +36,18 @@ fn vllm_names_with_colons() {
     );
     let h = score(&s, 10.0, &Scoring::default());
     assert!(close(h.score, 0.125), "the full KV cache decides: {h:?}");
+    // The LLM-aware pick's report: queue, KV cache and the latest LoRA sample's adapters.
+    let r = server_report(&s, 10.0, &Scoring::default()).unwrap();
+    assert_eq!((r.waiting, r.running, r.max_lora), (3, 12, 4));
+    assert_eq!(
+        (r.lora_running.as_slice(), r.lora_waiting.as_slice()),
+        (
+            &["sql-lora".to_string(), "chat-lora".into()][..],
+            &["legal-lora".to_string()][..]
+        )
+    );
+    assert!((r.kv_usage - 0.875).abs() < 1e-9);
+    assert_eq!(server_report(&s, 26.0, &Scoring::default()), None, "stale: no report");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use meridian_config::feed::FeedState;
 use meridian_config::{ConfigErrors, ConfigFile, Snapshot};
 use meridian_gateway_core::endpoint::flags;
+use meridian_gateway_core::llm::state::{Lora, ServerStats};
 use parking_lot::Mutex;
 
 use crate::certs::Certificates;
@@ -176,6 +177,9 @@ impl Reloader {
                 continue;
             };
             ep.set_headroom(e.headroom.unwrap_or(1.0));
+            if let Some(llm) = ep.llm() {
+                llm.report(e.server.as_ref().map(server_stats).as_ref());
+            }
             self.routing.registry.set_flag(&ep, flags::NOT_READY, !e.ready);
             self.routing.registry.set_flag(&ep, flags::CONTROL_DRAINED, e.drained);
         }
@@ -214,5 +218,18 @@ impl Reloader {
         self.routing.routes.store(Arc::new(routes));
         self.routing.registry.retain(&keep);
         generation
+    }
+}
+/// The LLM-aware pick's view of a model server's report from control.
+fn server_stats(r: &meridian_config::feed::ServerReport) -> ServerStats {
+    ServerStats {
+        waiting: r.waiting,
+        running: r.running,
+        kv_usage: r.kv_usage,
+        lora: Lora {
+            running: r.lora_running.iter().map(|a| a.as_str().into()).collect(),
+            waiting: r.lora_waiting.iter().map(|a| a.as_str().into()).collect(),
+            max: r.max_lora,
+        },
     }
 }

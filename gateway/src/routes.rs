@@ -299,6 +299,7 @@ models:
             zone: zone.into(),
             ready: true,
             headroom: Some(0.5),
+            server: None,
             drained: false,
             reason: None,
         }

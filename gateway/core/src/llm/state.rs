@@ -87,10 +87,13 @@ impl LlmState {
         }
     }
 
-    /// Takes the control loop's report; `None`: its metrics went stale.
+    /// Takes the control loop's report; `None`: its metrics went stale (or never came: then the
+    /// server stays unknown, not saturated).
     pub fn report(&self, stats: Option<&ServerStats>) {
         let Some(s) = stats else {
-            self.freshness.store(Freshness::Stale as u8, Ordering::Relaxed);
+            if self.freshness() != Freshness::Unknown {
+                self.freshness.store(Freshness::Stale as u8, Ordering::Relaxed);
+            }
             return;
         };
         self.waiting.store(s.waiting, Ordering::Relaxed);
