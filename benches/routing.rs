@@ -20,7 +20,7 @@ use meridian_gateway_core::cluster::{Cluster, Origin};
 use meridian_gateway_core::decide::{decide, Decision, Env};
 use meridian_gateway_core::endpoint::Registry;
 use meridian_gateway_core::llm::blocks::{self, BlockSpec};
-use meridian_gateway_core::llm::pick::Prompt;
+use meridian_gateway_core::llm_pick::Prompt;
 use meridian_gateway_core::select::select;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;

@@ -18,8 +18,7 @@ use smallvec::SmallVec;
 
 use crate::clock::Nanos;
 use crate::endpoint::{EndpointState, Registry};
-use crate::llm;
-use crate::llm::pick::{Prompt, MAX_CANDIDATES};
+use crate::llm_pick::{self, Prompt, MAX_CANDIDATES};
 use crate::locality::{split, LevelLoad};
 
 /// Where a priority level sits relative to the gateway.
@@ -282,7 +281,7 @@ impl Cluster {
                     }
                 }
             }
-            llm::pick::pick(&cands, prompt, policy, now, rng).map(|c| (c.endpoint, c.prefix))
+            llm_pick::pick(&cands, prompt, policy, now, rng).map(|c| (c.endpoint, c.prefix))
         })
     }
 

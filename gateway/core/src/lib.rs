@@ -4,7 +4,7 @@
 //! peeked model) into a [`decide::Decision`]: route to a model version, answer here, or read the body
 //! first. From there, a routed request's endpoint comes from [`cluster::Cluster::pick`] (locality
 //! levels from [`locality`], power of two choices over [`endpoint`] states, or for LLM requests the
-//! prefix-cache and model-server aware pick of [`llm`]), its retries are bounded
+//! prefix-cache and model-server aware pick of [`llm_pick`] over [`llm`]'s state), its retries are bounded
 //! by [`budget`], its outcome feeds [`outlier`], and its concurrency slot comes from [`admission`].
 //!
 //! What this crate may import: the config crate's compiled [`meridian_config::Snapshot`] and schema
@@ -24,6 +24,7 @@ pub mod endpoint;
 pub mod grpc;
 pub mod health;
 pub mod llm;
+pub mod llm_pick;
 pub mod locality;
 pub mod openai;
 pub mod outlier;

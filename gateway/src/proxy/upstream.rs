@@ -11,7 +11,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
-use meridian_gateway_core::llm::pick::Prompt;
+use meridian_gateway_core::llm_pick::Prompt;
 
 use super::context::Ctx;
 use super::downstream::Downstream;

@@ -31,7 +31,7 @@ use smallvec::SmallVec;
 use crate::clock::Nanos;
 use crate::endpoint::EndpointState;
 
-use super::state::{Freshness, LlmState};
+use crate::llm::state::{Freshness, LlmState};
 
 /// Candidates scored at most per pick; a larger level is sampled by weight.
 pub const MAX_CANDIDATES: usize = 32;
