@@ -338,6 +338,11 @@ impl Snapshot {
 }
 
 impl ModelEntry {
+    /// The name of LoRA adapter `id` of its LLM routing, when a request asked for one.
+    pub fn adapter(&self, id: Option<AdapterId>) -> Option<&str> {
+        Some(self.llm.as_ref()?.adapters.get(id?)?.as_str())
+    }
+
     /// A version by name, O(1).
     pub fn version(&self, name: &str) -> Option<VersionId> {
         self.version_by_name.get(name).copied()

@@ -48,15 +48,7 @@ impl Proxy {
     /// was sent.
     pub async fn direct(&self, d: &mut impl Downstream, ctx: &mut Ctx, body: Bytes) -> pingora::Result<()> {
         ctx.bytes_in += body.len();
-        let prompt = ctx.routed().and_then(|(routes, routed)| {
-            let entry = &routes.snap.models[routed.model];
-            let adapter = entry
-                .llm
-                .as_ref()
-                .zip(routed.adapter)
-                .and_then(|(l, a)| l.adapters.get(a));
-            super::prompt::of(entry, adapter.map(String::as_str), d.head(), Some(&body))
-        });
+        let prompt = super::prompt::of(ctx, d.head(), Some(&body));
         if let Some(f) = ctx.flight.as_mut() {
             f.prompt = prompt;
             if let Some(copy) = f.shadow.as_mut() {

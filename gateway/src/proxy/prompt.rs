@@ -4,8 +4,9 @@
 //! is still streaming when the endpoint is picked, so only the declared length counts there.
 
 use http::request::Parts;
-use meridian_config::snapshot::ModelEntry;
 use meridian_gateway_core::llm::blocks::{self, BlockSpec};
+
+use super::context::Ctx;
 
 /// A request's prompt as the pick sees it.
 #[derive(Debug, Default)]
@@ -16,10 +17,13 @@ pub struct LlmPrompt {
     pub tokens: u64,
 }
 
-/// The prompt of a request to `entry` (`None` when the model has no LLM routing), from `body` when
-/// the whole body is at hand.
-pub fn of(entry: &ModelEntry, adapter: Option<&str>, head: &Parts, body: Option<&[u8]>) -> Option<LlmPrompt> {
+/// The prompt of the routed request in `ctx` (`None` when its model has no LLM routing), from
+/// `body` when the whole body is at hand.
+pub fn of(ctx: &Ctx, head: &Parts, body: Option<&[u8]>) -> Option<LlmPrompt> {
+    let (routes, routed) = ctx.routed()?;
+    let entry = &routes.snap.models[routed.model];
     let policy = entry.llm.as_ref()?;
+    let adapter = entry.adapter(routed.adapter);
     let declared = head
         .headers
         .get(http::header::CONTENT_LENGTH)

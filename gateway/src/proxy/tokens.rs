@@ -53,8 +53,8 @@ impl Proxy {
     ) -> Result<Option<LlmAccount>, Reply> {
         let (entry, model) = routes.model(routed.model);
         let Some(llm) = &entry.llm else { return Ok(None) };
-        let asked: Arc<str> = match routed.adapter.and_then(|a| llm.adapters.get(a)) {
-            Some(adapter) => adapter.as_str().into(),
+        let asked: Arc<str> = match entry.adapter(routed.adapter) {
+            Some(adapter) => adapter.into(),
             None => entry.name.clone(),
         };
         let tenant = match (&model.tokens, &llm.token_limit) {

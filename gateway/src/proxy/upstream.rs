@@ -44,11 +44,10 @@ impl Proxy {
         let prompt = ctx.flight.as_ref().and_then(|f| f.prompt.as_ref());
         let pick = match (&entry.llm, prompt) {
             (Some(policy), Some(p)) => {
-                let adapter = routed.adapter.and_then(|a| policy.adapters.get(a)).map(String::as_str);
                 let prompt = Prompt {
                     chain: &p.chain,
                     tokens: p.tokens,
-                    adapter,
+                    adapter: entry.adapter(routed.adapter),
                 };
                 version.cluster.pick_llm(epoch, now, rng, &ctx.tried, &prompt, policy)
             }
@@ -67,16 +66,10 @@ impl Proxy {
 
     /// Picks the endpoint of the next try and builds its peer (the pingora upstream leg).
     pub(super) fn peer(&self, session: &Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
-        if let Some((routes, routed)) = ctx.routed() {
+        if ctx.flight.as_ref().is_some_and(|f| f.prompt.is_none()) {
             // The body is still streaming: the prompt is known by its declared length only.
-            let entry = &routes.snap.models[routed.model];
-            let adapter = entry
-                .llm
-                .as_ref()
-                .zip(routed.adapter)
-                .and_then(|(l, a)| l.adapters.get(a));
-            let prompt = super::prompt::of(entry, adapter.map(String::as_str), session.req_header(), None);
-            if let Some(f) = ctx.flight.as_mut().filter(|f| f.prompt.is_none()) {
+            let prompt = super::prompt::of(ctx, session.req_header(), None);
+            if let Some(f) = ctx.flight.as_mut() {
                 f.prompt = prompt;
             }
         }
