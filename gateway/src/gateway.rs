@@ -17,7 +17,6 @@ use crate::admin::AdminApi;
 use crate::exposition::Exposition;
 use crate::feed::FeedView;
 use crate::health::Checker;
-use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::outliers::OutlierInterval;
 use crate::proxy::Proxy;
@@ -27,24 +26,15 @@ use crate::shadow::Mirror;
 use crate::signals::Signals;
 use crate::telemetry::Telemetry;
 
-/// Every long-lived part of one gateway process.
+/// Every long-lived part of one gateway process: the request path's parts (held by the proxy
+/// service, which every other task borrows from) plus what only the process around it uses.
 pub struct Gateway {
-    /// The table, endpoint states, outlier detection and time.
-    pub routing: Arc<Routing>,
+    /// What the request path reads and writes.
+    pub proxy: Proxy,
     /// Config and certificate reloads.
     pub reloader: Arc<Reloader>,
-    /// Request-path metric families.
-    pub metrics: Arc<Metrics>,
-    /// Retry budget.
-    pub budget: Arc<RetryBudget>,
     /// The Prometheus exposition (its gauges are registered once).
     pub exposition: Arc<Exposition>,
-    /// Access log sink.
-    pub access_log: Arc<AccessLog>,
-    /// Trace export, when configured (read at start).
-    pub telemetry: Option<Arc<Telemetry>>,
-    /// Readiness, draining, requests in progress.
-    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// The one region with a gateway, when `region` is not given.
@@ -114,65 +104,56 @@ impl Gateway {
             metrics: metrics.clone(),
             feed,
         }));
-        Ok(Gateway {
+        let mirror = Mirror {
+            client: reqwest::Client::new(),
+            routing: routing.clone(),
+        };
+        let proxy = Proxy {
             routing,
-            reloader,
-            metrics,
             budget,
-            exposition,
+            metrics,
             access_log: Arc::new(AccessLog::stdout()),
             telemetry,
             lifecycle: Arc::default(),
-        })
-    }
-
-    /// The proxy service.
-    pub fn proxy(&self) -> Proxy {
-        let mirror = Mirror {
-            client: reqwest::Client::new(),
-            routing: self.routing.clone(),
-        };
-        Proxy {
-            routing: self.routing.clone(),
-            budget: self.budget.clone(),
-            metrics: self.metrics.clone(),
-            access_log: self.access_log.clone(),
-            telemetry: self.telemetry.clone(),
-            lifecycle: self.lifecycle.clone(),
             mirror: Arc::new(mirror),
-        }
+        };
+        Ok(Gateway {
+            proxy,
+            reloader,
+            exposition,
+        })
     }
 
     /// The active health checker.
     pub fn checker(&self) -> Checker {
         Checker {
-            routing: self.routing.clone(),
-            lifecycle: self.lifecycle.clone(),
+            routing: self.proxy.routing.clone(),
+            lifecycle: self.proxy.lifecycle.clone(),
         }
     }
 
     /// The outlier detection interval.
     pub fn outliers(&self) -> OutlierInterval {
         OutlierInterval {
-            routing: self.routing.clone(),
-            metrics: self.metrics.clone(),
+            routing: self.proxy.routing.clone(),
+            metrics: self.proxy.metrics.clone(),
         }
     }
 
     /// The signal watcher.
     pub fn signals(&self) -> Signals {
         Signals {
-            lifecycle: self.lifecycle.clone(),
-            routing: self.routing.clone(),
+            lifecycle: self.proxy.lifecycle.clone(),
+            routing: self.proxy.routing.clone(),
         }
     }
 
     /// The admin API.
     pub fn admin(&self) -> AdminApi {
         AdminApi {
-            routing: self.routing.clone(),
+            routing: self.proxy.routing.clone(),
             reloader: self.reloader.clone(),
-            lifecycle: self.lifecycle.clone(),
+            lifecycle: self.proxy.lifecycle.clone(),
             exposition: self.exposition.clone(),
         }
     }

@@ -38,7 +38,7 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
         Arc::new(SystemClock),
     )?;
     let region = gw.reloader.region().to_string();
-    let routes = gw.routing.routes.load_full();
+    let routes = gw.proxy.routing.routes.load_full();
     let Some(spec) = routes.gateway_spec().cloned() else {
         anyhow::bail!("region {region} has no gateway");
     };
@@ -71,7 +71,7 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
     server.bootstrap();
     files.write_pid()?;
     let phases = server.watch_execution_phase();
-    let proxy = gw.proxy();
+    let proxy = gw.proxy.clone();
     let mut app = pingora::proxy::http_proxy(&server.configuration, proxy.clone());
     let h2c = spec
         .listeners

@@ -32,7 +32,10 @@ impl BackgroundService for Tasks {
             tokio::spawn(Arc::new(gw.outliers()).run()),
             tokio::spawn(watch_file(gw.reloader.clone())),
             tokio::spawn(on_sighup(gw.reloader.clone())),
-            tokio::spawn(crate::subscription::subscribe(gw.routing.clone(), gw.reloader.clone())),
+            tokio::spawn(crate::subscription::subscribe(
+                gw.proxy.routing.clone(),
+                gw.reloader.clone(),
+            )),
         ];
         let admin = tokio::spawn(crate::admin::serve(Arc::new(gw.admin())));
         let mut phases = self.phases.lock().take();
@@ -69,15 +72,15 @@ impl Tasks {
     /// get the configured grace to finish, then the process exits without waiting out the rest.
     async fn stop(&self, tasks: Vec<tokio::task::JoinHandle<()>>, admin: tokio::task::JoinHandle<()>) {
         let grace = {
-            let routes = self.gw.routing.routes.load();
+            let routes = self.gw.proxy.routing.routes.load();
             routes.gateway_spec().map_or(Duration::ZERO, |g| g.shutdown_grace.get())
         };
-        tracing::info!(in_progress = self.gw.lifecycle.active(), ?grace, "draining");
-        if self.gw.lifecycle.until_idle(grace).await {
+        tracing::info!(in_progress = self.gw.proxy.lifecycle.active(), ?grace, "draining");
+        if self.gw.proxy.lifecycle.until_idle(grace).await {
             tracing::info!("drained: every request in progress finished");
         } else {
             tracing::warn!(
-                in_progress = self.gw.lifecycle.active(),
+                in_progress = self.gw.proxy.lifecycle.active(),
                 "grace period over: cutting the requests still in progress"
             );
         }
@@ -85,8 +88,8 @@ impl Tasks {
             h.abort();
         }
         admin.abort();
-        self.gw.access_log.flush(Duration::from_secs(2));
-        if let Some(t) = &self.gw.telemetry {
+        self.gw.proxy.access_log.flush(Duration::from_secs(2));
+        if let Some(t) = &self.gw.proxy.telemetry {
             t.shutdown(Duration::from_secs(2));
         }
         std::process::exit(0);

@@ -399,6 +399,12 @@ mod tests {
         addr
     }
 
+    /// A connection to a [`backend`] answering with `answers`, and the tests' generous timeout.
+    async fn connected(answers: Vec<&'static [u8]>) -> (Conn, Duration) {
+        let t = Duration::from_secs(5);
+        (connect(backend(answers).await, t).await.unwrap(), t)
+    }
+
     async fn whole_body(conn: &mut Conn, framing: Framing) -> Vec<u8> {
         let mut d = Decoder::new(framing);
         let mut out = Vec::new();
@@ -410,14 +416,11 @@ mod tests {
 
     #[tokio::test]
     async fn heads_bodies_and_keep_alive() {
-        let addr = backend(vec![
+        let (mut c, t) = connected(vec![
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nX-A: 1\r\n\r\nhello",
             b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
-        ])
-        .await;
-        let t = Duration::from_secs(5);
-        let mut c = connect(addr, t).await.unwrap();
+        ]).await;
         let h = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap();
         assert_eq!((h.status, h.framing, h.keep_alive), (200, Framing::Length(5), true));
         let fields: Vec<_> = h.end_to_end().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
@@ -442,13 +445,11 @@ mod tests {
 
     #[tokio::test]
     async fn head_requests_and_bodiless_statuses_have_no_body() {
-        let addr = backend(vec![
+        let (mut c, t) = connected(vec![
             b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n",
             b"HTTP/1.1 204 No Content\r\n\r\n",
         ])
         .await;
-        let t = Duration::from_secs(5);
-        let mut c = connect(addr, t).await.unwrap();
         let h = c.exchange(b"HEAD / HTTP/1.1\r\n\r\n", b"", true, t).await.unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::EMPTY, true));
         let h = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap();
@@ -457,9 +458,7 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_is_malformed_and_silence_times_out() {
-        let addr = backend(vec![b"SSH-2.0-OpenSSH\r\n\r\n"]).await;
-        let t = Duration::from_secs(5);
-        let mut c = connect(addr, t).await.unwrap();
+        let (mut c, t) = connected(vec![b"SSH-2.0-OpenSSH\r\n\r\n"]).await;
         let e = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap_err();
         assert_eq!(e, ExchangeError::Malformed);
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

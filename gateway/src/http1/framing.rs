@@ -99,14 +99,7 @@ impl Decoder {
         loop {
             match self.state {
                 State::Done => return Ok(Step::Done),
-                State::Length(left) => {
-                    if buf.is_empty() {
-                        return more(eof);
-                    }
-                    let (data, left) = take(buf, left);
-                    self.state = if left == 0 { State::Done } else { State::Length(left) };
-                    return Ok(Step::Data(data));
-                }
+                State::Length(left) => return self.counted(buf, eof, left, State::Done, State::Length),
                 State::Close => {
                     if buf.is_empty() {
                         if eof {
@@ -129,14 +122,7 @@ impl Decoder {
                     Ok(httparse::Status::Partial) => return more(eof),
                     Err(_) => return Err(FramingError::ChunkSize),
                 },
-                State::Data(left) => {
-                    if buf.is_empty() {
-                        return more(eof);
-                    }
-                    let (data, left) = take(buf, left);
-                    self.state = if left == 0 { State::DataEnd } else { State::Data(left) };
-                    return Ok(Step::Data(data));
-                }
+                State::Data(left) => return self.counted(buf, eof, left, State::DataEnd, State::Data),
                 State::DataEnd => {
                     if buf.len() < 2 {
                         return more(eof);
@@ -169,12 +155,25 @@ impl Decoder {
             }
         }
     }
-}
 
-/// Up to `left` bytes off the front of `buf` (not empty), and how many are left after them.
-fn take(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
-    let n = left.min(buf.len() as u64);
-    (buf.split_to(n as usize).freeze(), left - n)
+    /// Up to `left` more bytes of a counted run (a `Content-Length` body or one chunk's data):
+    /// `then` once they have all come, else `rest` of what is left.
+    fn counted(
+        &mut self,
+        buf: &mut BytesMut,
+        eof: bool,
+        left: u64,
+        then: State,
+        rest: fn(u64) -> State,
+    ) -> Result<Step, FramingError> {
+        if buf.is_empty() {
+            return more(eof);
+        }
+        let n = left.min(buf.len() as u64);
+        let data = buf.split_to(n as usize).freeze();
+        self.state = if n == left { then } else { rest(left - n) };
+        Ok(Step::Data(data))
+    }
 }
 
 /// Nothing more in the buffer: an error once the connection closed, else a request for more.

@@ -8,7 +8,6 @@ use meridian_gateway_core::clock::Nanos;
 use meridian_gateway_core::cluster::Pick;
 use meridian_gateway_core::outlier::Outcome;
 use meridian_gateway_core::reply::Reply;
-use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
@@ -155,13 +154,8 @@ impl Proxy {
     }
 
     /// The pingora leg's response header: a 503 retried elsewhere becomes a retryable error.
-    pub(super) fn response_header(
-        &self,
-        session: &Session,
-        resp: &ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> pingora::Result<()> {
-        if self.response_status(session, resp.status.as_u16(), ctx) {
+    pub(super) fn response_header(&self, session: &Session, status: u16, ctx: &mut Ctx) -> pingora::Result<()> {
+        if self.response_status(session, status, ctx) {
             let mut e = Error::explain(ErrorType::HTTPStatus(503), "backend unavailable, retrying elsewhere");
             e.set_retry(true);
             return Err(e);
