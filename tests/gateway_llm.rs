@@ -24,7 +24,12 @@ fn chat(model: &str, system: &str, question: &str, stream: bool) -> String {
 
 /// A long system prompt: `tag` makes groups distinct from their first block.
 fn system_prompt(tag: &str) -> String {
-    format!("{tag}: ") + &"You answer questions about the attached product manual, citing sections. ".repeat(40)
+    long_prompt(tag, 40)
+}
+
+/// A system prompt of `lines` sentences (74 bytes each) after `tag`.
+fn long_prompt(tag: &str, lines: usize) -> String {
+    format!("{tag}: ") + &"You answer questions about the attached product manual, citing sections. ".repeat(lines)
 }
 
 #[test]
@@ -64,14 +69,18 @@ fn shared_prefixes_stick_to_the_backend_that_holds_them_until_it_is_overloaded()
             .body(body)
             .send()
             .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json().unwrap()
+        let status = r.status();
+        let answer: Value = r.json().unwrap();
+        assert_eq!(status, 200, "{answer}");
+        answer
     };
 
-    // Two groups, eight questions each: every question of a group lands where its first did, and
-    // from the second on its prefix is in that backend's cache.
-    for group in ["alpha", "beta"] {
-        let system = system_prompt(group);
+    // Three groups, eight questions each: every question of a group lands where its first did, and
+    // from the second on its prefix is in that backend's cache. The third group's prompt (~150 KB,
+    // ~37k tokens) is held whole (`llm.max_prompt`, 1 MiB): it names its model after `messages`,
+    // past the 64 KiB a streamed body is read for it, and its prefix is hashed too.
+    for (group, lines) in [("alpha", 40), ("beta", 40), ("long", 2000)] {
+        let system = long_prompt(group, lines);
         let first = post(chat("llama", &system, "question 0", false));
         let home = first["served_by"].as_str().unwrap().to_string();
         assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);

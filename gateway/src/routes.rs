@@ -47,6 +47,19 @@ pub struct Routes {
     pub origin: Origin,
     /// Models, by [`ModelId`] (the snapshot's order).
     pub models: Vec<ModelRoute>,
+    /// The largest [`held_body`] of any model: our HTTP/1 front hands longer bodies to pingora
+    /// before reading them.
+    pub held_body_max: u64,
+}
+
+/// The largest body of a model's requests held whole on our upstream leg (for retries, and so the
+/// LLM-aware pick sees the whole prompt): its `retries.buffer_body` or, for LLM routing, its
+/// `llm.max_prompt` (the larger), within its request body limit.
+pub fn held_body(entry: &ModelEntry) -> u64 {
+    let policy = &entry.policy;
+    let prompt = entry.llm.as_ref().map_or(0, |l| l.max_prompt.bytes());
+    let held = policy.retries.buffer_body.bytes().max(prompt);
+    held.min(policy.limits.max_request_body.bytes())
 }
 
 /// One model's part of the table.
@@ -226,11 +239,13 @@ impl Builder<'_> {
                 })
             })
             .collect::<Result<_, BuildError>>()?;
+        let held_body_max = snap.models.iter().map(held_body).max().unwrap_or(0);
         Ok(Routes {
             snap,
             generation,
             origin,
             models,
+            held_body_max,
         })
     }
 }

@@ -307,8 +307,10 @@ pub struct Retries {
     pub budget_percent: f64,
     /// ...but at least this many retries may always be in flight.
     pub min_concurrent: u32,
-    /// Request bodies up to this size are kept so a retry can resend them; larger bodies stream and
-    /// are never retried once sent.
+    /// Request bodies up to this size are held whole, so a retry can resend them (a model with LLM
+    /// routing holds up to its `llm.max_prompt`, when larger); larger bodies stream and are never
+    /// retried once sent. A body read for its model name (OpenAI-style) over HTTP/2 is held up to
+    /// 64 KiB whatever this says.
     pub buffer_body: ByteSize,
 }
 

@@ -4,6 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::units::ByteSize;
+
 /// How endpoints are picked for a model's chat, completion and embedding requests by what their
 /// model servers hold and report. Present: the LLM-aware pick replaces `balancer` for those
 /// requests; absent: the model is balanced like any other.
@@ -19,6 +21,11 @@ pub struct LlmRouting {
     pub index_blocks: u32,
     /// Most blocks hashed from the start of a prompt (2048 blocks of 64 tokens: 128k tokens).
     pub max_blocks: u32,
+    /// Request bodies up to this size (or `retries.buffer_body`, the larger, within the request
+    /// body limit) are held whole by the gateway: the prompt is hashed whole, and the model is found
+    /// wherever the body names it (OpenAI's clients send `messages` before `model`). Larger bodies
+    /// stream, and must name the model within their first 64 KiB.
+    pub max_prompt: ByteSize,
     /// Share of a prompt's blocks, 0..=1, an endpoint must hold to be preferred.
     pub prefix_threshold: f64,
     /// Requests (in flight plus queued at the server) a preferred endpoint may carry beyond the least
@@ -61,6 +68,7 @@ impl Default for LlmRouting {
             bytes_per_token: 4,
             index_blocks: 16384,
             max_blocks: 2048,
+            max_prompt: ByteSize::mib(1),
             prefix_threshold: 0.5,
             overload_margin: 8,
             weights: ScoreWeights::default(),

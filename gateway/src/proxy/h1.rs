@@ -22,7 +22,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use meridian_gateway_core::decide::{decide, Decision};
 use meridian_gateway_core::peek::Step;
-use meridian_gateway_core::prefix::PEEK_LIMIT;
 use meridian_gateway_core::reply::Reply;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -158,11 +157,11 @@ impl Http1 {
     /// Serves one request whose head is at the front of the read buffer.
     async fn request(&self, c: &mut Connection, head: Box<Head>, shutdown: &ShutdownWatch) -> After {
         let p = &self.proxy;
-        if head.body > PEEK_LIMIT as u64 {
+        let routes = p.routing.routes.load_full();
+        if head.body > routes.held_body_max {
             return After::Handoff; // pingora streams it
         }
         let whole = head.len + head.body as usize;
-        let routes = p.routing.routes.load_full();
         let env = p.env(c.client.map(|a| a.ip()));
         let mut decided = decide(&routes.snap, &head.parts, None, &env);
         let mut close = head.close || *shutdown.borrow();
@@ -170,7 +169,8 @@ impl Http1 {
             if c.buf.len() < whole && !read_to(c, whole, self.timeouts().idle.get()).await {
                 return After::Close;
             }
-            decided = match peek.step(&c.buf[head.len..whole], true, false) {
+            // The whole body is at hand, within the held bodies' bound.
+            decided = match peek.step(&c.buf[head.len..whole], true, usize::MAX, false) {
                 Step::Named(named) => decide(&routes.snap, &head.parts, Some(&named), &env),
                 Step::Refuse(reply) => {
                     close = true;
@@ -180,7 +180,7 @@ impl Http1 {
             };
         }
         if let Ok(Decision::Route(routed)) = &decided {
-            if !direct_leg_fits(&routes, *routed, Some(head.body)) {
+            if !direct_leg_fits(&routes, *routed, Some(head.body), u64::MAX) {
                 return After::Handoff;
             }
         }
@@ -261,6 +261,7 @@ async fn read_head<S: Future<Output = ()>>(c: &mut Connection, waits: &mut Waits
 /// Reads until the buffer holds `len` bytes, each read within `timeout`; false when the client
 /// went away or stalled.
 async fn read_to(c: &mut Connection, len: usize, timeout: Duration) -> bool {
+    c.buf.reserve(len.saturating_sub(c.buf.len()));
     while c.buf.len() < len {
         match tokio::time::timeout(timeout, c.read()).await {
             Ok(Ok(n)) if n > 0 => {}

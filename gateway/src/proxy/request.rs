@@ -21,7 +21,7 @@ use super::body::drain_body;
 use super::context::{Ctx, Flight, Labels};
 use super::downstream::Downstream;
 use super::Proxy;
-use crate::routes::Routes;
+use crate::routes::{held_body, Routes};
 use crate::shadow::ShadowCopy;
 
 impl Proxy {
@@ -134,9 +134,11 @@ impl Proxy {
         let Some(routed) = self.settle(session, ctx, decided).await? else {
             return Ok(true);
         };
-        if direct_leg_fits(&routes, routed, declared_length(session)) {
-            // After a body peek, pingora's replay buffer holds what the peek read.
-            let peeked = matches!(routed.api, Api::OpenAi | Api::Grpc);
+        // After a body peek, pingora's replay buffer holds what the peek read, and no more than
+        // its fixed size.
+        let peeked = matches!(routed.api, Api::OpenAi | Api::Grpc);
+        let cap = if peeked { PEEK_LIMIT as u64 } else { u64::MAX };
+        if direct_leg_fits(&routes, routed, declared_length(session), cap) {
             let body = super::direct::read_whole_body(session, peeked).await?;
             self.direct(session, ctx, body).await?;
             return Ok(true);
@@ -147,14 +149,14 @@ impl Proxy {
 }
 
 /// Whether a routed request goes out on our own upstream leg: a plain HTTP/1 backend, and a body
-/// of known length (`declared`; `None`: unknown) small enough to be held whole for retries.
-pub fn direct_leg_fits(routes: &Routes, routed: Routed, declared: Option<u64>) -> bool {
+/// of known length (`declared`; `None`: unknown) that may be held whole ([`held_body`]) and that the
+/// calling front can hold (`cap`).
+pub fn direct_leg_fits(routes: &Routes, routed: Routed, declared: Option<u64>, cap: u64) -> bool {
     let entry = &routes.snap.models[routed.model];
     if entry.versions[routed.version].upstream.h2 || routes.version(routed.model, routed.version).tls.is_some() {
         return false;
     }
-    let replayable = entry.policy.retries.buffer_body.bytes().min(PEEK_LIMIT as u64);
-    declared.is_some_and(|n| n <= replayable)
+    declared.is_some_and(|n| n <= held_body(entry).min(cap))
 }
 
 /// The body length a pingora session's request declares: `None` when it streams one of unknown
@@ -181,7 +183,7 @@ async fn read_model(session: &mut Session, peek: BodyPeek) -> pingora::Result<Re
     let mut read: Vec<u8> = Vec::new();
     let mut ended = false;
     loop {
-        match peek.step(&read, ended, session.as_ref().retry_buffer_truncated()) {
+        match peek.step(&read, ended, PEEK_LIMIT, session.as_ref().retry_buffer_truncated()) {
             Step::Named(named) => return Ok(Ok(named)),
             Step::Refuse(reply) => return Ok(Err(reply)),
             Step::ReadMore => {}
