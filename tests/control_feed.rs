@@ -163,3 +163,88 @@ fn gateway_and_dns_follow_the_control_state_feed() {
     assert_promtool_accepts("the DNS server's metrics", &dns_metrics);
     assert_promtool_accepts("the gateway's metrics", &scrape(admin));
 }
+
+/// What the gateway's LLM-aware pick holds of an endpoint (admin `/endpoints`).
+fn llm_of(admin: &str, id: &str) -> serde_json::Value {
+    endpoint(admin, id)["llm"].clone()
+}
+
+#[test]
+fn model_server_reports_reach_the_llm_aware_pick() {
+    let dir = scratch("control-llm");
+    let mut w = World::new(114);
+    let r = w.gateway("r", &["r-a"]);
+    w.control("r");
+    w.config.gateway.health_check.enabled = false;
+    let t = &mut w.config.control.telemetry;
+    (t.interval, t.timeout) = (ms(200), ms(500));
+    let sims: Vec<String> = (0..3)
+        .map(|i| w.backend("llama", "v1", &format!("l{i}"), "r", "r-a"))
+        .collect();
+    w.model("llama").llm = Some(meridian_config::schema::LlmRouting {
+        adapters: vec!["sql-lora".into()],
+        ..Default::default()
+    });
+    let cfg = w.write(&dir);
+    let cfg_s = cfg.to_str().unwrap();
+    // Each server's KV cache: 1000 blocks of 16 tokens, i.e. 250 of the gateway's 64-token blocks;
+    // one LoRA slot.
+    let server = ["--kv-blocks", "1000", "--block-tokens", "16", "--lora-slots", "1"];
+    let _sims: Vec<_> = sims
+        .iter()
+        .enumerate()
+        .map(|(i, a)| sim(a, &format!("l{i}"), "llama", "v1", &server))
+        .collect();
+    let _control = start(
+        "control",
+        &["control", "--config", cfg_s, "--region", "r"],
+        &dir.join("control.log"),
+        "listening on",
+    );
+    let (public, admin) = (r.public.as_str(), r.admin.as_str());
+    let _gw = gateway(&cfg, "r", Some("r-a"), admin, public);
+
+    // The scraped vLLM metrics reach the pick: fresh reports, the index sized to the server's KV
+    // cache (250 blocks, whole sets of 8: 256), the LoRA slots.
+    wait_until(
+        "fresh reports sized from cache_config_info",
+        Duration::from_secs(20),
+        || {
+            (0..3).all(|i| {
+                let l = llm_of(admin, &format!("l{i}"));
+                l["freshness"] == "fresh" && l["index_blocks"] == 256 && l["lora"]["max"] == 1
+            })
+        },
+    );
+
+    // A request for the adapter loads it on one server; once control reports it loaded there,
+    // every request for it goes there (each with a prompt of its own: no prefix affinity).
+    let c = client();
+    let chat = |q: usize| -> String {
+        let body = json!({
+            "model": "sql-lora",
+            "messages": [{"role": "user", "content": format!("{q}: list the tables of the sales schema")}],
+            "max_tokens": 1,
+        });
+        let a: serde_json::Value = c
+            .post(format!("http://{public}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        a["served_by"].as_str().unwrap().to_string()
+    };
+    let home = chat(0);
+    wait_until("the adapter reported loaded", Duration::from_secs(20), || {
+        llm_of(admin, &home)["lora"]["running"] == json!(["sql-lora"])
+    });
+    let served: Vec<String> = (1..=12).map(chat).collect();
+    assert!(served.iter().all(|s| *s == home), "LoRA affinity to {home}: {served:?}");
+    assert_eq!(
+        llm_of(admin, &home)["prompt_tokens_in_flight"],
+        0,
+        "prefill tokens released at each first byte"
+    );
+}

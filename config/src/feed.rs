@@ -76,6 +76,9 @@ pub struct ServerReport {
     /// LoRA adapters requests wait for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lora_waiting: Vec<String>,
+    /// Tokens its KV cache holds, when it says (`vllm:cache_config_info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_tokens: Option<u64>,
 }
 
 impl FeedEndpoint {

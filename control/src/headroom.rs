@@ -27,6 +27,8 @@ pub struct Signals {
     pub gpu_errors: Option<f64>,
     /// LoRA adapters: `vllm:lora_requests_info`'s labels.
     pub lora: Option<LoraSignals>,
+    /// Tokens the KV cache holds: `vllm:cache_config_info`'s `num_gpu_blocks` x `block_size`.
+    pub kv_tokens: Option<u64>,
     /// When the telemetry was collected, in seconds on the collector's monotonic clock.
     pub at: f64,
 }
@@ -106,6 +108,7 @@ pub fn server_report(s: &Signals, now: f64, cfg: &Scoring) -> Option<ServerRepor
         max_lora: lora.max,
         lora_running: lora.running,
         lora_waiting: lora.waiting,
+        kv_tokens: s.kv_tokens,
     })
 }
 

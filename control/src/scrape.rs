@@ -62,8 +62,23 @@ pub fn signals(text: &str, at: f64) -> Result<Signals, NotPrometheus> {
             max(&exp, "meridian_gpu_ecc_uncorrected_errors"),
         ),
         lora: lora(&exp),
+        kv_tokens: kv_tokens(&exp),
         at,
     })
+}
+
+/// `vllm:cache_config_info{num_gpu_blocks, block_size}` (an info gauge: the config is in labels):
+/// the tokens the KV cache holds, summed over engines (data-parallel ranks each have their own).
+fn kv_tokens(exp: &Exposition) -> Option<u64> {
+    let family = exp.families.get("vllm:cache_config_info")?;
+    let mut total = None;
+    for s in family.iter_samples() {
+        let labels = s.get_labelset().ok()?;
+        let blocks: u64 = labels.get_label_value("num_gpu_blocks")?.parse().ok()?;
+        let size: u64 = labels.get_label_value("block_size")?.parse().ok()?;
+        total = Some(total.unwrap_or(0) + blocks * size);
+    }
+    total
 }
 
 /// `vllm:lora_requests_info{max_lora, running_lora_adapters, waiting_lora_adapters}` (comma-separated

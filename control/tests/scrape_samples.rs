@@ -47,6 +47,11 @@ fn vllm_names_with_colons() {
         )
     );
     assert!((r.kv_usage - 0.875).abs() < 1e-9);
+    assert_eq!(
+        r.kv_tokens,
+        Some(29172 * 16),
+        "cache_config_info: GPU blocks x block size"
+    );
     assert_eq!(server_report(&s, 26.0, &Scoring::default()), None, "stale: no report");
 }
 

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use meridian_config::admin_auth;
 use meridian_gateway_core::endpoint::{flags, Registry};
+use meridian_gateway_core::llm::state::LlmState;
 use serde_json::{json, Value};
 
 use crate::exposition::Exposition;
@@ -158,11 +159,25 @@ async fn endpoints(State(api): Api) -> Json<Value> {
                     "drained": f & flags::DRAINED != 0,
                     "ejections": ep.outlier.total_ejections.load(Ordering::Relaxed),
                     "in_flight": ep.in_flight(), "ewma_ms": ep.latency(now) / 1e6, "headroom": ep.headroom(),
+                    "llm": ep.llm().map(|l| llm_json(l)),
                 }));
             }
         }
     }
     Json(json!({ "generation": routes.generation, "endpoints": out }))
+}
+
+/// What the LLM-aware pick knows of an endpoint.
+fn llm_json(l: &LlmState) -> Value {
+    let lora = l.lora();
+    let names = |v: &[Arc<str>]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    json!({
+        "freshness": format!("{:?}", l.freshness()).to_lowercase(),
+        "index_blocks": l.index.capacity(),
+        "prompt_tokens_in_flight": l.tokens_in_flight(),
+        "waiting": l.waiting(), "running": l.running(), "kv_usage": l.kv_usage(),
+        "lora": {"max": lora.max, "running": names(&lora.running), "waiting": names(&lora.waiting)},
+    })
 }
 
 async fn reload(State(api): Api) -> Response {

@@ -231,5 +231,6 @@ fn server_stats(r: &meridian_config::feed::ServerReport) -> ServerStats {
             waiting: r.lora_waiting.iter().map(|a| a.as_str().into()).collect(),
             max: r.max_lora,
         },
+        kv_tokens: r.kv_tokens,
     }
 }

@@ -192,10 +192,11 @@ impl Cluster {
         self
     }
 
-    /// Gives every endpoint LLM routing state (a prompt-block index of `policy.index_blocks`).
+    /// Gives every endpoint LLM routing state (a prompt-block index of `policy.index_blocks` at
+    /// the most).
     pub fn with_llm(self, policy: &LlmRouting) -> Self {
         for e in self.endpoints() {
-            e.enable_llm(policy.index_blocks as usize);
+            e.enable_llm(policy.index_blocks as usize, policy.block_tokens);
         }
         self
     }

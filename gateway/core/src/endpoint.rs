@@ -93,10 +93,11 @@ impl EndpointState {
         }
     }
 
-    /// Gives the endpoint LLM routing state remembering about `blocks` prompt blocks (the first
-    /// call decides; the state then lives as long as the endpoint, across reloads).
-    pub fn enable_llm(&self, blocks: usize) -> &Arc<LlmState> {
-        self.llm.get_or_init(|| Arc::new(LlmState::new(blocks)))
+    /// Gives the endpoint LLM routing state remembering about `blocks` prompt blocks of
+    /// `block_tokens` at the most (the first call decides; the state then lives as long as the
+    /// endpoint, across reloads).
+    pub fn enable_llm(&self, blocks: usize, block_tokens: u32) -> &Arc<LlmState> {
+        self.llm.get_or_init(|| Arc::new(LlmState::new(blocks, block_tokens)))
     }
 
     /// Its LLM routing state, when a model with LLM routing uses it.

@@ -16,11 +16,13 @@
 //! ones as average. These are the scorers of the Gateway API Inference Extension's endpoint picker
 //! (research/llm-routing.md), computed here in microseconds, inside the proxy.
 //!
-//! Affinity: endpoints holding at least `prefix_threshold` of the prompt are preferred unless
-//! overloaded (their requests in flight plus queued exceed the least loaded other candidate's by
-//! more than `overload_margin`, the AIBrix/SGLang imbalance bypass). The pick is then power of two
-//! choices by weighted score among the preferred, or among all when none is: a new prefix goes
-//! where load is lowest and sticks there while it is not overloaded.
+//! Affinity: for a LoRA adapter, the endpoints best placed for it (loaded, else a free slot, else
+//! waiting for it) are preferred; then, among those, the endpoints holding at least
+//! `prefix_threshold` of the prompt. A preferred endpoint is passed over when overloaded (its
+//! requests in flight plus queued exceed the least loaded other candidate's by more than
+//! `overload_margin`, the AIBrix/SGLang imbalance bypass). The pick is then power of two choices by
+//! weighted score among the preferred, or among all when none is: a new prefix goes where load is
+//! lowest and sticks there while it is not overloaded.
 
 use std::sync::Arc;
 
@@ -108,19 +110,19 @@ pub fn pick<R: Rng>(
             }
         })
         .collect();
-    // Affinity: keep the endpoints that hold enough of the prompt, unless overloaded; when every
-    // holder is, the prefix is ignored and load decides.
-    let mut affinity = blocks > 0;
-    if affinity {
-        let min_load = c.iter().map(|x| x.load).min().unwrap_or(0);
-        let holds = |x: &Candidate<'_>| x.prefix >= policy.prefix_threshold && x.prefix > 0.0;
-        let keep = |x: &Candidate<'_>| holds(x) && x.load <= min_load.saturating_add(policy.overload_margin);
-        if c.iter().any(keep) {
-            c.retain(|x| keep(x));
-        } else if c.iter().any(holds) {
-            affinity = false;
+    // LoRA affinity: keep the endpoints best placed for the adapter (loaded, then a free slot, then
+    // waiting for it), unless overloaded; loading an adapter costs more than any queue.
+    if let Some(adapter) = prompt.adapter {
+        let tier = |x: &Candidate<'_>| lora_score(x.llm, Some(adapter));
+        let best = c.iter().map(tier).fold(0.0, f64::max);
+        if best > 0.0 {
+            prefer(&mut c, policy.overload_margin, |x| tier(x) >= best);
         }
     }
+    // Prefix affinity: keep the endpoints that hold enough of the prompt, unless overloaded; when
+    // every holder is, the prefix is ignored and load decides.
+    let holds = |x: &Candidate<'_>| x.prefix >= policy.prefix_threshold && x.prefix > 0.0;
+    let affinity = blocks > 0 && prefer(&mut c, policy.overload_margin, holds) != Preferred::Overloaded;
     let scores = score(&c, prompt, policy, affinity);
     let best = match c.len() {
         1 => 0,
@@ -138,6 +140,36 @@ pub fn pick<R: Rng>(
         endpoint: c[best].endpoint.clone(),
         prefix: c[best].prefix,
     })
+}
+
+/// What [`prefer`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Preferred {
+    /// Only the preferred candidates are left.
+    Kept,
+    /// Every preferred candidate is overloaded: all are left.
+    Overloaded,
+    /// None is preferred: all are left.
+    None,
+}
+
+/// Keeps the candidates `preferred` says unless overloaded: in flight plus queued beyond the least
+/// loaded candidate's by more than `margin` (the AIBrix/SGLang imbalance bypass).
+fn prefer(
+    c: &mut SmallVec<[Candidate<'_>; MAX_CANDIDATES]>,
+    margin: u32,
+    preferred: impl Fn(&Candidate<'_>) -> bool,
+) -> Preferred {
+    let min_load = c.iter().map(|x| x.load).min().unwrap_or(0);
+    let keep = |x: &Candidate<'_>| preferred(x) && x.load <= min_load.saturating_add(margin);
+    if c.iter().any(keep) {
+        c.retain(|x| keep(x));
+        Preferred::Kept
+    } else if c.iter().any(preferred) {
+        Preferred::Overloaded
+    } else {
+        Preferred::None
+    }
 }
 
 /// The weighted mean of the five scores of each candidate.
@@ -209,7 +241,7 @@ mod tests {
                     format!("e{i}").into(),
                     format!("127.0.0.{}:1", i + 1).parse().unwrap(),
                 ));
-                e.enable_llm(4096);
+                e.enable_llm(4096, 64);
                 e
             })
             .collect()
@@ -306,6 +338,7 @@ mod tests {
                     waiting: vec![],
                     max: 1,
                 },
+                kv_tokens: None,
             }))
         };
         report(0, 0, 0.1, &["sql"]);
@@ -317,7 +350,19 @@ mod tests {
             adapter: Some("sql"),
         };
         let t = tally(&eps, &prompt, 300);
-        assert!(t[0] > t[2] && t[2] > t[1], "adapter loaded, then short queue: {t:?}");
+        assert_eq!(t, [300, 0, 0], "the endpoint with the adapter loaded: {t:?}");
+        let no_adapter = Prompt {
+            adapter: None,
+            ..prompt
+        };
+        let t = tally(&eps, &no_adapter, 300);
+        assert!(t[0] > t[1] && t[2] > t[1], "short queues and a free KV cache: {t:?}");
+        report(0, 20, 0.1, &["sql"]);
+        let t = tally(&eps, &prompt, 300);
+        assert!(
+            t[0] < 300 && t[2] > 0,
+            "the adapter's holder, overloaded, shares: {t:?}"
+        );
         eps[0].llm().unwrap().report(None);
         let t = tally(&eps, &prompt, 300);
         assert!(t[0] < t[2], "a stale endpoint counts as saturated: {t:?}");

@@ -1,17 +1,19 @@
 //! Which prompt blocks an endpoint was sent, as a bounded, approximately least-recently-used set
 //! of block hashes ([`super::blocks`]): the gateway's model of the endpoint's KV cache.
 //!
-//! The set is set-associative: a hash picks one set of [`WAYS`] slots by its low bits, and lives in
-//! a slot as a 40-bit tag with the 24-bit tick of its last use. Inserting into a full set replaces
-//! its least recently used slot. Every slot is an atomic word: lookups never wait, and two
-//! requests inserting into one set at once may lose one insert (the set is an estimate anyway, as
-//! the model server evicts on its own schedule). Memory is fixed at 8 bytes a block.
+//! The set is set-associative: a hash picks one set of [`WAYS`] slots by its high bits, and lives
+//! in a slot as a 40-bit tag (its low bits) with the 24-bit tick of its last use. Inserting into a
+//! full set replaces its least recently used slot. Every slot is an atomic word: lookups never
+//! wait, and two requests inserting into one set at once may lose one insert (the set is an
+//! estimate anyway, as the model server evicts on its own schedule). Memory for the configured most
+//! blocks is taken once, 8 bytes a block; the sets in use follow the KV cache the model server says
+//! it has ([`PrefixIndex::fit`]), so the index forgets about as soon as the server does.
 //!
 //! A prompt's chain is inserted whole and together, so an endpoint holding block k of a chain
 //! almost always holds blocks 0..k too (they were used at least as recently): the matched prefix is
 //! found by binary search, O(log n) lookups for an n-block prompt.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots per set.
 pub const WAYS: usize = 8;
@@ -23,35 +25,47 @@ const TICK_MASK: u64 = (1 << TICK_BITS) - 1;
 #[derive(Debug)]
 pub struct PrefixIndex {
     slots: Box<[AtomicU64]>,
-    /// Sets - 1 (a power of two minus one).
-    mask: u64,
+    /// Sets in use (at most `slots.len() / WAYS`).
+    sets: AtomicUsize,
     clock: AtomicU32,
 }
 
 impl PrefixIndex {
-    /// An empty set for about `blocks` blocks (rounded up to whole sets, a power of two of them).
+    /// An empty set for about `blocks` blocks at the most (rounded up to whole sets).
     pub fn new(blocks: usize) -> PrefixIndex {
-        let sets = blocks.div_ceil(WAYS).max(1).next_power_of_two();
+        let sets = blocks.div_ceil(WAYS).max(1);
         PrefixIndex {
             slots: (0..sets * WAYS).map(|_| AtomicU64::new(0)).collect(),
-            mask: sets as u64 - 1,
+            sets: AtomicUsize::new(sets),
             clock: AtomicU32::new(0),
         }
     }
 
-    /// Blocks it can hold.
+    /// Blocks it holds now.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.sets.load(Ordering::Relaxed) * WAYS
+    }
+
+    /// Holds about `blocks` blocks (within what it was made for): the model server's KV cache in
+    /// prompt blocks. A change of size forgets everything (hashes move to other sets).
+    pub fn fit(&self, blocks: usize) {
+        let sets = blocks.div_ceil(WAYS).clamp(1, self.slots.len() / WAYS);
+        if self.sets.swap(sets, Ordering::Relaxed) != sets {
+            self.clear();
+        }
     }
 
     fn set(&self, h: u64) -> &[AtomicU64] {
-        let s = (h & self.mask) as usize * WAYS;
+        // The high 32 bits scaled to the sets in use (Lemire's multiply-shift: no division, any
+        // count); the tag is the low bits, so the two are independent.
+        let sets = self.sets.load(Ordering::Relaxed) as u64;
+        let s = (((h >> 32) * sets) >> 32) as usize * WAYS;
         &self.slots[s..s + WAYS]
     }
 
-    /// The tag a hash is kept under (never 0, which marks an empty slot).
+    /// The tag a hash is kept under: its low 40 bits (never 0, which marks an empty slot).
     fn tag(h: u64) -> u64 {
-        (h >> TICK_BITS) | 1
+        (h & ((1 << (64 - TICK_BITS)) - 1)).max(1)
     }
 
     /// Whether block hash `h` is in the set.
@@ -123,7 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_the_longest_sent_prefix() {
+    fn matches_the_longest_sent_prefix_within_the_servers_cache() {
         let idx = PrefixIndex::new(4096);
         let a = chain(1, 100);
         assert_eq!(idx.matched(&a), 0);
@@ -135,6 +149,18 @@ mod tests {
         assert_eq!(idx.matched(&a), 100);
         idx.clear();
         assert_eq!(idx.matched(&a), 0);
+        // Sized to the server's KV cache, within the memory it was given.
+        idx.insert(&a);
+        idx.fit(1000);
+        assert_eq!(idx.capacity(), 1000);
+        assert_eq!(idx.matched(&a), 0, "resizing forgets");
+        idx.insert(&a);
+        idx.fit(1000);
+        assert_eq!(idx.matched(&a), 100, "the same size keeps what it holds");
+        idx.fit(1 << 20);
+        assert_eq!(idx.capacity(), 4096, "never beyond its memory");
+        idx.fit(0);
+        assert_eq!(idx.capacity(), WAYS);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct ServerStats {
     pub kv_usage: f64,
     /// LoRA adapters.
     pub lora: Lora,
+    /// Tokens its KV cache holds (`vllm:cache_config_info`: GPU blocks x block size), when said.
+    pub kv_tokens: Option<u64>,
 }
 
 /// One endpoint's LLM routing state.
@@ -51,6 +53,8 @@ pub struct ServerStats {
 pub struct LlmState {
     /// Prompt blocks recently sent to it.
     pub index: PrefixIndex,
+    /// Estimated tokens in a prompt block (to size the index by the server's KV cache).
+    block_tokens: u64,
     tokens: AtomicU64,
     waiting: AtomicU32,
     running: AtomicU32,
@@ -60,10 +64,11 @@ pub struct LlmState {
 }
 
 impl LlmState {
-    /// A state remembering about `blocks` prompt blocks.
-    pub fn new(blocks: usize) -> LlmState {
+    /// A state remembering about `blocks` prompt blocks of `block_tokens` at the most.
+    pub fn new(blocks: usize, block_tokens: u32) -> LlmState {
         LlmState {
             index: PrefixIndex::new(blocks),
+            block_tokens: u64::from(block_tokens.max(1)),
             tokens: AtomicU64::new(0),
             waiting: AtomicU32::new(0),
             running: AtomicU32::new(0),
@@ -102,6 +107,9 @@ impl LlmState {
             .store((s.kv_usage.clamp(0.0, 1.0) * 1000.0) as u32, Ordering::Relaxed);
         if **self.lora.load() != s.lora {
             self.lora.store(Arc::new(s.lora.clone()));
+        }
+        if let Some(tokens) = s.kv_tokens {
+            self.index.fit((tokens / self.block_tokens) as usize);
         }
         self.freshness.store(Freshness::Fresh as u8, Ordering::Relaxed);
     }
@@ -155,7 +163,7 @@ mod tests {
 
     #[test]
     fn prefill_tokens_count_until_the_first_byte_and_reports_age() {
-        let s = Arc::new(LlmState::new(64));
+        let s = Arc::new(LlmState::new(4096, 64));
         let a = s.start_prefill(32_000);
         let b = s.start_prefill(100);
         assert_eq!(s.tokens_in_flight(), 32_100);
@@ -173,9 +181,11 @@ mod tests {
                 waiting: vec![],
                 max: 2,
             },
+            kv_tokens: Some(64_000),
         };
         s.report(Some(&stats));
         assert_eq!((s.freshness(), s.waiting(), s.kv_usage()), (Freshness::Fresh, 3, 0.42));
+        assert_eq!(s.index.capacity(), 1000, "64k tokens of KV cache: 1000 blocks of 64");
         assert_eq!(s.lora().running[0].as_ref(), "sql");
         s.report(None);
         assert_eq!(s.freshness(), Freshness::Stale);
