@@ -65,10 +65,8 @@ fn config(models: usize, endpoints: usize) -> Config {
                 })
                 .collect();
             versions.push(Version {
-                name: v.into(),
                 endpoints: eps,
-                discovery: None,
-                upstream: Default::default(),
+                ..meridian_config::build::version(v)
             });
         }
         cfg.models.push(Model {

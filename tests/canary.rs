@@ -23,8 +23,6 @@ fn world(net: u8) -> (World, Gw, String, [String; 2]) {
     w.config.gateway.outlier_detection.enabled = false;
     let backends = [("a", "v1"), ("b", "v2")].map(|(id, v)| w.backend("llm", v, id, "r", "r-a"));
     w.route("llm", split(&[("v1", 100), ("v2", 0)], Some("x-user-id")));
-    let t = &mut w.config.control.telemetry;
-    (t.interval, t.timeout) = (ms(200), ms(500));
     w.config.control.state_file = Some("canary-state.json".into());
     w.config.canaries.push(CanaryPlan {
         name: "llm-v2".into(),

@@ -38,8 +38,6 @@ fn plan() -> Plan {
     let s2 = w.backend("llm", "v1", "s2", "r", "r-b");
     let q1 = w.backend("llm", "v1", "q1", "q", "q-a");
     w.gateway_of("q").health_url = Some(format!("http://{q1}/v2/health/ready"));
-    let t = &mut w.config.control.telemetry;
-    (t.interval, t.timeout) = (ms(200), ms(500));
     let dns = w.dns_probing(ms(200), ms(500));
     let d = w.dns_mut();
     let mut api = gslb("api.meridian.test", GslbPolicy::Failover, &["r", "q"]);
@@ -176,8 +174,6 @@ fn model_server_reports_reach_the_llm_aware_pick() {
     let r = w.gateway("r", &["r-a"]);
     w.control("r");
     w.config.gateway.health_check.enabled = false;
-    let t = &mut w.config.control.telemetry;
-    (t.interval, t.timeout) = (ms(200), ms(500));
     let sims: Vec<String> = (0..3)
         .map(|i| w.backend("llama", "v1", &format!("l{i}"), "r", "r-a"))
         .collect();

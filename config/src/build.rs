@@ -70,6 +70,7 @@ pub fn version(name: &str) -> Version {
         endpoints: Vec::new(),
         discovery: None,
         upstream: Default::default(),
+        scale: None,
     }
 }
 

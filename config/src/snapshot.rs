@@ -13,8 +13,8 @@ use std::sync::Arc;
 use crate::error::ConfigErrors;
 use crate::load::{load_file, Loaded};
 use crate::schema::{
-    Balancer, Config, HealthCheck, Limits, LlmRouting, Locality, OutlierDetection, PriorityClass, Retries, StickyKey,
-    Timeouts, Upstream,
+    Balancer, Config, HealthCheck, Limits, LlmRouting, Locality, OutlierDetection, PriorityClass, Retries, Scale,
+    StickyKey, Timeouts, Upstream,
 };
 
 /// Index of a region in [`Snapshot::regions`].
@@ -117,6 +117,8 @@ pub struct VersionEntry {
     pub endpoints: Vec<EndpointSpec>,
     /// How to connect to them.
     pub upstream: Upstream,
+    /// Its scaling, from zero included.
+    pub scale: Option<Scale>,
 }
 
 /// A static endpoint with its locality resolved.
@@ -268,6 +270,7 @@ impl Snapshot {
                         })
                         .collect(),
                     upstream: v.upstream.clone(),
+                    scale: v.scale.clone(),
                 })
                 .collect();
             let routes = compile_routes(m, &version_by_name);

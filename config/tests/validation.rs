@@ -303,3 +303,18 @@ canaries:
         ],
     );
 }
+
+#[test]
+fn scaling_needs_sane_bounds_and_a_workload() {
+    case(
+        "scale",
+        &format!(
+            "{BASE}models:\n  - name: m\n    versions:\n      - name: v1\n        endpoints:\n          - {{ address: 127.0.0.9:8000, region: us-east, zone: us-east-1a }}\n        scale: {{ min: 3, max: 2, target_concurrency: 0 }}\n"
+        ),
+        &[
+            "t.yaml:17:9: models[0].versions[0].scale.workload: name the workload to scale, or discover the version from a Kubernetes Service (its Deployment is scaled)",
+            "t.yaml:17:23: models[0].versions[0].scale.min: min 3 is above max 2",
+            "t.yaml:17:54: models[0].versions[0].scale.target_concurrency: target_concurrency must be at least 1",
+        ],
+    );
+}

@@ -1,6 +1,7 @@
 //! Canary analysis from the gateways' own metrics: `inference_requests_total` (success = not 5xx)
 //! and the `inference_latency_seconds` histogram of the canary version, compared between two
-//! scrapes a window apart (counters only grow, so deltas are the window's traffic).
+//! scrapes a window apart (counters only grow, so deltas are the window's traffic). The same
+//! sample carries the version's concurrency, which the scaler sizes replicas by.
 
 use std::collections::VecDeque;
 
@@ -38,6 +39,8 @@ pub struct Sample {
     pub errors: f64,
     /// Latency histogram: (upper bound, cumulative count), ascending.
     pub buckets: Vec<(f64, f64)>,
+    /// Requests in flight to the version plus those held for it (`meridian_version_concurrency`).
+    pub concurrency: f64,
 }
 
 /// Reads the counters of `model`/`version` from one or more gateways' metrics texts (summed).
@@ -67,6 +70,13 @@ pub fn sample(texts: &[String], model: &str, version: &str, at: f64) -> Result<S
                     .and_then(|l| l.get_label_value("status").map(str::to_owned));
                 if status.is_some_and(|c| c.starts_with('5')) {
                     s.errors += v;
+                }
+            }
+        }
+        if let Some(f) = exp.families.get("meridian_version_concurrency") {
+            for x in f.iter_samples().filter(|x| ours(x.get_labelset().ok())) {
+                if let PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) = &x.value {
+                    s.concurrency += n.as_f64();
                 }
             }
         }
@@ -213,5 +223,22 @@ mod tests {
             ..analysis()
         };
         assert!(matches!(w.evaluate(&a), Verdict::Inconclusive(m) if m.contains("110 canary")));
+    }
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_is_the_versions_own() {
+        let text =
+            "# HELP meridian_version_concurrency In flight plus held.\n# TYPE meridian_version_concurrency gauge\n\
+                    meridian_version_concurrency{model_name=\"cold\",model_version=\"v1\"} 0\n\
+                    meridian_version_concurrency{model_name=\"llm\",model_version=\"v1\"} 3\n"
+                .to_string();
+        let texts = [text.clone(), text];
+        assert_eq!(sample(&texts, "llm", "v1", 0.0).unwrap().concurrency, 6.0);
+        assert_eq!(sample(&texts, "cold", "v1", 0.0).unwrap().concurrency, 0.0);
     }
 }

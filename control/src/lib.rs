@@ -17,6 +17,8 @@ pub mod gpu;
 pub mod headroom;
 pub mod nvml;
 pub mod runner;
+pub mod scale;
+pub mod scaler;
 pub mod scrape;
 pub mod server;
 

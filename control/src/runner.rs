@@ -17,6 +17,29 @@ use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 use crate::analysis::{sample, AnalysisError, Window};
 use crate::canary::{Command, CommandError, Event, Progress};
 
+/// The metrics texts of the region's gateways (the admin listener's `/metrics`, with the admin
+/// token when one is set): what canary analysis and the scaler read.
+pub async fn scrape_gateways(
+    client: &reqwest::Client,
+    snap: &Snapshot,
+    region: usize,
+) -> Result<Vec<String>, AnalysisError> {
+    let gw = snap.config.regions[region]
+        .gateway
+        .as_ref()
+        .ok_or(AnalysisError::NoGateway)?;
+    let mut req = client.get(format!("http://{}/metrics", gw.admin.address));
+    if let Some(token) = &gw.admin.token {
+        req = req.bearer_auth(token.expose());
+    }
+    let r = req
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| AnalysisError::Unreachable(e.to_string()))?;
+    Ok(vec![r.text().await.map_err(|e| AnalysisError::Body(e.to_string()))?])
+}
+
 /// The runner.
 pub struct Canaries {
     /// Wall time: plans' progress is persisted, so it counts in Unix seconds.
@@ -161,7 +184,7 @@ impl Canaries {
         if due.is_empty() {
             return false;
         }
-        let texts = self.scrape_gateways(snap, region).await;
+        let texts = scrape_gateways(&self.client, snap, region).await;
         let mut st = self.state.lock();
         let mut changed = false;
         for i in due {
@@ -215,23 +238,6 @@ impl Canaries {
             Event::Advanced { step, weight } => tracing::info!(plan, step, weight, "canary advanced"),
             Event::Operator(what) => tracing::info!(plan, what, "canary command"),
         }
-    }
-
-    async fn scrape_gateways(&self, snap: &Snapshot, region: usize) -> Result<Vec<String>, AnalysisError> {
-        let gw = snap.config.regions[region]
-            .gateway
-            .as_ref()
-            .ok_or(AnalysisError::NoGateway)?;
-        let mut req = self.client.get(format!("http://{}/metrics", gw.admin.address));
-        if let Some(token) = &gw.admin.token {
-            req = req.bearer_auth(token.expose());
-        }
-        let r = req
-            .timeout(std::time::Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|e| AnalysisError::Unreachable(e.to_string()))?;
-        Ok(vec![r.text().await.map_err(|e| AnalysisError::Body(e.to_string()))?])
     }
 
     fn export(&self, snap: &Snapshot, st: &State) {

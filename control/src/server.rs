@@ -22,7 +22,8 @@ use crate::collect::{static_targets, Collector};
 use crate::discovery::Discoverer;
 use crate::feed::Feed;
 use crate::headroom::Scoring;
-use crate::runner::Canaries;
+use crate::runner::{scrape_gateways, Canaries};
+use crate::scaler::{Scaler, WakeError};
 use meridian_clock::{Clock, SystemClock};
 
 /// Control's own metrics.
@@ -92,6 +93,9 @@ struct Control {
     feed: Arc<Feed>,
     metrics: ControlMetrics,
     canaries: Canaries,
+    scaler: Scaler,
+    /// The gateways' metrics client (the scaler's reads).
+    http: reqwest::Client,
     snap: Mutex<Arc<Snapshot>>,
     endpoints: Mutex<Vec<FeedEndpoint>>,
 }
@@ -126,6 +130,7 @@ async fn serve(config: &Path, region: &str, listen: Option<std::net::SocketAddr>
     let metrics = ControlMetrics::new()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let canaries = Canaries::new(&metrics.registry, clock.clone())?;
+    let scaler = Scaler::new(&metrics.registry, clock.clone())?;
     let control = Arc::new(Control {
         clock,
         region: region.to_string(),
@@ -133,6 +138,8 @@ async fn serve(config: &Path, region: &str, listen: Option<std::net::SocketAddr>
         feed: Arc::new(Feed::new(region)),
         metrics,
         canaries,
+        scaler,
+        http: reqwest::Client::new(),
         snap: Mutex::new(Arc::new(snap)),
         endpoints: Mutex::new(Vec::new()),
     });
@@ -149,6 +156,7 @@ async fn serve(config: &Path, region: &str, listen: Option<std::net::SocketAddr>
         .route("/metrics", get(metrics_text))
         .route("/v1/canaries", get(list_canaries))
         .route("/v1/canaries/{name}/{command}", post(canary_command))
+        .route("/v1/scale/{model}/{version}/wake", post(wake))
         .layer(axum::middleware::from_fn_with_state(control.clone(), authorize))
         .with_state(control)
         .merge(feed_routes);
@@ -184,6 +192,20 @@ async fn canary_command(State(c): State<Arc<Control>>, AxPath((name, command)): 
             Json(json!(p)).into_response()
         }
         Err(e) => (StatusCode::CONFLICT, Json(json!({ "error": e.to_string() }))).into_response(),
+    }
+}
+
+/// A gateway holds requests for a version with no ready endpoint: scale it up now.
+async fn wake(State(c): State<Arc<Control>>, AxPath((model, version)): AxPath<(String, String)>) -> Response {
+    match c.scaler.wake(&c.snap(), &model, &version).await {
+        Ok(replicas) => (StatusCode::ACCEPTED, Json(json!({ "replicas": replicas }))).into_response(),
+        Err(e @ WakeError::NotScaled(..)) => {
+            (StatusCode::NOT_FOUND, Json(json!({ "error": e.to_string() }))).into_response()
+        }
+        Err(e) => {
+            tracing::error!("wake-up of {model} {version} failed: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": e.to_string() }))).into_response()
+        }
     }
 }
 
@@ -247,11 +269,15 @@ async fn collect_forever(file: ConfigFile, control: Arc<Control>) {
             .config
             .models
             .iter()
-            .any(|m| m.versions.iter().any(|v| v.discovery.is_some()));
+            .any(|m| m.versions.iter().any(|v| v.discovery.is_some()))
+            || Scaler::wanted(&snap);
         if wants_kube && discoverer.is_none() {
             let access = snap.config.control.kubernetes.clone().unwrap_or_default();
             match crate::discovery::client(&access, &snap.base_dir).await {
-                Ok(client) => discoverer = Some(Discoverer::new(client)),
+                Ok(client) => {
+                    control.scaler.set_client(client.clone());
+                    discoverer = Some(Discoverer::new(client));
+                }
                 Err(e) if !kube_error_logged => {
                     tracing::error!("no Kubernetes API for discovery (static endpoints only until it answers): {e}");
                     kube_error_logged = true;
@@ -281,6 +307,15 @@ async fn collect_forever(file: ConfigFile, control: Arc<Control>) {
         metrics.scrape_errors.inc_by(round.scrape_errors);
         *control.endpoints.lock() = round.endpoints;
         control.canaries.evaluate(&snap, control.region_index).await;
+        if Scaler::wanted(&snap) {
+            let texts = scrape_gateways(&control.http, &snap, control.region_index).await;
+            let at = control.clock.now() as f64 / 1e9;
+            let concurrency = |m: &str, v: &str| {
+                let texts = texts.as_ref().ok()?;
+                crate::analysis::sample(texts, m, v, at).ok().map(|s| s.concurrency)
+            };
+            control.scaler.round(&snap, concurrency).await;
+        }
         control.publish();
         metrics.rounds.inc();
         metrics.last_round.set(control.clock.unix_secs() as i64);

@@ -33,6 +33,7 @@ struct Gauges {
     endpoint_headroom: GaugeVec,
     level_share: GaugeVec,
     queue_waiting: GaugeVec,
+    version_concurrency: GaugeVec,
     retries_in_flight: Gauge,
 }
 
@@ -106,6 +107,12 @@ impl Gauges {
                 "Requests waiting for a model concurrency slot",
                 &["model_name"],
             ),
+            version_concurrency: gauge(
+                m,
+                "meridian_version_concurrency",
+                "Requests in flight to the version's endpoints plus those held for it (the autoscaling signal: Knative KPA's concurrency)",
+                &["model_name", "model_version"],
+            ),
             retries_in_flight,
         }
     }
@@ -155,6 +162,7 @@ impl Exposition {
             &g.endpoint_headroom,
             &g.level_share,
             &g.queue_waiting,
+            &g.version_concurrency,
         ] {
             family.reset();
         }
@@ -167,6 +175,11 @@ impl Exposition {
         for (m, v, route) in routes.versions() {
             let (entry, cluster) = (&routes.snap.models[m], &route.cluster);
             let version = &entry.versions[v].name;
+            let in_flight: u32 = cluster.endpoints().map(|e| e.in_flight()).sum();
+            let held = route.activator.as_ref().map_or(0, |a| a.held());
+            g.version_concurrency
+                .with_label_values(&[&entry.name, version])
+                .set(f64::from(in_flight + held));
             let loads = cluster.level_loads(epoch);
             for (li, level) in cluster.levels.iter().enumerate() {
                 let loc = level.kind.label();

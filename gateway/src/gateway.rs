@@ -116,6 +116,7 @@ impl Gateway {
             telemetry,
             lifecycle: Arc::default(),
             mirror: Arc::new(mirror),
+            waker: Default::default(),
         };
         Ok(Gateway {
             proxy,

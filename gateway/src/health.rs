@@ -97,6 +97,7 @@ async fn watch_endpoint(checker: Arc<Checker>, ep: Arc<EndpointState>, plain: re
         if meridian_gateway_core::health::apply(&checker.routing.registry, &checker.routing.detector, &ep, passed, &hc)
         {
             tracing::info!(endpoint = %ep.id, passed, "health changed");
+            checker.routing.routes.load().release_ready();
         }
         tokio::time::sleep(hc.interval.get()).await;
     }

@@ -45,5 +45,6 @@ pub mod tasks;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream_tls;
+pub mod wake;
 
 pub use server::{run, Options};

@@ -8,7 +8,7 @@
 //! path does no label lookups for them. This file defines the families the request path counts into;
 //! `exposition` adds the gauges read at scrape time and renders the text.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Latency buckets of `inference_latency_seconds` (ARCHITECTURE.md section 4).
 pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -40,6 +40,11 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `meridian_shed_total{model_name,priority,reason}`.
     pub shed: IntCounterVec,
+    /// `meridian_activation_held{model_name,model_version}`: requests held while their version
+    /// scales up from zero (the KPA's and KEDA's signal of demand at zero).
+    pub held: IntGaugeVec,
+    /// `meridian_activation_failed_total{model_name,model_version,reason}`.
+    pub not_woken: IntCounterVec,
     /// `meridian_access_log_dropped_total`.
     pub access_log_dropped: IntCounter,
     /// OpenTelemetry GenAI families of LLM requests.
@@ -196,6 +201,24 @@ impl Default for Metrics {
                 "meridian_shed_total",
                 "Requests refused by admission control, by priority class and reason",
                 &["model_name", "priority", "reason"],
+            ),
+            held: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "meridian_activation_held",
+                        "Requests held while their version has no ready endpoint (scaling up from zero)",
+                    ),
+                    mv,
+                )
+                .expect("static metric definition");
+                r.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
+            not_woken: counter(
+                &r,
+                "meridian_activation_failed_total",
+                "Held requests not sent: no endpoint ready within the activation timeout, or the hold full",
+                &["model_name", "model_version", "reason"],
             ),
             access_log_dropped: dropped,
             gen_ai: GenAiMetrics::register(&r),

@@ -183,6 +183,7 @@ impl Reloader {
             self.routing.registry.set_flag(&ep, flags::NOT_READY, !e.ready);
             self.routing.registry.set_flag(&ep, flags::CONTROL_DRAINED, e.drained);
         }
+        self.routing.routes.load().release_ready();
     }
 
     /// A new table from `snap` and the current feed, carrying state over from the current table.
@@ -215,8 +216,10 @@ impl Reloader {
     fn install(&self, routes: Routes) -> u64 {
         let generation = routes.generation;
         let keep = routes.addresses();
-        self.routing.routes.store(Arc::new(routes));
+        let routes = Arc::new(routes);
+        self.routing.routes.store(routes.clone());
         self.routing.registry.retain(&keep);
+        routes.release_ready();
         generation
     }
 }

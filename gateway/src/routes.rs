@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use meridian_config::feed::FeedState;
 use meridian_config::snapshot::{EndpointSpec, ModelEntry, ModelId, VersionId};
 use meridian_config::Snapshot;
+use meridian_gateway_core::activation::Activator;
 use meridian_gateway_core::admission::Admission;
 use meridian_gateway_core::clock::Clock;
 use meridian_gateway_core::cluster::{Cluster, Origin};
@@ -86,6 +87,9 @@ pub struct VersionRoute {
     /// `meridian_upstream_attempts_total` of each endpoint, by outcome (success, server error,
     /// gateway failure), resolved here so a try does no label lookup.
     pub attempts: foldhash::HashMap<SocketAddr, [IntCounter; 3]>,
+    /// The hold for requests while it has no ready endpoint, for a version that scales from zero
+    /// (carried over like admission while its scale settings stay the same).
+    pub activator: Option<Arc<Activator>>,
 }
 
 /// Why a table could not be built for this gateway from a valid config.
@@ -138,6 +142,18 @@ impl Routes {
             .iter()
             .enumerate()
             .flat_map(|(m, model)| model.versions.iter().enumerate().map(move |(v, route)| (m, v, route)))
+    }
+
+    /// Sends on the requests held for versions that now have an endpoint ready (called after
+    /// anything that can make one ready: a new table, the control feed, a health check).
+    pub fn release_ready(&self) {
+        for (_, _, route) in self.versions() {
+            if let Some(a) = &route.activator {
+                if route.cluster.endpoints().any(|e| e.available()) {
+                    a.release();
+                }
+            }
+        }
     }
 
     /// The address of every endpoint in the table (the registry keeps these and forgets the rest).
@@ -218,8 +234,18 @@ impl Builder<'_> {
                                 (e.address, series)
                             })
                             .collect();
+                        let activator = version.scale.as_ref().map(|sc| {
+                            prev.and_then(|p| {
+                                let m = p.snap.model(&entry.name)?;
+                                let v = p.snap.models[m].version(&version.name)?;
+                                p.models[m].versions[v].activator.clone()
+                            })
+                            .filter(|a| a.same_scale(sc))
+                            .unwrap_or_else(|| Arc::new(Activator::new(sc)))
+                        });
                         Ok(VersionRoute {
                             attempts,
+                            activator,
                             cluster: Arc::new(cluster(c, entry, limits.per_endpoint_concurrency)),
                             series: self.metrics.version_series(&entry.name, &version.name),
                             tls: UpstreamTls::load(&snap, m, v)?,

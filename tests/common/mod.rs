@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod kube;
 pub mod world;
 #[allow(unused_imports)]
 pub use world::*;

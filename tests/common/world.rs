@@ -131,8 +131,11 @@ impl World {
         gw.public_addresses = vec![ip];
     }
 
-    /// Gives region `name` a control loop on the host after its gateway's (`:9902`); returns it.
+    /// Gives region `name` a control loop on the host after its gateway's (`:9902`), collecting
+    /// every 200 ms (500 ms timeout) so tests see its rounds quickly; returns it.
     pub fn control(&mut self, name: &str) -> String {
+        let t = &mut self.config.control.telemetry;
+        (t.interval, t.timeout) = (ms(200), ms(500));
         let host = self.addrs.host(0);
         let address = format!("{host}:9902");
         self.region_of(name).control = Some(RegionControl {

@@ -11,6 +11,7 @@ mod llm;
 mod model;
 mod observability;
 mod region;
+mod scale;
 
 pub use control::*;
 pub use dns::*;
@@ -19,6 +20,7 @@ pub use llm::*;
 pub use model::*;
 pub use observability::*;
 pub use region::*;
+pub use scale::*;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Balancer, HealthCheck, Limits, LlmRouting, OutlierDetection, PriorityClass, Retries, Timeouts};
+use super::{Balancer, HealthCheck, Limits, LlmRouting, OutlierDetection, PriorityClass, Retries, Scale, Timeouts};
 
 /// A model served behind the gateway, e.g. `sklearn-iris`.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -65,6 +65,9 @@ pub struct Version {
     /// How the gateway talks to this version's endpoints.
     #[serde(default)]
     pub upstream: Upstream,
+    /// Scaling by the region's control loop, from zero included; absent: not scaled by Meridian.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<Scale>,
 }
 
 /// A static backend endpoint.

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::context::Ctx;
 use super::policy;
-use crate::schema::{Discovery, LlmRouting, Model, Route};
+use crate::schema::{Discovery, LlmRouting, Model, Route, Scale, Version};
 
 pub(super) fn check(cx: &mut Ctx<'_>) {
     let cfg = cx.cfg;
@@ -122,6 +122,37 @@ fn llm(cx: &mut Ctx<'_>, at: &str, l: &LlmRouting) {
     }
 }
 
+/// A version's scaling: sane bounds, and a workload to scale.
+fn scale(cx: &mut Ctx<'_>, at: &str, v: &Version, sc: &Scale) {
+    if sc.max == 0 {
+        cx.err(format!("{at}.max"), "max must be at least 1");
+    }
+    if sc.min > sc.max {
+        cx.err(format!("{at}.min"), format!("min {} is above max {}", sc.min, sc.max));
+    }
+    if sc.target_concurrency == 0 {
+        cx.err(
+            format!("{at}.target_concurrency"),
+            "target_concurrency must be at least 1",
+        );
+    }
+    if sc.max_held == 0 {
+        cx.err(format!("{at}.max_held"), "max_held must be at least 1");
+    }
+    if sc.activation_timeout.get().is_zero() {
+        cx.err(
+            format!("{at}.activation_timeout"),
+            "activation_timeout must be above zero",
+        );
+    }
+    if v.workload().is_none() {
+        cx.err(
+            format!("{at}.workload"),
+            "name the workload to scale, or discover the version from a Kubernetes Service (its Deployment is scaled)",
+        );
+    }
+}
+
 fn versions(cx: &mut Ctx<'_>, at: &str, m: &Model, ids: &mut HashMap<String, (String, std::net::SocketAddr)>) {
     if m.versions.is_empty() {
         cx.err(format!("{at}.versions"), "a model needs at least one version");
@@ -141,6 +172,9 @@ fn versions(cx: &mut Ctx<'_>, at: &str, m: &Model, ids: &mut HashMap<String, (St
                 format!("{vat}.endpoints"),
                 "a version needs static endpoints or a discovery source",
             );
+        }
+        if let Some(sc) = &v.scale {
+            scale(cx, &format!("{vat}.scale"), v, sc);
         }
         let mut addrs = HashSet::new();
         for (k, e) in v.endpoints.iter().enumerate() {

@@ -36,32 +36,82 @@ pub struct Admission {
 #[derive(Debug, Default)]
 struct State {
     in_use: u32,
+    queue: WaitQueue,
+}
+
+impl State {
+    /// Hands a slot to the highest class waiting; false when nobody (alive) waits.
+    fn hand_over(&mut self) -> bool {
+        while let Some(w) = self.queue.pop_next() {
+            if w.wake.send(Ok(())).is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Requests waiting, by priority class: the next out is the oldest of the highest class waiting.
+/// Admission's queue, and the activator's hold.
+#[derive(Debug, Default)]
+pub(crate) struct WaitQueue {
     /// Waiters by class (index: `PriorityClass as usize`), oldest first.
     queues: [VecDeque<Waiter>; 3],
     next_id: u64,
 }
 
+/// One waiting request: what it will be told.
 #[derive(Debug)]
-struct Waiter {
+pub(crate) struct Waiter {
     id: u64,
-    wake: oneshot::Sender<Result<(), Shed>>,
+    /// Where its answer goes: `Ok` to go on, or why it was shed.
+    pub(crate) wake: oneshot::Sender<Result<(), Shed>>,
 }
 
-impl State {
-    fn waiting(&self) -> u32 {
+impl WaitQueue {
+    /// Requests waiting.
+    pub(crate) fn len(&self) -> u32 {
         self.queues.iter().map(|q| q.len() as u32).sum()
     }
 
-    /// Hands a slot to the highest class waiting; false when nobody (alive) waits.
-    fn hand_over(&mut self) -> bool {
-        for q in self.queues.iter_mut().rev() {
-            while let Some(w) = q.pop_front() {
-                if w.wake.send(Ok(())).is_ok() {
-                    return true;
+    /// Queues a request of `class` in a queue of at most `size` (critical requests wait even when
+    /// it is full); a full queue makes room by displacing the newest waiter of a lower class.
+    pub(crate) fn join(
+        &mut self,
+        class: PriorityClass,
+        size: u32,
+    ) -> Result<(u64, oneshot::Receiver<Result<(), Shed>>), Shed> {
+        if self.len() >= size && class != PriorityClass::Critical {
+            let lower = self.queues[..class as usize].iter_mut().find(|q| !q.is_empty());
+            match lower.and_then(VecDeque::pop_back) {
+                Some(w) => {
+                    let _ = w.wake.send(Err(Shed::Displaced));
                 }
+                None => return Err(Shed::QueueFull),
             }
         }
-        false
+        let (tx, rx) = oneshot::channel();
+        self.next_id += 1;
+        let id = self.next_id;
+        self.queues[class as usize].push_back(Waiter { id, wake: tx });
+        Ok((id, rx))
+    }
+
+    /// Takes waiter `id` of `class` out; false when it is no longer queued (it was answered).
+    pub(crate) fn leave(&mut self, class: PriorityClass, id: u64) -> bool {
+        let q = &mut self.queues[class as usize];
+        match q.iter().position(|w| w.id == id) {
+            Some(at) => {
+                q.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next waiter out: the oldest of the highest class.
+    pub(crate) fn pop_next(&mut self) -> Option<Waiter> {
+        self.queues.iter_mut().rev().find_map(VecDeque::pop_front)
     }
 }
 
@@ -152,7 +202,7 @@ impl Admission {
 
     /// Requests waiting for a slot now.
     pub fn waiting(&self) -> u32 {
-        self.state.lock().waiting()
+        self.state.lock().queue.len()
     }
 
     /// Admits a request of `class`, waiting in the queue if needed; `sleep` makes the timer of the
@@ -178,21 +228,7 @@ impl Admission {
                 s.in_use += 1;
                 return Ok(Admitted(Some(self.state.clone())));
             }
-            if s.waiting() >= self.queue_size && class != PriorityClass::Critical {
-                // Make room by displacing the newest waiter of a lower class, if there is one.
-                let lower = s.queues[..class as usize].iter_mut().find(|q| !q.is_empty());
-                match lower.and_then(VecDeque::pop_back) {
-                    Some(w) => {
-                        let _ = w.wake.send(Err(Shed::Displaced));
-                    }
-                    None => return Err(Shed::QueueFull),
-                }
-            }
-            let (tx, rx) = oneshot::channel();
-            s.next_id += 1;
-            let id = s.next_id;
-            s.queues[class as usize].push_back(Waiter { id, wake: tx });
-            (id, rx)
+            s.queue.join(class, self.queue_size)?
         };
         let mut queued = Queued {
             state: &self.state,
@@ -237,10 +273,7 @@ impl Queued<'_> {
     /// Leaves the queue; returns what was sent to this waiter, if anything was.
     fn leave(&mut self) -> Option<Result<(), Shed>> {
         // Senders only send under the lock, so once it is held the answer is settled.
-        let mut s = self.state.lock();
-        let q = &mut s.queues[self.class as usize];
-        if let Some(at) = q.iter().position(|w| w.id == self.id) {
-            q.remove(at);
+        if self.state.lock().queue.leave(self.class, self.id) {
             return None;
         }
         self.rx.try_recv().ok()

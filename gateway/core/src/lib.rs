@@ -5,7 +5,8 @@
 //! first. From there, a routed request's endpoint comes from [`cluster::Cluster::pick`] (locality
 //! levels from [`locality`], power of two choices over [`endpoint`] states, or for LLM requests the
 //! prefix-cache and model-server aware pick of [`llm_pick`] over [`llm`]'s state), its retries are bounded
-//! by [`budget`], its outcome feeds [`outlier`], and its concurrency slot comes from [`admission`].
+//! by [`budget`], its outcome feeds [`outlier`], and its concurrency slot comes from [`admission`]. A
+//! version scaled to zero holds its requests in [`activation`] until an endpoint is ready.
 //!
 //! What this crate may import: the config crate's compiled [`meridian_config::Snapshot`] and schema
 //! types, the clock, and plain data crates (http types, serde, rand, arc-swap, parking_lot for
@@ -15,6 +16,7 @@
 //! compiler enforces; the pingora adapter in `meridian-gateway` moves bytes in and out of these
 //! functions, and `meridian explain` runs the same ones.
 
+pub mod activation;
 pub mod admission;
 pub mod budget;
 pub mod classify;

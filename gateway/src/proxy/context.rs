@@ -29,6 +29,8 @@ pub struct Ctx {
     _in_progress: InProgress,
     /// When the request arrived; the whole-request timeout counts from here across retries.
     pub started: Nanos,
+    /// Time held waiting for a version to scale up, which the request timeout does not count.
+    pub held: Nanos,
     /// The request's server span, when tracing is on.
     pub trace: Option<opentelemetry::Context>,
     /// The routing table this request uses, set as its head is read.
@@ -117,6 +119,7 @@ impl Ctx {
         Ctx {
             _in_progress: in_progress,
             started: 0,
+            held: 0,
             trace: None,
             routes: None,
             labels: Labels::default(),

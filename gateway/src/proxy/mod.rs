@@ -4,6 +4,7 @@
 //! | pingora callback | stage | file |
 //! | --- | --- | --- |
 //! | `request_filter` | decide (core), peek at the body, admit | [`request`] |
+//! | `request_filter`, for a version scaled to zero | hold until an endpoint is ready | [`activate`] |
 //! | `request_filter`, for plain HTTP/1 backends and small known bodies | our own upstream leg | [`direct`] |
 //! | `upstream_peer` | pick the endpoint, build the peer | [`upstream`] |
 //! | `upstream_request_filter` | the request as the backend sees it | [`upstream`] |
@@ -22,6 +23,7 @@
 //! [`Proxy::fail`] and [`Proxy::finish`] as pingora's callbacks do.
 
 mod account;
+mod activate;
 mod attempt;
 mod body;
 mod context;
@@ -75,6 +77,8 @@ pub struct Proxy {
     pub lifecycle: Arc<Lifecycle>,
     /// Shadow traffic.
     pub mirror: Arc<Mirror>,
+    /// Wake-ups of versions scaled to zero.
+    pub waker: crate::wake::Waker,
 }
 
 #[async_trait]

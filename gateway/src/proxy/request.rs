@@ -104,6 +104,13 @@ impl Proxy {
                 return Ok(None);
             }
         };
+        let routed = match self.activate(ctx, routed).await {
+            Ok(routed) => routed,
+            Err(reply) => {
+                d.reply(&reply).await?;
+                return Ok(None);
+            }
+        };
         let replay = entry.policy.retries.buffer_body.bytes() as usize;
         let shadow = routed.shadow.map(|v| ShadowCopy::new(v, replay));
         ctx.flight = Some(Flight::new(routed, shadow, slot, self.budget.request()));

@@ -36,7 +36,7 @@ impl Proxy {
             .timeouts
             .request
             .get()
-            .saturating_sub(Duration::from_nanos(now.saturating_sub(ctx.started)));
+            .saturating_sub(Duration::from_nanos(now.saturating_sub(ctx.started + ctx.held)));
         if left.is_zero() {
             return Err(Reply::error(504, "request timed out"));
         }
