@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use meridian_config::schema::{
-    Config, Endpoint, HeaderMatch, LlmRouting, Model, Region, Route, RouteMatch, StickyKey, Version, WeightedVersion,
+    Config, HeaderMatch, LlmRouting, Model, Region, Route, RouteMatch, StickyKey, Version, WeightedVersion,
 };
 use meridian_config::{Loaded, Snapshot};
 use meridian_gateway_core::classify::{classify, Target};
@@ -54,14 +54,8 @@ fn config(models: usize, endpoints: usize) -> Config {
                 .map(|i| {
                     n += 1;
                     let (r, z) = zones[i % 4];
-                    Endpoint {
-                        id: None,
-                        address: SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 8000)),
-                        region: r.into(),
-                        zone: z.into(),
-                        weight: 1,
-                        metrics_url: None,
-                    }
+                    let address = SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 8000));
+                    meridian_config::build::endpoint(None, address, r, z)
                 })
                 .collect();
             versions.push(Version {

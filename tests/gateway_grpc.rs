@@ -192,3 +192,53 @@ fn grpc_unary_and_streaming_through_the_gateway() {
     assert_eq!(count("v1"), 3.0, "{metrics}");
     assert_eq!(count("v2"), 2.0, "{metrics}");
 }
+
+#[test]
+fn rest_and_grpc_of_one_model_reach_their_own_ports() {
+    // A KServe-style pod: REST on 8080 (a sim backend), gRPC on 8081 (a tonic server), one
+    // endpoint in the config with both.
+    let dir = scratch("grpc-port");
+    let mut w = World::new(116);
+    let gw = w.gateway("r", &["r-a"]);
+    w.gateway_of("r").listeners[0].protocols = vec![Protocol::Http1, Protocol::H2c];
+    let rest = w.backend_on("iris", "v1", "iris-0", "r", "r-a", 8080);
+    w.version("iris", "v1").endpoints[0].grpc_port = Some(8081);
+    let grpc_at = rest.replace(":8080", ":8081");
+    let cfg = w.write(&dir);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _grpc = rt.block_on(backend(&grpc_at, ServingStatus::Serving));
+    let _rest = sim(&rest, "iris-0", "iris", "v1", &[]);
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
+    // Ready means the REST health check passed: health checks use the REST address.
+    let _gw = gateway(&cfg, "r", None, admin, public);
+
+    let a = infer(&client(), public, "/v2/models/iris/infer", &[]);
+    assert_eq!((a.status, a.served_by.as_str()), (200, "iris-0"), "{:?}", a.body);
+    rt.block_on(async {
+        let ch = Channel::from_shared(format!("http://{public}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let r = HealthClient::new(ch)
+            .check(with_headers(
+                HealthCheckRequest {
+                    service: "model".into(),
+                },
+                &[("x-model-name", "iris")],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.into_inner().status, Wire::Serving as i32, "answered on the gRPC port");
+    });
+    let metrics = scrape(admin);
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "inference_requests_total",
+            &["model_name=\"iris\"", "status=\"200\""]
+        ),
+        2.0,
+        "{metrics}"
+    );
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::kube::{self, node, FakeApi};
 use common::*;
-use meridian_config::schema::{Discovery, KubeAccess, KubeDiscovery};
+use meridian_config::schema::KubeAccess;
 use serde_json::{json, Value};
 
 fn slice(a_zone: &str, b_ready: bool) -> Value {
@@ -45,12 +45,7 @@ fn world() -> (World, Gw, String) {
     w.config.gateway.health_check.enabled = false;
     w.config.gateway.retries.attempts = 0;
     let kube = |service: Option<&str>, selector: &[(&str, &str)]| {
-        Some(Discovery::Kubernetes(KubeDiscovery {
-            namespace: "ml".into(),
-            service: service.map(str::to_string),
-            selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            port: 8000,
-        }))
+        Some(meridian_config::build::kube("ml", service, selector, 8000))
     };
     w.version("llm", "v1").discovery = kube(Some("llm-v1"), &[]);
     w.version("llm", "v2").discovery = kube(None, &[("app", "llm"), ("track", "v2")]);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::kube::{self, kubeconfig, FakeApi};
 use common::*;
-use meridian_config::schema::{Discovery, KubeAccess, KubeDiscovery, Scale};
+use meridian_config::schema::{KubeAccess, Scale};
 use serde_json::Value;
 
 const API: &str = "127.115.0.9:6443";
@@ -40,14 +40,7 @@ fn a_version_at_zero_is_woken_not_failed_and_scales_with_its_load() {
         kubeconfig: Some("kubeconfig.yaml".into()),
         context: None,
     });
-    let kube = |service: &str| {
-        Some(Discovery::Kubernetes(KubeDiscovery {
-            namespace: "ml".into(),
-            service: Some(service.into()),
-            selector: Default::default(),
-            port: 8000,
-        }))
-    };
+    let kube = |service: &str| Some(meridian_config::build::kube("ml", Some(service), &[], 8000));
     w.version("llm", "v1").discovery = kube("llm-v1");
     w.version("llm", "v1").scale = Some(Scale {
         max: 3,

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use crate::schema::{
-    Admin, Dns, Endpoint, GslbName, GslbPolicy, HeaderMatch, Listener, Model, Record, RecordType, Region,
-    RegionGateway, Route, RouteMatch, Soa, StickyKey, Version, WeightedVersion, Zone,
+    Admin, Discovery, Dns, Endpoint, GslbName, GslbPolicy, HeaderMatch, KubeDiscovery, Listener, Model, Record,
+    RecordType, Region, RegionGateway, Route, RouteMatch, Soa, StickyKey, Version, WeightedVersion, Zone,
 };
 use crate::units::Duration;
 
@@ -79,6 +79,7 @@ pub fn endpoint(id: Option<&str>, address: SocketAddr, region: &str, zone: &str)
     Endpoint {
         id: id.map(str::to_string),
         address,
+        grpc_port: None,
         region: region.into(),
         zone: zone.into(),
         weight: 1,
@@ -177,6 +178,20 @@ pub fn gslb(name: &str, policy: GslbPolicy, regions: &[&str]) -> GslbName {
         max_answers: 8,
         models: Vec::new(),
     }
+}
+
+/// Kubernetes discovery of a version in `namespace` on REST `port`: the EndpointSlices of
+/// `service` when given, else the Pods `selector` picks; no gRPC port.
+pub fn kube(namespace: &str, service: Option<&str>, selector: &[(&str, &str)], port: u16) -> Discovery {
+    Discovery::Kubernetes(KubeDiscovery {
+        namespace: namespace.into(),
+        service: service.map(str::to_string),
+        selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        port,
+        grpc_port: None,
+        port_name: "http".into(),
+        grpc_port_name: "grpc".into(),
+    })
 }
 
 #[cfg(test)]

@@ -34,6 +34,9 @@ pub struct FeedEndpoint {
     pub id: String,
     /// Address the gateway connects to.
     pub address: SocketAddr,
+    /// Its gRPC port on the same host, when it serves gRPC there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_port: Option<u16>,
     /// Model served.
     pub model: String,
     /// Version served.

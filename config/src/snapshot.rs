@@ -119,6 +119,8 @@ pub struct VersionEntry {
     pub upstream: Upstream,
     /// Its scaling, from zero included.
     pub scale: Option<Scale>,
+    /// Whether it takes gRPC calls (HTTP/2 upstream, or endpoints with a gRPC port).
+    pub grpc: bool,
 }
 
 /// A static endpoint with its locality resolved.
@@ -128,6 +130,8 @@ pub struct EndpointSpec {
     pub id: Arc<str>,
     /// Socket address.
     pub address: SocketAddr,
+    /// Its gRPC port on the same host, when it serves gRPC there.
+    pub grpc_port: Option<u16>,
     /// Region.
     pub region: RegionId,
     /// Zone.
@@ -263,6 +267,7 @@ impl Snapshot {
                             Some(EndpointSpec {
                                 id: e.id.clone().unwrap_or_else(|| e.address.to_string()).into(),
                                 address: e.address,
+                                grpc_port: e.grpc_port,
                                 region: *region_by_name.get(&e.region)?,
                                 zone: *zone_by_name.get(&e.zone)?,
                                 weight: e.weight,
@@ -271,6 +276,7 @@ impl Snapshot {
                         .collect(),
                     upstream: v.upstream.clone(),
                     scale: v.scale.clone(),
+                    grpc: v.serves_grpc(),
                 })
                 .collect();
             let routes = compile_routes(m, &version_by_name);

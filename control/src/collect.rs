@@ -43,6 +43,7 @@ pub fn static_targets(snap: &Snapshot, region: &str) -> Vec<Target> {
                     endpoint: FeedEndpoint {
                         id: e.id.clone().unwrap_or_else(|| e.address.to_string()),
                         address: e.address,
+                        grpc_port: e.grpc_port,
                         model: model.name.clone(),
                         version: v.name.clone(),
                         region: e.region.clone(),

@@ -167,8 +167,8 @@ impl Discoverer {
                 .model(model)
                 .map_or("/v2/health/ready", |m| snap.models[m].policy.health_check.path.as_str());
             let found = match self.sources.get(&Source::of(k)) {
-                Some(Watched::Slices(s)) => from_slices(&s.state(), k.port, &nodes),
-                Some(Watched::Pods(s)) => from_pods(&s.state(), k.port, &nodes),
+                Some(Watched::Slices(s)) => from_slices(&s.state(), &Ports::of(k), &nodes),
+                Some(Watched::Pods(s)) => from_pods(&s.state(), &Ports::of(k), &nodes),
                 None => Vec::new(),
             };
             for d in found {
@@ -179,6 +179,7 @@ impl Discoverer {
                     endpoint: FeedEndpoint {
                         id: format!("{}/{}", k.namespace, d.name),
                         address: d.address,
+                        grpc_port: d.grpc_port,
                         model: model.to_string(),
                         version: version.to_string(),
                         region: region.to_string(),
@@ -246,8 +247,10 @@ impl NodeState {
 pub struct Found {
     /// Pod name (or the address when the slice names no pod).
     pub name: String,
-    /// IP and the configured port.
+    /// IP and the REST port.
     pub address: SocketAddr,
+    /// The gRPC port, when the version's endpoints serve one.
+    pub grpc_port: Option<u16>,
     /// Ready by Kubernetes: the endpoint (or pod) is ready and not terminating, its node ready.
     pub ready: bool,
     /// Drained by its node's state.
@@ -268,10 +271,52 @@ fn node_verdict(node: Option<&NodeState>, ready: bool, why_not: &str) -> (bool, 
     (ready && node_ready, drain.is_some(), reason)
 }
 
+/// Which ports of a discovered endpoint serve REST and gRPC: a port named as configured wins over
+/// the configured number (the Service's named ports, `http`/`grpc` by default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ports {
+    /// REST port number, when no port is named `http_name`.
+    pub http: u16,
+    /// gRPC port number, when no port is named `grpc_name`; `None`: no gRPC unless named.
+    pub grpc: Option<u16>,
+    /// Name of the REST port.
+    pub http_name: String,
+    /// Name of the gRPC port.
+    pub grpc_name: String,
+}
+
+impl Ports {
+    /// The ports a version's discovery asks for.
+    pub fn of(k: &KubeDiscovery) -> Ports {
+        Ports {
+            http: k.port,
+            grpc: k.grpc_port,
+            http_name: k.port_name.clone(),
+            grpc_name: k.grpc_port_name.clone(),
+        }
+    }
+
+    /// REST and gRPC ports given the named ports an object lists.
+    fn resolve<'a>(&self, named: impl Iterator<Item = (Option<&'a str>, Option<i32>)> + Clone) -> (u16, Option<u16>) {
+        let find = |name: &str| {
+            named
+                .clone()
+                .find(|(n, _)| *n == Some(name))
+                .and_then(|(_, p)| u16::try_from(p?).ok())
+        };
+        let http = find(&self.http_name).unwrap_or(self.http);
+        // A named gRPC port counts only for a version that takes gRPC (a grpc_port is configured).
+        let grpc = self.grpc.map(|g| find(&self.grpc_name).unwrap_or(g));
+        (http, grpc)
+    }
+}
+
 /// Endpoints of EndpointSlices (discovery.k8s.io/v1): ready and serving, not terminating.
-pub fn from_slices(slices: &[Arc<EndpointSlice>], port: u16, nodes: &HashMap<String, NodeState>) -> Vec<Found> {
+pub fn from_slices(slices: &[Arc<EndpointSlice>], ports: &Ports, nodes: &HashMap<String, NodeState>) -> Vec<Found> {
     let mut out = Vec::new();
     for s in slices {
+        let named = s.ports.iter().flatten().map(|p| (p.name.as_deref(), p.port));
+        let (port, grpc_port) = ports.resolve(named);
         for e in &s.endpoints {
             let c = e.conditions.as_ref();
             // Unknown readiness counts as ready (the API's own convention for slices).
@@ -288,6 +333,7 @@ pub fn from_slices(slices: &[Arc<EndpointSlice>], port: u16, nodes: &HashMap<Str
             for ip in e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
                 let address = SocketAddr::new(ip, port);
                 out.push(Found {
+                    grpc_port,
                     name: e
                         .target_ref
                         .as_ref()
@@ -306,9 +352,14 @@ pub fn from_slices(slices: &[Arc<EndpointSlice>], port: u16, nodes: &HashMap<Str
 }
 
 /// Endpoints of Pods picked by a label selector: Ready condition, not being deleted.
-pub fn from_pods(pods: &[Arc<Pod>], port: u16, nodes: &HashMap<String, NodeState>) -> Vec<Found> {
+pub fn from_pods(pods: &[Arc<Pod>], ports: &Ports, nodes: &HashMap<String, NodeState>) -> Vec<Found> {
     pods.iter()
         .filter_map(|p| {
+            let containers = p.spec.iter().flat_map(|s| &s.containers);
+            let named = containers
+                .flat_map(|c| c.ports.iter().flatten())
+                .map(|p| (p.name.as_deref(), Some(p.container_port)));
+            let (port, grpc_port) = ports.resolve(named);
             let status = p.status.as_ref()?;
             let ip: IpAddr = status.pod_ip.as_ref()?.parse().ok()?;
             let deleting = p.metadata.deletion_timestamp.is_some();
@@ -327,6 +378,7 @@ pub fn from_pods(pods: &[Arc<Pod>], port: u16, nodes: &HashMap<String, NodeState
             Some(Found {
                 name: p.metadata.name.clone().unwrap_or_else(|| ip.to_string()),
                 address: SocketAddr::new(ip, port),
+                grpc_port,
                 ready,
                 drained,
                 reason,
@@ -334,4 +386,46 @@ pub fn from_pods(pods: &[Arc<Pod>], port: u16, nodes: &HashMap<String, NodeState
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(ports: serde_json::Value) -> Arc<EndpointSlice> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "s"}, "addressType": "IPv4", "ports": ports,
+                "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true}}]
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn ports(grpc: Option<u16>) -> Ports {
+        let Discovery::Kubernetes(mut k) = meridian_config::build::kube("ml", Some("svc"), &[], 8080);
+        k.grpc_port = grpc;
+        Ports::of(&k)
+    }
+
+    #[test]
+    fn named_ports_win_and_grpc_needs_asking_for() {
+        let named = slice(serde_json::json!([{"name": "http", "port": 9000}, {"name": "grpc", "port": 9001}]));
+        let nodes = HashMap::new();
+        let found = &from_slices(std::slice::from_ref(&named), &ports(Some(8081)), &nodes)[0];
+        assert_eq!((found.address.port(), found.grpc_port), (9000, Some(9001)));
+        let found = &from_slices(std::slice::from_ref(&named), &ports(None), &nodes)[0];
+        assert_eq!(
+            (found.address.port(), found.grpc_port),
+            (9000, None),
+            "no gRPC unless configured"
+        );
+        let unnamed = slice(serde_json::json!([{"port": 7000}]));
+        let found = &from_slices(&[unnamed], &ports(Some(8081)), &nodes)[0];
+        assert_eq!(
+            (found.address.port(), found.grpc_port),
+            (8080, Some(8081)),
+            "the configured numbers"
+        );
+    }
 }

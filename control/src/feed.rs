@@ -95,6 +95,7 @@ mod tests {
         FeedEndpoint {
             id: id.into(),
             address: "127.0.0.1:1".parse().unwrap(),
+            grpc_port: None,
             model: "m".into(),
             version: "v1".into(),
             region: "r".into(),

@@ -297,6 +297,7 @@ fn with_feed(
         all.push(EndpointSpec {
             id: e.id.as_str().into(),
             address: e.address,
+            grpc_port: e.grpc_port,
             region,
             zone,
             weight: 1,
@@ -334,6 +335,7 @@ models:
         FeedEndpoint {
             id: id.into(),
             address: address.parse().unwrap(),
+            grpc_port: None,
             model: "m".into(),
             version: "v1".into(),
             region: "r".into(),

@@ -77,8 +77,12 @@ pub struct Endpoint {
     /// Stable id for the admin API and metrics; defaults to the address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// Backend socket address.
+    /// Backend socket address (REST: KServe V1, Open Inference Protocol, OpenAI; health checks).
     pub address: SocketAddr,
+    /// Port on the same host where the endpoint serves gRPC (KServe's 8081, Triton's 8001): the
+    /// model's gRPC calls go there over HTTP/2, REST to `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_port: Option<u16>,
     /// Region the endpoint runs in.
     pub region: String,
     /// Zone the endpoint runs in; must belong to `region`.
@@ -115,8 +119,36 @@ pub struct KubeDiscovery {
     /// Pod labels that select the endpoints; exclusive with `service`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub selector: BTreeMap<String, String>,
-    /// Target port number of the endpoints.
+    /// Target port number of the endpoints (REST); a slice port (or container port) named
+    /// `port_name` wins.
     pub port: u16,
+    /// Target port of their gRPC service, when they serve one; a port named `grpc_port_name` wins.
+    /// Set, the version takes gRPC calls (over HTTP/2 to that port) beside REST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_port: Option<u16>,
+    /// Name of the REST port in the EndpointSlice or pod spec.
+    #[serde(default = "default_http_port_name")]
+    pub port_name: String,
+    /// Name of the gRPC port in the EndpointSlice or pod spec.
+    #[serde(default = "default_grpc_port_name")]
+    pub grpc_port_name: String,
+}
+
+fn default_http_port_name() -> String {
+    "http".into()
+}
+
+fn default_grpc_port_name() -> String {
+    "grpc".into()
+}
+
+impl Version {
+    /// Whether the version takes gRPC calls: its upstream speaks HTTP/2, or its endpoints have a
+    /// gRPC port.
+    pub fn serves_grpc(&self) -> bool {
+        let discovered = matches!(&self.discovery, Some(Discovery::Kubernetes(k)) if k.grpc_port.is_some());
+        self.upstream.h2 || discovered || self.endpoints.iter().any(|e| e.grpc_port.is_some())
+    }
 }
 
 /// How the gateway connects to a version's endpoints.

@@ -143,7 +143,11 @@ impl Cluster {
         registry: &Registry,
         locality: &Locality,
     ) -> Cluster {
-        let state = |e: &EndpointSpec| (registry.get_or_create(&e.id, e.address), e.weight);
+        let state = |e: &EndpointSpec| {
+            let s = registry.get_or_create(&e.id, e.address);
+            s.set_grpc_port(e.grpc_port);
+            (s, e.weight)
+        };
         let mut levels = Vec::new();
         let same_region = |e: &&EndpointSpec| e.region == origin.region;
         if let Some(zone) = origin.zone {

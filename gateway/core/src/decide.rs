@@ -148,9 +148,9 @@ pub fn decide(snap: &Snapshot, head: &Parts, body: Option<&Named>, env: &Env) ->
         return Err(refuse(Reply::error(413, msg), None));
     }
     let served = &entry.versions[sel.version];
-    if grpc && !served.upstream.h2 {
+    if grpc && !served.grpc {
         let msg = format!(
-            "model {} version {} is not served over HTTP/2, which gRPC needs (upstream.h2)",
+            "model {} version {} does not take gRPC (upstream.h2, or a grpc_port on its endpoints)",
             entry.name, served.name
         );
         return Err(refuse(Reply::error(501, msg), Some(sel.version)));
@@ -399,7 +399,7 @@ models:
             refused(run("POST", "/svc/Method", &[grpc[0], ("x-model-name", "solo")])),
             (
                 501,
-                "model solo version v1 is not served over HTTP/2, which gRPC needs (upstream.h2)".into(),
+                "model solo version v1 does not take gRPC (upstream.h2, or a grpc_port on its endpoints)".into(),
                 Some(1),
                 Some(0)
             )

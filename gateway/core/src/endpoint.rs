@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -39,6 +39,8 @@ pub struct EndpointState {
     pub id: Arc<str>,
     /// Backend address.
     pub address: SocketAddr,
+    /// Its gRPC port on the same host (0: none), from the latest table that lists it.
+    grpc_port: AtomicU16,
     flags: AtomicU8,
     in_flight: AtomicU32,
     /// Peak-EWMA latency in nanoseconds, as f64 bits.
@@ -90,7 +92,21 @@ impl EndpointState {
             check_streak: Mutex::new(0),
             checked: AtomicBool::new(false),
             llm: OnceLock::new(),
+            grpc_port: AtomicU16::new(0),
         }
+    }
+
+    /// Where its gRPC service listens, when it has one apart from `address`.
+    pub fn grpc_address(&self) -> Option<SocketAddr> {
+        match self.grpc_port.load(Ordering::Relaxed) {
+            0 => None,
+            port => Some(SocketAddr::new(self.address.ip(), port)),
+        }
+    }
+
+    /// Sets its gRPC port (`None`: it serves gRPC, if at all, at `address`).
+    pub fn set_grpc_port(&self, port: Option<u16>) {
+        self.grpc_port.store(port.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Gives the endpoint LLM routing state remembering about `blocks` prompt blocks of

@@ -160,7 +160,8 @@ impl Proxy {
 /// calling front can hold (`cap`).
 pub fn direct_leg_fits(routes: &Routes, routed: Routed, declared: Option<u64>, cap: u64) -> bool {
     let entry = &routes.snap.models[routed.model];
-    if entry.versions[routed.version].upstream.h2 || routes.version(routed.model, routed.version).tls.is_some() {
+    let h2 = entry.versions[routed.version].upstream.h2 || routed.api == Api::Grpc;
+    if h2 || routes.version(routed.model, routed.version).tls.is_some() {
         return false;
     }
     declared.is_some_and(|n| n <= held_body(entry).min(cap))

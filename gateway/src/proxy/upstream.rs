@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use meridian_gateway_core::classify::Api;
 use meridian_gateway_core::reply::Reply;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
@@ -91,7 +92,11 @@ impl Proxy {
             &routes.snap.models[routed.model],
             routes.version(routed.model, routed.version),
         );
-        let address = attempt.pick.endpoint.address;
+        // gRPC goes to the endpoint's gRPC port over HTTP/2 when it has one; everything else to
+        // its address, as the version's upstream says.
+        let grpc = routed.api == Api::Grpc;
+        let grpc_at = attempt.pick.endpoint.grpc_address().filter(|_| grpc);
+        let address = grpc_at.unwrap_or(attempt.pick.endpoint.address);
         let mut peer = match &version.tls {
             None => HttpPeer::new(address, false, String::new()),
             Some(tls) => {
@@ -105,7 +110,7 @@ impl Proxy {
         peer.options.read_timeout = Some(t.first_byte.get().min(left));
         peer.options.write_timeout = Some(t.idle.get());
         peer.options.idle_timeout = Some(t.idle.get());
-        if entry.versions[routed.version].upstream.h2 {
+        if grpc_at.is_some() || entry.versions[routed.version].upstream.h2 {
             peer.options.set_http_version(2, 2);
             // Multiplex: gRPC streams share connections as they would from any gRPC client.
             peer.options.max_h2_streams = 100;
