@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::kube::{self, node, FakeApi};
 use common::*;
-use meridian_config::schema::KubeAccess;
 use serde_json::{json, Value};
 
 fn slice(a_zone: &str, b_ready: bool) -> Value {
@@ -25,12 +24,7 @@ fn slice(a_zone: &str, b_ready: bool) -> Value {
 }
 
 fn pod(ready: bool) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "pod-c", "namespace": "ml", "uid": "uid-pod-c", "labels": {"app": "llm", "track": "v2"}},
-        "spec": {"nodeName": "n2", "containers": [{"name": "server", "image": "triton"}]},
-        "status": {"podIP": PODS[2], "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
-    })
+    kube::pod("pod-c", PODS[2], "n2", json!({"app": "llm", "track": "v2"}), ready)
 }
 
 /// The fake cluster's pod IPs (pod-a, pod-b behind the llm-v1 Service; pod-c picked by selector).
@@ -41,8 +35,7 @@ const PODS: [&str; 3] = ["127.106.1.1", "127.106.1.2", "127.106.1.3"];
 fn world() -> (World, Gw, String) {
     let mut w = World::new(106);
     let gw = w.gateway("r", &["r-a", "r-b"]);
-    let control = w.control("r");
-    w.config.gateway.health_check.enabled = false;
+    let control = w.kube_control("r");
     w.config.gateway.retries.attempts = 0;
     let kube = |service: Option<&str>, selector: &[(&str, &str)]| {
         Some(meridian_config::build::kube("ml", service, selector, 8000))
@@ -50,10 +43,6 @@ fn world() -> (World, Gw, String) {
     w.version("llm", "v1").discovery = kube(Some("llm-v1"), &[]);
     w.version("llm", "v2").discovery = kube(None, &[("app", "llm"), ("track", "v2")]);
     w.route("llm", pin("v1"));
-    w.config.control.kubernetes = Some(KubeAccess {
-        kubeconfig: Some("kubeconfig.yaml".into()),
-        context: None,
-    });
     (w, gw, control)
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::kube::{self, kubeconfig, FakeApi};
 use common::*;
-use meridian_config::schema::{KubeAccess, Scale};
+use meridian_config::schema::Scale;
 use serde_json::Value;
 
 const API: &str = "127.115.0.9:6443";
@@ -34,12 +34,7 @@ fn a_version_at_zero_is_woken_not_failed_and_scales_with_its_load() {
     let dir = scratch("scale");
     let mut w = World::new(115);
     let gw = w.gateway("r", &["r-a"]);
-    w.control("r");
-    w.config.gateway.health_check.enabled = false;
-    w.config.control.kubernetes = Some(KubeAccess {
-        kubeconfig: Some("kubeconfig.yaml".into()),
-        context: None,
-    });
+    w.kube_control("r");
     let kube = |service: &str| Some(meridian_config::build::kube("ml", Some(service), &[], 8000));
     w.version("llm", "v1").discovery = kube("llm-v1");
     w.version("llm", "v1").scale = Some(Scale {

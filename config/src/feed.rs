@@ -25,6 +25,48 @@ pub struct FeedState {
     /// Weights of the canary plans this control loop runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub canaries: Vec<CanaryWeight>,
+    /// Models control discovered (KServe InferenceServices), beside the config's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<DiscoveredModel>,
+}
+
+/// A model control found in the cluster rather than the config: its versions, and how its traffic
+/// splits between them (their endpoints come on the feed like any discovered endpoint).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveredModel {
+    /// Model name.
+    pub name: String,
+    /// Versions with their share of traffic in percent (one version: 100).
+    pub versions: Vec<(String, u32)>,
+    /// Header that keeps a client on one version of a split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_header: Option<String>,
+}
+
+impl DiscoveredModel {
+    /// The model as a config entry: its versions (no endpoints of their own) and, with more than
+    /// one, a split rule.
+    pub fn to_model(&self) -> crate::schema::Model {
+        let mut m = crate::build::model(&self.name);
+        m.versions = self.versions.iter().map(|(v, _)| crate::build::version(v)).collect();
+        if self.versions.len() > 1 {
+            let weights: Vec<(&str, u32)> = self.versions.iter().map(|(v, w)| (v.as_str(), *w)).collect();
+            m.routes = vec![crate::build::split(&weights, self.sticky_header.as_deref())];
+        }
+        m
+    }
+}
+
+/// Adds the discovered `models` the config does not name itself; whether any was added.
+pub fn apply_models(config: &mut crate::Config, models: &[DiscoveredModel]) -> bool {
+    let mut changed = false;
+    for d in models {
+        if !config.models.iter().any(|m| m.name == d.name) {
+            config.models.push(d.to_model());
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// One endpoint as control sees it.
@@ -104,23 +146,17 @@ impl FeedState {
     /// Whether two states differ in the set of endpoints a routing table is built from (so a
     /// gateway rebuilds its table only then, and otherwise only updates live flags).
     pub fn same_membership(&self, other: &FeedState) -> bool {
-        let key = |s: &FeedState| -> Vec<(String, SocketAddr, String, String, String)> {
+        // What a table is built from: identity, addresses, model, version and zone.
+        type Member<'a> = (&'a str, SocketAddr, Option<u16>, &'a str, &'a str, &'a str);
+        fn key(s: &FeedState) -> Vec<Member<'_>> {
             let mut k: Vec<_> = s
                 .endpoints
                 .iter()
-                .map(|e| {
-                    (
-                        e.id.clone(),
-                        e.address,
-                        e.model.clone(),
-                        e.version.clone(),
-                        e.zone.clone(),
-                    )
-                })
+                .map(|e| (&*e.id, e.address, e.grpc_port, &*e.model, &*e.version, &*e.zone))
                 .collect();
             k.sort();
             k
-        };
+        }
         key(self) == key(other)
     }
 }

@@ -101,7 +101,21 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (reader, writer) = reflector::store();
+    reflect_into(api, cfg, reflector::store::Writer::default(), tasks)
+}
+
+/// Runs a watcher into `writer`'s store until aborted (with backoff on errors); returns the store.
+pub fn reflect_into<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Store<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let reader = writer.as_reader();
     let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff();
     tasks.push(tokio::spawn(async move {
         stream

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::Json;
-use meridian_config::feed::{CanaryWeight, FeedEndpoint, FeedState};
+use meridian_config::feed::{CanaryWeight, DiscoveredModel, FeedEndpoint, FeedState};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -31,11 +31,16 @@ impl Feed {
         self.tx.borrow().clone()
     }
 
-    /// Publishes `endpoints` and canary weights as a new version if anything changed; returns the
-    /// current version.
-    pub fn publish(&self, endpoints: Vec<FeedEndpoint>, canaries: Vec<CanaryWeight>) -> u64 {
+    /// Publishes `endpoints`, canary weights and discovered models as a new version if anything
+    /// changed; returns the current version.
+    pub fn publish(
+        &self,
+        endpoints: Vec<FeedEndpoint>,
+        canaries: Vec<CanaryWeight>,
+        models: Vec<DiscoveredModel>,
+    ) -> u64 {
         let cur = self.current();
-        if cur.version > 0 && cur.endpoints == endpoints && cur.canaries == canaries {
+        if cur.version > 0 && cur.endpoints == endpoints && cur.canaries == canaries && cur.models == models {
             return cur.version;
         }
         let next = FeedState {
@@ -44,6 +49,7 @@ impl Feed {
             capacity: FeedState::capacity_of(&endpoints),
             endpoints,
             canaries,
+            models,
         };
         let v = next.version;
         self.tx.send_replace(Arc::new(next));
@@ -111,8 +117,12 @@ mod tests {
     #[tokio::test]
     async fn versions_move_only_on_change_and_wake_waiters() {
         let feed = Arc::new(Feed::new("r"));
-        assert_eq!(feed.publish(vec![ep("a", true)], vec![]), 1);
-        assert_eq!(feed.publish(vec![ep("a", true)], vec![]), 1, "same state, same version");
+        assert_eq!(feed.publish(vec![ep("a", true)], vec![], vec![]), 1);
+        assert_eq!(
+            feed.publish(vec![ep("a", true)], vec![], vec![]),
+            1,
+            "same state, same version"
+        );
         assert_eq!(feed.current().capacity["m"], 1);
         // A subscriber at version 1 waits; a change wakes it with version 2.
         let waiter = tokio::spawn({
@@ -120,7 +130,7 @@ mod tests {
             async move { feed.wait_past(1, Duration::from_secs(60)).await }
         });
         tokio::task::yield_now().await;
-        assert_eq!(feed.publish(vec![ep("a", false)], vec![]), 2);
+        assert_eq!(feed.publish(vec![ep("a", false)], vec![], vec![]), 2);
         let s = waiter.await.unwrap();
         assert_eq!((s.version, s.capacity["m"]), (2, 0));
         // Behind already: answered at once.

@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod feed;
 pub mod gpu;
 pub mod headroom;
+pub mod kserve;
 pub mod nvml;
 pub mod runner;
 pub mod scale;

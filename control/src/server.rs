@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use meridian_config::feed::{FeedEndpoint, FEED_PATH};
+use meridian_config::feed::{DiscoveredModel, FeedEndpoint, FEED_PATH};
 use meridian_config::{ConfigFile, Snapshot};
 use parking_lot::Mutex;
 use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -22,6 +22,7 @@ use crate::collect::{static_targets, Collector};
 use crate::discovery::Discoverer;
 use crate::feed::Feed;
 use crate::headroom::Scoring;
+use crate::kserve::{Derived, KServeWatcher};
 use crate::runner::{scrape_gateways, Canaries};
 use crate::scaler::{Scaler, WakeError};
 use meridian_clock::{Clock, SystemClock};
@@ -94,6 +95,8 @@ struct Control {
     metrics: ControlMetrics,
     canaries: Canaries,
     scaler: Scaler,
+    /// Models found in the cluster (KServe), published on the feed.
+    models: Mutex<Vec<DiscoveredModel>>,
     /// The gateways' metrics client (the scaler's reads).
     http: reqwest::Client,
     snap: Mutex<Arc<Snapshot>>,
@@ -108,9 +111,11 @@ impl Control {
     /// Publishes the latest endpoints with the canaries' current weights.
     fn publish(&self) -> u64 {
         let snap = self.snap();
-        let version = self
-            .feed
-            .publish(self.endpoints.lock().clone(), self.canaries.weights(&snap));
+        let version = self.feed.publish(
+            self.endpoints.lock().clone(),
+            self.canaries.weights(&snap),
+            self.models.lock().clone(),
+        );
         self.metrics.version.set(version as i64);
         version
     }
@@ -139,6 +144,7 @@ async fn serve(config: &Path, region: &str, listen: Option<std::net::SocketAddr>
         metrics,
         canaries,
         scaler,
+        models: Mutex::new(Vec::new()),
         http: reqwest::Client::new(),
         snap: Mutex::new(Arc::new(snap)),
         endpoints: Mutex::new(Vec::new()),
@@ -245,9 +251,31 @@ pub async fn stop_signal() {
     }
 }
 
+/// `snap` with the `derived` models it does not name itself: those models (for the feed) and the
+/// snapshot discovery follows.
+fn with_derived(snap: &Arc<Snapshot>, derived: Vec<Derived>) -> (Vec<DiscoveredModel>, Arc<Snapshot>) {
+    let fresh: Vec<Derived> = derived
+        .into_iter()
+        .filter(|d| snap.model(&d.model.name).is_none())
+        .collect();
+    if fresh.is_empty() {
+        return (Vec::new(), snap.clone());
+    }
+    let mut config = snap.config.clone();
+    config.models.extend(fresh.iter().map(Derived::to_model));
+    let compiled = Snapshot::compile(meridian_config::Loaded {
+        config,
+        file: snap.file.clone(),
+        base_dir: snap.base_dir.clone(),
+    });
+    (fresh.into_iter().map(|d| d.model).collect(), Arc::new(compiled))
+}
+
 async fn collect_forever(file: ConfigFile, control: Arc<Control>) {
     let mut collector = Collector::new(control.clock.clone());
     let mut discoverer: Option<Discoverer> = None;
+    let mut kube: Option<kube::Client> = None;
+    let mut kserve: Option<KServeWatcher> = None;
     let mut kube_error_logged = false;
     let region = control.region.clone();
     loop {
@@ -270,12 +298,14 @@ async fn collect_forever(file: ConfigFile, control: Arc<Control>) {
             .models
             .iter()
             .any(|m| m.versions.iter().any(|v| v.discovery.is_some()))
-            || Scaler::wanted(&snap);
+            || Scaler::wanted(&snap)
+            || snap.config.control.kserve.is_some();
         if wants_kube && discoverer.is_none() {
             let access = snap.config.control.kubernetes.clone().unwrap_or_default();
             match crate::discovery::client(&access, &snap.base_dir).await {
                 Ok(client) => {
                     control.scaler.set_client(client.clone());
+                    kube = Some(client.clone());
                     discoverer = Some(Discoverer::new(client));
                 }
                 Err(e) if !kube_error_logged => {
@@ -285,9 +315,21 @@ async fn collect_forever(file: ConfigFile, control: Arc<Control>) {
                 Err(_) => {}
             }
         }
+        // KServe InferenceServices join the config's models (discovery follows their revisions).
+        let (found, found_snap) = match (&snap.config.control.kserve, &kube) {
+            (Some(k), Some(client)) => {
+                if !kserve.as_ref().is_some_and(|w| w.watches(&k.namespaces)) {
+                    kserve = Some(KServeWatcher::new(client, &k.namespaces));
+                }
+                let derived = kserve.as_ref().map(|w| w.derived(k)).unwrap_or_default();
+                with_derived(&snap, derived)
+            }
+            _ => (Vec::new(), snap.clone()),
+        };
+        *control.models.lock() = found;
         if let Some(d) = discoverer.as_mut() {
-            d.follow(&snap);
-            targets.extend(d.targets(&snap, &region));
+            d.follow(&found_snap);
+            targets.extend(d.targets(&found_snap, &region));
         }
         let round = collector.round(&targets, t.source, t.timeout.get(), &scoring).await;
         let metrics = &control.metrics;

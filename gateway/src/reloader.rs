@@ -162,7 +162,9 @@ impl Reloader {
     pub fn apply_feed(&self, state: FeedState) {
         let state = Arc::new(state);
         let prev = self.feed.record(state.clone(), self.routing.clock.now());
-        if !prev.is_some_and(|p| p.same_membership(&state) && p.canaries == state.canaries) {
+        let same =
+            |p: &FeedState| p.same_membership(&state) && p.canaries == state.canaries && p.models == state.models;
+        if !prev.is_some_and(|p| same(&p)) {
             let _one = self.one_at_a_time.lock();
             match self.build(self.loaded.load_full()) {
                 Ok(routes) => {
@@ -190,10 +192,15 @@ impl Reloader {
     fn build(&self, snap: Arc<Snapshot>) -> Result<Routes, BuildError> {
         let current = self.routing.routes.load_full();
         let feed = self.feed.current();
-        // Canary plans run by control move their rules' weights: compile the config so rewritten.
-        let snap = match feed.as_deref().filter(|f| !f.canaries.is_empty()) {
+        // Models control discovered join the config's, and canary plans run by control move their
+        // rules' weights: compile the config so rewritten.
+        let snap = match feed
+            .as_deref()
+            .filter(|f| !f.canaries.is_empty() || !f.models.is_empty())
+        {
             Some(f) => {
                 let mut config = snap.config.clone();
+                meridian_config::feed::apply_models(&mut config, &f.models);
                 meridian_config::feed::apply_canaries(&mut config, &f.canaries);
                 Arc::new(Snapshot::compile(meridian_config::Loaded {
                     config,

@@ -360,8 +360,7 @@ models:
                 feed_ep("k1", "127.0.0.1:11", "r-b"),
                 feed_ep("lost", "127.0.0.1:12", "no-such-zone"),
             ],
-            capacity: Default::default(),
-            canaries: Vec::new(),
+            ..FeedState::default()
         };
         let (registry, metrics) = (Registry::default(), Metrics::default());
         let builder = Builder {

@@ -1,5 +1,5 @@
-//! A tiny Kubernetes API server for the tests (there is no cluster here): Nodes, EndpointSlices and
-//! Pods of namespace `ml` with resourceVersions, list and chunked watch streams, 410 Gone on
+//! A tiny Kubernetes API server for the tests (there is no cluster here): Nodes, EndpointSlices,
+//! Pods and KServe InferenceServices of namespace `ml` with resourceVersions, list and chunked watch streams, 410 Gone on
 //! demand; and the scale subresource of Deployments, whose PATCHes it records. kube-rs talks to it
 //! as to a real API server.
 
@@ -44,6 +44,16 @@ pub fn slice_endpoint(ip: &str, pod: &str, node: &str, zone: &str, ready: bool) 
            "nodeName": node, "zone": zone, "targetRef": {"kind": "Pod", "name": pod, "namespace": "ml"}})
 }
 
+/// A pod `name` at `ip` on `node` with `labels`.
+pub fn pod(name: &str, ip: &str, node: &str, labels: Value, ready: bool) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ml", "uid": format!("uid-{name}"), "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "kserve-container", "image": "kserve/sklearnserver"}]},
+        "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+    })
+}
+
 /// A kubeconfig for a fake API server at `server` (e.g. `http://127.106.0.9:6443`).
 pub fn kubeconfig(server: &str) -> String {
     format!(
@@ -58,7 +68,7 @@ current-context: fake
 }
 
 /// The API kinds served, by the collection path kube asks for.
-const KINDS: [(&str, &str, &str); 3] = [
+const KINDS: [(&str, &str, &str); 4] = [
     ("nodes", "/api/v1/nodes", "NodeList"),
     (
         "slices",
@@ -66,6 +76,11 @@ const KINDS: [(&str, &str, &str); 3] = [
         "EndpointSliceList",
     ),
     ("pods", "/api/v1/namespaces/ml/pods", "PodList"),
+    (
+        "isvcs",
+        "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices",
+        "InferenceServiceList",
+    ),
 ];
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -165,7 +180,11 @@ impl FakeApi {
             .get(kind)
             .map(|m| m.values().filter(|o| selector.matches(o)).cloned().collect())
             .unwrap_or_default();
-        let api = if kind == "slices" { "discovery.k8s.io/v1" } else { "v1" };
+        let api = match kind {
+            "slices" => "discovery.k8s.io/v1",
+            "isvcs" => "serving.kserve.io/v1beta1",
+            _ => "v1",
+        };
         json!({
             "apiVersion": api, "kind": list_kind,
             "metadata": {"resourceVersion": self.rv.load(Ordering::SeqCst).to_string()},

@@ -144,6 +144,18 @@ impl World {
         address
     }
 
+    /// Gives region `name` a control loop that alone judges endpoints (the gateway's own health
+    /// checks off) and reads Kubernetes through `kubeconfig.yaml` beside the config (see
+    /// `kube::kubeconfig`); returns its address.
+    pub fn kube_control(&mut self, name: &str) -> String {
+        self.config.gateway.health_check.enabled = false;
+        self.config.control.kubernetes = Some(meridian_config::schema::KubeAccess {
+            kubeconfig: Some("kubeconfig.yaml".into()),
+            context: None,
+        });
+        self.control(name)
+    }
+
     /// Requires `token` from non-loopback admin clients of region `name`'s gateway.
     pub fn admin_token(&mut self, name: &str, token: &str) {
         self.gateway_of(name).admin.token = Some(Secret(token.into()));

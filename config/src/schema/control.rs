@@ -20,6 +20,37 @@ pub struct Control {
     /// File that keeps canary progress across control restarts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_file: Option<PathBuf>,
+    /// KServe InferenceServices to serve as models (each one a model named like it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kserve: Option<KServe>,
+}
+
+/// Models from KServe InferenceServices (`serving.kserve.io/v1beta1`): each InferenceService is a
+/// model named like it; each predictor revision with traffic a version (named like the revision),
+/// its endpoints the revision's pods; a canary (`canaryTrafficPercent`) a sticky split between the
+/// last rolled-out revision and the latest ready one. A model of the same name in `models` wins.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KServe {
+    /// Namespaces whose InferenceServices are served.
+    pub namespaces: Vec<String>,
+    /// REST port of the predictor pods (KServe's container port).
+    #[serde(default = "default_kserve_port")]
+    pub port: u16,
+    /// gRPC port of the predictor pods, when they serve one (KServe's 8081).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_port: Option<u16>,
+    /// Header whose value keeps a client on one side of a canary split.
+    #[serde(default = "default_sticky_header")]
+    pub sticky_header: String,
+}
+
+fn default_kserve_port() -> u16 {
+    8080
+}
+
+fn default_sticky_header() -> String {
+    "x-user-id".into()
 }
 
 /// Kubernetes API access.

@@ -25,7 +25,20 @@ pub(crate) fn validate(config: &Config, base_dir: &Path) -> Vec<(String, String)
     dns::check(&mut cx);
     canary::check(&mut cx);
     observability(&mut cx);
+    kserve(&mut cx);
     cx.errors
+}
+
+fn kserve(cx: &mut Ctx<'_>) {
+    let Some(k) = &cx.cfg.control.kserve else {
+        return;
+    };
+    if k.namespaces.is_empty() {
+        cx.err("control.kserve.namespaces", "name at least one namespace to watch");
+    }
+    for (i, ns) in k.namespaces.iter().enumerate() {
+        cx.name(format!("control.kserve.namespaces[{i}]"), "namespace", ns);
+    }
 }
 
 fn observability(cx: &mut Ctx<'_>) {
