@@ -80,6 +80,14 @@ fn a_version_at_zero_is_woken_not_failed_and_scales_with_its_load() {
     wait_until("three requests held", Duration::from_secs(20), || {
         metric_sum(&scrape(&admin), "meridian_activation_held", &["model_name=\"llm\""]) == 3.0
     });
+    let signals = scrape(&admin);
+    for family in ["meridian_version_concurrency", "meridian_model_concurrency"] {
+        assert_eq!(
+            metric_sum(&signals, family, &["model_name=\"llm\""]),
+            3.0,
+            "{family}: held requests are demand"
+        );
+    }
     wait_until("control scales llm-v1 up", Duration::from_secs(20), || {
         !patches_of(&api, "llm-v1").is_empty()
     });

@@ -34,6 +34,7 @@ struct Gauges {
     level_share: GaugeVec,
     queue_waiting: GaugeVec,
     version_concurrency: GaugeVec,
+    model_concurrency: GaugeVec,
     retries_in_flight: Gauge,
 }
 
@@ -113,6 +114,12 @@ impl Gauges {
                 "Requests in flight to the version's endpoints plus those held for it (the autoscaling signal: Knative KPA's concurrency)",
                 &["model_name", "model_version"],
             ),
+            model_concurrency: gauge(
+                m,
+                "meridian_model_concurrency",
+                "Requests in flight to the model's endpoints plus those held for it, over its versions",
+                &["model_name"],
+            ),
             retries_in_flight,
         }
     }
@@ -163,6 +170,7 @@ impl Exposition {
             &g.level_share,
             &g.queue_waiting,
             &g.version_concurrency,
+            &g.model_concurrency,
         ] {
             family.reset();
         }
@@ -180,6 +188,9 @@ impl Exposition {
             g.version_concurrency
                 .with_label_values(&[&entry.name, version])
                 .set(f64::from(in_flight + held));
+            g.model_concurrency
+                .with_label_values(&[&entry.name])
+                .add(f64::from(in_flight + held));
             let loads = cluster.level_loads(epoch);
             for (li, level) in cluster.levels.iter().enumerate() {
                 let loc = level.kind.label();
