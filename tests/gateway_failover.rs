@@ -168,32 +168,27 @@ fn tally_any(c: &reqwest::blocking::Client, public: &str, n: usize) -> HashMap<S
 }
 
 #[test]
-fn a_backend_killed_under_load_costs_almost_nothing() {
+fn a_backend_killed_under_load_loses_nothing() {
+    // 16 closed-loop connections over two backends; one is killed mid-run. Every request that got
+    // no response byte is replayed at the other one: none fails.
     let dir = scratch("kill");
     let mut w = World::new(32);
     let gw = w.gateway("r", &["r-a"]);
     let hc = &mut w.config.gateway.health_check;
     (hc.interval, hc.timeout) = (ms(200), ms(500));
-    let [k1, k2, k3] = ["k1", "k2", "k3"].map(|id| w.backend("m", "v1", id, "r", "r-a"));
+    let [k1, k2] = ["k1", "k2"].map(|id| w.backend("m", "v1", id, "r", "r-a"));
     let cfg = w.write(&dir);
     let mut victim = sim(&k1, "k1", "m", "v1", &["--latency", "3ms"]);
-    let _others = [
-        sim(&k2, "k2", "m", "v1", &["--latency", "3ms"]),
-        sim(&k3, "k3", "m", "v1", &["--latency", "3ms"]),
-    ];
+    let _other = sim(&k2, "k2", "m", "v1", &["--latency", "3ms"]);
     let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", None, admin, public);
-    let load = Load::start(public, "/v2/models/m/infer", 6);
-    load.wait_for_more(1000, "load flowing");
+    let load = Load::start(public, "/v2/models/m/infer", 16);
+    load.wait_for_more(2000, "load flowing");
     victim.kill();
-    load.wait_for_more(3000, "more load after the kill");
+    load.wait_for_more(4000, "more load after the kill");
     let (ok, failed) = load.stop();
-    let total = ok + failed;
-    println!(
-        "kill under load: {failed} failed of {total} ({:.4}%)",
-        failed as f64 * 100.0 / total as f64
-    );
-    assert!(failed * 1000 < total, "{failed} of {total} failed; must be < 0.1%");
+    println!("kill under load: {failed} failed of {}", ok + failed);
+    assert_eq!(failed, 0, "{failed} of {} failed", ok + failed);
     wait_until("the dead backend is marked unhealthy", Duration::from_secs(10), || {
         endpoint(admin, "k1")["healthy"] == false
     });

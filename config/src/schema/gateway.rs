@@ -303,9 +303,12 @@ pub struct Retries {
     pub attempts: u32,
     /// Conditions that allow a retry.
     pub on: Vec<RetryOn>,
-    /// Retries in flight may be at most this percent of active requests...
+    /// Retries in flight may be at most this percent of active requests (Envoy's retry budget),
+    /// or, beyond that, draw on a balance each request adds this percent of a retry to (capped at
+    /// this percent of 1,000 requests; Finagle's budget): a burst of failures after a healthy spell
+    /// is retried whole, a fleet failing throughout sees at most this percent more requests...
     pub budget_percent: f64,
-    /// ...but at least this many retries may always be in flight.
+    /// ...and at least this many retries may always be in flight.
     pub min_concurrent: u32,
     /// Request bodies up to this size are held whole, so a retry can resend them (a model with LLM
     /// routing holds up to its `llm.max_prompt`, when larger); larger bodies stream and are never

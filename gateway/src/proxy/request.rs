@@ -113,7 +113,8 @@ impl Proxy {
         };
         let replay = entry.policy.retries.buffer_body.bytes() as usize;
         let shadow = routed.shadow.map(|v| ShadowCopy::new(v, replay));
-        ctx.flight = Some(Flight::new(routed, shadow, slot, self.budget.request()));
+        let active = self.budget.request(entry.policy.retries.budget_percent);
+        ctx.flight = Some(Flight::new(routed, shadow, slot, active));
         Ok(Some(routed))
     }
 
