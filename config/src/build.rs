@@ -36,10 +36,7 @@ pub fn listener(name: &str, address: SocketAddr) -> Listener {
 pub fn gateway(public: SocketAddr, admin: SocketAddr) -> RegionGateway {
     RegionGateway {
         listeners: vec![listener("public", public)],
-        admin: Admin {
-            address: admin,
-            token: None,
-        },
+        admin: Admin::at(admin),
         public_addresses: Vec::new(),
         health_url: None,
         shutdown_grace: Duration::secs(30),
@@ -131,10 +128,7 @@ pub fn dns(listen: SocketAddr, admin: SocketAddr, zone: &str, ns_ip: &str) -> Dn
     let ns = format!("ns1.{zone}");
     Dns {
         listen: vec![listen],
-        admin: Admin {
-            address: admin,
-            token: None,
-        },
+        admin: Admin::at(admin),
         zones: vec![Zone {
             name: zone.into(),
             ttl: Duration::secs(300),

@@ -224,19 +224,21 @@ async fn authorize(
     next: axum::middleware::Next,
 ) -> Response {
     // Reads (the feed, the canary list) are open like the feed itself; changes need the token.
-    let ok = req.method() == axum::http::Method::GET || {
-        let snap = c.snap();
-        let token = snap.config.regions[c.region_index]
-            .gateway
-            .as_ref()
-            .and_then(|g| g.admin.token.as_ref().map(|t| t.expose()));
-        meridian_config::admin_auth::permits(peer.ip(), &req, token)
-    };
-    if ok {
+    if req.method() == axum::http::Method::GET {
         return next.run(req).await;
     }
-    let body = Json(json!({ "error": meridian_config::admin_auth::REFUSAL }));
-    (StatusCode::UNAUTHORIZED, body).into_response()
+    let checked = {
+        let snap = c.snap();
+        let admin = snap.config.regions[c.region_index].gateway.as_ref().map(|g| &g.admin);
+        meridian_config::admin_auth::check(peer.ip(), &req, admin)
+    };
+    match checked {
+        Ok(()) => next.run(req).await,
+        Err(r) => {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
+            (status, Json(json!({ "error": r.message }))).into_response()
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

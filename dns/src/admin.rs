@@ -42,21 +42,17 @@ async fn authorize(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let ok = {
+    let checked = {
         let zones = state.zones.load();
-        let token = zones
-            .snap
-            .config
-            .dns
-            .as_ref()
-            .and_then(|d| d.admin.token.as_ref().map(|t| t.expose()));
-        meridian_config::admin_auth::permits(peer.ip(), &req, token)
+        meridian_config::admin_auth::check(peer.ip(), &req, zones.snap.config.dns.as_ref().map(|d| &d.admin))
     };
-    if ok {
-        return next.run(req).await;
+    match checked {
+        Ok(()) => next.run(req).await,
+        Err(r) => {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
+            (status, Json(json!({ "error": r.message }))).into_response()
+        }
     }
-    let body = Json(json!({ "error": meridian_config::admin_auth::REFUSAL }));
-    (StatusCode::UNAUTHORIZED, body).into_response()
 }
 
 fn region_view(state: &DnsState) -> Vec<(String, bool, String)> {

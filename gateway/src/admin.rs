@@ -91,17 +91,16 @@ async fn authorize(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    let ok = {
+    let checked = {
         let routes = api.routing.routes.load();
-        let token = routes
-            .gateway_spec()
-            .and_then(|g| g.admin.token.as_ref().map(|t| t.expose()));
-        admin_auth::permits(peer.ip(), &req, token)
+        admin_auth::check(peer.ip(), &req, routes.gateway_spec().map(|g| &g.admin))
     };
-    if ok {
-        next.run(req).await
-    } else {
-        error(StatusCode::UNAUTHORIZED, admin_auth::REFUSAL)
+    match checked {
+        Ok(()) => next.run(req).await,
+        Err(r) => error(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
+            &r.message,
+        ),
     }
 }
 
@@ -248,8 +247,12 @@ mod tests {
     }
 
     async fn status(gw: &Gateway, peer: &str, auth: Option<&str>) -> StatusCode {
+        status_for(gw, peer, auth, "127.0.0.1:9901").await
+    }
+
+    async fn status_for(gw: &Gateway, peer: &str, auth: Option<&str>, host: &str) -> StatusCode {
         let app = super::router(Arc::new(gw.admin())).layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()));
-        let mut req = Request::get("/config");
+        let mut req = Request::get("/config").header("host", host);
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
@@ -277,6 +280,15 @@ mod tests {
         assert_eq!(
             status(&gw, "10.1.2.3:5000", Some("Bearer s3cret")).await,
             StatusCode::OK
+        );
+        // DNS rebinding: a page whose name now resolves to loopback is refused, token or not.
+        assert_eq!(
+            status_for(&gw, "127.0.0.1:5000", None, "evil.example:9901").await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status_for(&gw, "10.1.2.3:5000", Some("Bearer s3cret"), "evil.example").await,
+            StatusCode::FORBIDDEN
         );
     }
 }

@@ -37,10 +37,7 @@ pub struct Dns {
 }
 
 fn default_dns_admin() -> Admin {
-    Admin {
-        address: SocketAddr::from(([127, 0, 0, 1], 9953)),
-        token: None,
-    }
+    Admin::at(SocketAddr::from(([127, 0, 0, 1], 9953)))
 }
 
 fn default_udp_payload() -> u16 {

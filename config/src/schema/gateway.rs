@@ -102,6 +102,22 @@ pub struct Admin {
     /// Bearer token required from non-loopback clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
+    /// Host names it answers to besides IP addresses and `localhost` (an ingress name, a
+    /// Service's DNS name): any other `Host` is refused, so a web page cannot reach it through
+    /// DNS rebinding from the operator's browser.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+impl Admin {
+    /// Listening on `address` with no token and no host names.
+    pub fn at(address: SocketAddr) -> Admin {
+        Admin {
+            address,
+            token: None,
+            hosts: Vec::new(),
+        }
+    }
 }
 
 fn default_admin_address() -> SocketAddr {
@@ -110,10 +126,7 @@ fn default_admin_address() -> SocketAddr {
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin {
-            address: default_admin_address(),
-            token: None,
-        }
+        Admin::at(default_admin_address())
     }
 }
 

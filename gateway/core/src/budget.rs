@@ -51,9 +51,9 @@ impl RetryBudget {
         self.active.fetch_add(1, Ordering::Relaxed);
         let deposit = (percent.clamp(0.0, 100.0) * 10.0) as u64;
         let cap = deposit * WINDOW;
-        let _ = self
-            .balance
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| (b < cap).then(|| (b + deposit).min(cap)));
+        let _ = self.balance.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+            (b < cap).then(|| (b + deposit).min(cap))
+        });
         Active(self.clone())
     }
 
@@ -121,6 +121,9 @@ mod tests {
             let _r = b.request(20.0);
             retried += usize::from(b.try_retry(20.0, 0).is_some());
         }
-        assert!((1900..=2100).contains(&retried), "{retried} retries for 10,000 failed requests");
+        assert!(
+            (1900..=2100).contains(&retried),
+            "{retried} retries for 10,000 failed requests"
+        );
     }
 }
