@@ -147,6 +147,7 @@ pub fn dns(listen: SocketAddr, admin: SocketAddr, zone: &str, ns_ip: &str) -> Dn
         cidr_map: Vec::new(),
         probe: Default::default(),
         max_udp_payload: 1232,
+        rrl: Default::default(),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod probe;
 pub mod reconcile;
 pub mod reply;
+pub mod rrl;
 pub mod server;
 pub mod state;
 pub mod udp;

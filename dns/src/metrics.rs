@@ -14,6 +14,8 @@ pub struct DnsMetrics {
     pub answers: IntCounterVec,
     /// `meridian_dns_config_reloads_total{result}`.
     pub reloads: IntCounterVec,
+    /// `meridian_dns_rrl_limited_total{action}`: UDP responses limited, dropped or slipped.
+    pub rrl: IntCounterVec,
     region_healthy: GaugeVec,
     feed_staleness: GaugeVec,
 }
@@ -47,6 +49,11 @@ impl DnsMetrics {
             "meridian_dns_config_reloads_total",
             "DNS config reloads, by result",
             &["result"],
+        );
+        let rrl = c(
+            "meridian_dns_rrl_limited_total",
+            "UDP responses over the response-rate limit, by action (dropped, slipped: sent truncated)",
+            &["action"],
         );
         let region_healthy = GaugeVec::new(
             Opts::new("meridian_dns_region_healthy", "1 when the region may answer GSLB names"),
@@ -83,6 +90,7 @@ impl DnsMetrics {
             table,
             answers,
             reloads,
+            rrl,
             region_healthy,
             feed_staleness,
         }

@@ -15,6 +15,7 @@ use std::os::fd::AsRawFd;
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 
 use crate::reply::reply;
+use crate::rrl::{slipped, Verdict};
 use crate::state::DnsState;
 use meridian_config::schema::GslbPolicy;
 
@@ -73,10 +74,27 @@ pub fn serve(socket: &std::net::UdpSocket, state: &DnsState) {
             }
         }
         replies.clear();
+        let zones = state.zones.load();
+        let now = state.clock.now();
         for (i, (n, src)) in received.iter().enumerate() {
             let Some(src) = *src else { continue };
-            if let Some(out) = respond(state, &bufs[i][..(*n).min(MAX_QUERY)], src, Some(&mut cache)) {
-                replies.push((out, src));
+            let query = &bufs[i][..(*n).min(MAX_QUERY)];
+            let Some(out) = respond(state, query, src, Some(&mut cache)) else {
+                continue;
+            };
+            match zones
+                .rrl
+                .as_ref()
+                .map_or(Verdict::Send, |r| r.judge(src.ip(), query, &out, now))
+            {
+                Verdict::Send => replies.push((out, src)),
+                Verdict::Slip => {
+                    state.metrics.rrl.with_label_values(&["slipped"]).inc();
+                    if let Some(tc) = slipped(query, &out) {
+                        replies.push((tc, src));
+                    }
+                }
+                Verdict::Drop => state.metrics.rrl.with_label_values(&["dropped"]).inc(),
             }
         }
         let mut sent = 0;

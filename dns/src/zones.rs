@@ -29,6 +29,8 @@ pub struct ZoneSet {
     pub cidrs: CidrMap,
     /// Largest UDP payload we send.
     pub max_udp_payload: u16,
+    /// Response-rate limiting of UDP answers (its buckets start over with each zone set).
+    pub rrl: Option<crate::rrl::Rrl>,
 }
 
 /// What a GSLB answer needs of a region.
@@ -268,12 +270,14 @@ impl ZoneSet {
         }
         zones.sort_by_key(|z| std::cmp::Reverse(z.apex.num_labels()));
         let max_udp_payload = dns.max_udp_payload;
+        let rrl = crate::rrl::Rrl::new(&dns.rrl);
         Ok(ZoneSet {
             snap,
             zones,
             regions,
             cidrs,
             max_udp_payload,
+            rrl,
         })
     }
 

@@ -34,6 +34,45 @@ pub struct Dns {
     /// Largest UDP answer when the client's EDNS buffer is larger (RFC 9715 suggests 1232).
     #[serde(default = "default_udp_payload")]
     pub max_udp_payload: u16,
+    /// Response-rate limiting of UDP answers, so the server cannot be used as a reflector.
+    #[serde(default)]
+    pub rrl: ResponseRateLimit,
+}
+
+/// Response-rate limiting with NSD's and Knot's semantics: a token bucket per client prefix and
+/// answer (name, type, response code), refilled at `responses_per_second`; a response past it is
+/// dropped, except every `slip`-th, which goes out truncated (TC) so a real resolver retries over
+/// TCP, which is never limited.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseRateLimit {
+    /// Limiting on (the default).
+    pub enabled: bool,
+    /// Responses a second per client prefix and answer (NSD's default, 200).
+    pub responses_per_second: u32,
+    /// Every this-many limited responses one goes out truncated; 0 drops them all, 1 truncates all.
+    pub slip: u32,
+    /// Prefix length that groups IPv4 clients.
+    pub ipv4_prefix: u8,
+    /// Prefix length that groups IPv6 clients.
+    pub ipv6_prefix: u8,
+    /// Clients never limited (monitoring, your own resolvers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub whitelist: Vec<IpNet>,
+}
+
+impl Default for ResponseRateLimit {
+    fn default() -> Self {
+        ResponseRateLimit {
+            enabled: true,
+            responses_per_second: 200,
+            slip: 2,
+            ipv4_prefix: 24,
+            ipv6_prefix: 56,
+            whitelist: Vec::new(),
+        }
+    }
 }
 
 fn default_dns_admin() -> Admin {

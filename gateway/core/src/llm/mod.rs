@@ -8,6 +8,6 @@
 
 pub mod blocks;
 pub mod index;
-pub mod limit;
+pub use meridian_ratelimit as limit;
 pub mod state;
 pub mod usage;

@@ -1,10 +1,11 @@
-//! Per-tenant token-rate limits of a model: a token bucket per tenant (a header's value or the API
-//! key, hashed), refilled at `tokens_per_minute` up to `burst`, charged with a response's tokens
-//! after it ended (they are only known then, as in Envoy AI Gateway). A request is admitted while
-//! its tenant's bucket is above zero; one response may take it below, and the tenant then waits
-//! (429, Retry-After) until it refills above zero.
+//! Keyed token buckets: a bucket per key, refilled at a rate up to a burst. Two users: per-tenant
+//! token-rate limits of LLM routes (a tenant is a header's value or the API key, hashed; a
+//! response's tokens are charged after it ended, as in Envoy AI Gateway: a request is admitted while
+//! its tenant's bucket is above zero, one response may take it below, and the tenant then waits,
+//! 429 with Retry-After, until it refills), and DNS response-rate limiting (a key per client prefix
+//! and answer, one token a response: [`TokenLimits::take`]).
 //!
-//! Tenants are many and not known ahead: buckets live in 16 shards of a small map each, behind a
+//! Keys are many and not known ahead: buckets live in 16 shards of a small map each, behind a
 //! lock held for a few instructions (never across I/O); a shard past its size forgets its full
 //! buckets (a full bucket is the same as a new one), then its least recently used half.
 
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 
 use parking_lot::Mutex;
 
-use crate::clock::Nanos;
+use meridian_clock::Nanos;
 
 const SHARDS: usize = 16;
 /// Tenants remembered per shard.
@@ -95,6 +96,17 @@ impl TokenLimits {
     pub fn charge(&self, tenant: u64, tokens: u64, now: Nanos) {
         self.with(tenant, now, |b| b.level -= tokens as f64);
     }
+
+    /// Takes one token from `key`'s bucket if it has a whole one; false when it is empty.
+    pub fn take(&self, key: u64, now: Nanos) -> bool {
+        self.with(key, now, |b| {
+            let ok = b.level >= 1.0;
+            if ok {
+                b.level -= 1.0;
+            }
+            ok
+        })
+    }
 }
 
 /// The bucket key of a tenant's id (a header value or an API key): a hash, so keys are not kept.
@@ -123,6 +135,15 @@ mod tests {
         assert_eq!(l.admit(b, 3600 * S), Ok(()));
         l.charge(b, 1, 3600 * S);
         assert!(l.admit(b, 3600 * S).is_err());
+    }
+
+    #[test]
+    fn take_spends_whole_tokens_and_refills() {
+        let l = TokenLimits::new(600, 5); // 10 a second, at most 5
+        let k = tenant_key(b"10.0.0.0/24 example.com A");
+        assert_eq!((0..8).filter(|_| l.take(k, 0)).count(), 5);
+        assert!(!l.take(k, S / 20), "half a token after 50 ms");
+        assert!(l.take(k, S / 10 + S / 20));
     }
 
     #[test]
