@@ -44,11 +44,19 @@ pub fn peek(prefix: &[u8]) -> Peek {
     match result {
         Ok(Some(m)) => Peek::Model(m, None),
         Ok(None) => Peek::Invalid("the request body has no `model` field".into()),
-        Err(e) if e.is_eof() => Peek::NeedMore,
+        Err(e) if e.is_eof() || at_end(prefix, &e) => Peek::NeedMore,
         Err(e) => Peek::Invalid(format!(
             "the request body is not a JSON object with a string `model`: {e}"
         )),
     }
+}
+
+/// Whether a parse error stands at the last byte of `prefix`: a token cut there (a `-` that a
+/// number's digits would follow) is incomplete, not wrong, and more bytes decide.
+fn at_end(prefix: &[u8], e: &serde_json::Error) -> bool {
+    let line = prefix.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = prefix.len() - prefix.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    e.line() == line && e.column() >= column
 }
 
 #[cfg(test)]
