@@ -59,8 +59,20 @@ impl Health {
     }
 }
 
-/// Answers `name`/`qtype` given the regions' health.
+/// Answers `name`/`qtype` given the regions' health. ANY gets one RRset, the first the name has
+/// (RFC 8482's minimal answer: a full ANY answer is what reflection attacks ask for).
 pub fn answer(zs: &ZoneSet, name: &LowerName, qtype: RecordType, health: &Health, client: &Client) -> Answer {
+    let mut out = every_rrset(zs, name, qtype, health, client);
+    if qtype == RecordType::ANY {
+        if let Some(first) = out.answers.first().map(Record::record_type) {
+            out.answers.retain(|r| r.record_type() == first);
+        }
+    }
+    out
+}
+
+/// Every RRset of `name` that answers `qtype` (all of them for ANY).
+fn every_rrset(zs: &ZoneSet, name: &LowerName, qtype: RecordType, health: &Health, client: &Client) -> Answer {
     let Some(zone) = zs.zone_of(name) else {
         return Answer {
             rcode: ResponseCode::Refused,
@@ -119,7 +131,7 @@ pub fn answer(zs: &ZoneSet, name: &LowerName, qtype: RecordType, health: &Health
             // A CNAME answers every type; follow it once when the target is ours.
             out.answers.extend(cname.iter().cloned());
             if let Some(RData::CNAME(target)) = cname.first().map(|r| &r.data) {
-                let inner = answer(zs, &LowerName::new(&target.0), qtype, health, client);
+                let inner = every_rrset(zs, &LowerName::new(&target.0), qtype, health, client);
                 if inner.rcode == ResponseCode::NoError {
                     out.answers.extend(inner.answers);
                     out.scope = inner.scope.or(out.scope);
@@ -209,6 +221,20 @@ dns:
             other => panic!("{other:?}"),
         }
         assert_eq!(q(&z, "meridian.test.", RecordType::NS, &[true, true]).answers.len(), 1);
+    }
+
+    #[test]
+    fn any_gets_one_rrset() {
+        let z = zs();
+        // The apex has SOA and NS: one of them. The GSLB name has A and AAAA: one of them.
+        for name in ["meridian.test.", "api.meridian.test."] {
+            let a = q(&z, name, RecordType::ANY, &[true, true]);
+            assert!(!a.answers.is_empty(), "{name}");
+            let first = a.answers[0].record_type();
+            assert!(a.answers.iter().all(|r| r.record_type() == first), "{name}: {:?}", a.answers);
+        }
+        let gslb = q(&z, "api.meridian.test.", RecordType::ANY, &[true, true]);
+        assert_eq!(gslb.answers.len(), 1, "us's IPv4 address alone, not its IPv6 one too");
     }
 
     #[test]
