@@ -31,9 +31,10 @@ deps:
 
 # What the tests need beyond the build: promtool (prometheus) for the metrics lint, dig
 # (bind9-dnsutils) for the DNS tests, openssl s_client for the TLS version tests, python3-venv for
-# the tools from PyPI (kubernetes-validate checks deploy/multi-region's manifests).
+# the tools from PyPI (kubernetes-validate checks deploy/multi-region's manifests), nginx for the
+# mutation harness (the same mutated requests go to it and to the gateway).
 test-deps: deps
-	$(call apt_install,prometheus bind9-dnsutils openssl python3-venv)
+	$(call apt_install,prometheus bind9-dnsutils openssl python3-venv nginx)
 	@[ -x $(VENV)/bin/python3 ] || python3 -m venv $(VENV)
 	@$(VENV)/bin/python3 -c 'import kubernetes_validate' 2>/dev/null || \
 	  $(VENV)/bin/python3 -m pip install --quiet --disable-pip-version-check $(PY_TOOLS)

@@ -231,7 +231,11 @@ dns:
             let a = q(&z, name, RecordType::ANY, &[true, true]);
             assert!(!a.answers.is_empty(), "{name}");
             let first = a.answers[0].record_type();
-            assert!(a.answers.iter().all(|r| r.record_type() == first), "{name}: {:?}", a.answers);
+            assert!(
+                a.answers.iter().all(|r| r.record_type() == first),
+                "{name}: {:?}",
+                a.answers
+            );
         }
         let gslb = q(&z, "api.meridian.test.", RecordType::ANY, &[true, true]);
         assert_eq!(gslb.answers.len(), 1, "us's IPv4 address alone, not its IPv6 one too");

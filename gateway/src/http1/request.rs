@@ -36,7 +36,13 @@ pub enum Parsed {
     Partial,
     /// A request (or bytes) this path leaves to pingora.
     Other,
+    /// Not an HTTP request at all, or a malformed one (what httparse or the `http` types refuse):
+    /// 400 with the reason, and the connection closes.
+    Malformed(&'static str),
 }
+
+/// The HTTP/2 connection preface (prior knowledge h2c), which is pingora's to serve.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// Reads the request head at the start of `buf`, if it is whole.
 pub fn parse(buf: &[u8]) -> Parsed {
@@ -45,7 +51,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Other,
+        // More fields than this path reads, and the h2c preface, are pingora's.
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Other,
+        Err(_) if buf.starts_with(H2_PREFACE) => return Parsed::Other,
+        Err(e) => return Parsed::Malformed(malformed(e)),
     };
     if req.version != Some(1) {
         return Parsed::Other;
@@ -67,7 +76,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
         block.slice(at..at + s.len())
     };
     let Ok(uri) = Uri::from_maybe_shared(slice(path.as_bytes())) else {
-        return Parsed::Other;
+        return Parsed::Malformed("the request target is not a URI");
     };
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     let mut body = None;
@@ -77,12 +86,12 @@ pub fn parse(buf: &[u8]) -> Parsed {
             HeaderName::from_bytes(f.name.as_bytes()),
             HeaderValue::from_maybe_shared(slice(f.value)),
         ) else {
-            return Parsed::Other;
+            return Parsed::Malformed("a header field is malformed");
         };
         if name == http::header::CONTENT_LENGTH {
             body = match content_length(f.value, body) {
                 Some(n) => Some(n),
-                None => return Parsed::Other,
+                None => return Parsed::Malformed("Content-Length is not one number"),
             };
         } else if name == http::header::TRANSFER_ENCODING
             || name == http::header::EXPECT
@@ -106,6 +115,18 @@ pub fn parse(buf: &[u8]) -> Parsed {
         body: body.unwrap_or(0),
         close,
     }))
+}
+
+/// What a client is told of a head httparse refuses.
+fn malformed(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "a header field name is malformed",
+        httparse::Error::HeaderValue => "a header field value is malformed",
+        httparse::Error::NewLine => "a line does not end in CRLF",
+        httparse::Error::Status | httparse::Error::Token => "the request line is malformed",
+        httparse::Error::TooManyHeaders => "too many header fields", // (pingora's, above)
+        httparse::Error::Version => "the HTTP version is not 1.0 or 1.1",
+    }
 }
 
 #[cfg(test)]
@@ -153,14 +174,32 @@ mod tests {
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
             "GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
             "POST / HTTP/1.1\r\ncontent-type: application/grpc+proto\r\ncontent-length: 0\r\n\r\n",
-            "\x16\x03\x01garbage",
         ] {
             assert!(is_other(wire), "{wire:?}");
+        }
+        // Malformed: answered 400 here (with the reason), never handed on.
+        for (wire, why) in [
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                "Content-Length is not one number",
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                "Content-Length is not one number",
+            ),
+            (
+                "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+                "a header field name is malformed",
+            ),
+            ("\x16\x03\x01garbage\r\n\r\n", "the request line is malformed"),
+            ("GET / HTTP/1.7\r\n\r\n", "the HTTP version is not 1.0 or 1.1"),
+        ] {
+            match parse(wire.as_bytes()) {
+                Parsed::Malformed(got) => assert_eq!(got, why, "{wire:?}"),
+                other => panic!("{wire:?}: {other:?}"),
+            }
         }
         let many: String = (0..=MAX_HEADERS).map(|i| format!("h{i}: v\r\n")).collect();
         assert!(is_other(&format!("GET / HTTP/1.1\r\n{many}\r\n")));

@@ -96,6 +96,8 @@ enum Read {
     Head(Box<Head>),
     /// A request this path does not take.
     Other,
+    /// Bytes that are no well-formed request: 400 and close.
+    Malformed(&'static str),
     /// The client went away, idled out, or the gateway is stopping.
     Gone,
     /// The first header block did not arrive in time.
@@ -138,6 +140,11 @@ impl Http1 {
                 Read::Gone => return Served::Done,
                 Read::Late => {
                     let _ = c.write(late(limit).as_bytes()).await;
+                    return Served::Done;
+                }
+                Read::Malformed(why) => {
+                    let reply = Reply::error(400, format!("malformed request: {why}"));
+                    let _ = c.write(closing(&reply, "Bad Request").as_bytes()).await;
                     return Served::Done;
                 }
             };
@@ -241,6 +248,7 @@ async fn read_head<S: Future<Output = ()>>(c: &mut Connection, waits: &mut Waits
             match request::parse(&c.buf) {
                 Parsed::Head(h) => return Read::Head(h),
                 Parsed::Other => return Read::Other,
+                Parsed::Malformed(why) => return Read::Malformed(why),
                 Parsed::Partial if c.buf.len() > MAX_HEAD => return Read::Other,
                 Parsed::Partial => {}
             }
@@ -280,9 +288,16 @@ fn late(limit: Duration) -> String {
             humantime::format_duration(limit)
         ),
     );
+    closing(&reply, "Request Timeout")
+}
+
+/// `reply` as a whole HTTP/1.1 response that closes the connection (for a client the gateway
+/// stops reading from).
+fn closing(reply: &Reply, reason: &str) -> String {
     let body = reply.body();
     format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        reply.status,
         body.len()
     )
 }
