@@ -155,8 +155,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    // hickory-server logs every query at info: far too much for a DNS server's default.
-    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
+    let filter = EnvFilter::try_from_env("MERIDIAN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

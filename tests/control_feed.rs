@@ -80,7 +80,7 @@ fn gateway_and_dns_follow_the_control_state_feed() {
     );
     let (public, admin) = (p.r.public.as_str(), p.r.admin.as_str());
     let _gw = gateway(&cfg, "r", Some("r-a"), admin, public);
-    let _dns = start("dns", &["dns", "--config", cfg_s], &dir.join("dns.log"), "listening");
+    let _dns = dns_server(&cfg, &dir);
     let (dns, dns_admin) = (p.dns.listen.as_str(), p.dns.admin.as_str());
     let (r_ip, q_ip) = (p.r.ip.as_str(), p.q.ip.as_str());
 

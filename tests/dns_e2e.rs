@@ -136,12 +136,7 @@ fn authoritative_answers_gslb_failover_ecs_truncation_and_reload() {
     // The regions' gateway health endpoints: sim backends whose readiness the test switches.
     let _us = sim(&us_hc, "us-gw", "m", "v1", &[]);
     let _eu = sim(&eu_hc, "eu-gw", "m", "v1", &[]);
-    let _dns = start(
-        "dns",
-        &["dns", "--config", cfg.to_str().unwrap()],
-        &dir.join("dns.log"),
-        "listening",
-    );
+    let _dns = dns_server(&cfg, &dir);
     let c = client();
     wait_until("dns admin", Duration::from_secs(20), || {
         c.get(format!("http://{ADMIN}/healthz"))
@@ -332,12 +327,7 @@ fn every_policy_fail_open_closed_reports_source_placement_and_fuzz() {
     let (us_ip, eu_ip) = (us_gw.ip.as_str(), eu_gw.ip.as_str());
     let mut us = sim(&us_hc, "us-gw", "m", "v1", &[]);
     let _eu = sim(&eu_hc, "eu-gw", "m", "v1", &[]);
-    let mut dns = start(
-        "dns",
-        &["dns", "--config", cfg.to_str().unwrap()],
-        &dir.join("dns.log"),
-        "listening",
-    );
+    let mut dns = dns_server(&cfg, &dir);
     let c = client();
     wait_until("dns admin", Duration::from_secs(20), || {
         c.get(format!("http://{ADMIN2}/healthz"))

@@ -231,7 +231,7 @@ fn failover_drills_over_network_namespaces() {
         });
         regions.push(region);
     }
-    let _dns = start("dns", &["dns", "--config", &cfg_s], &dir.join("dns.log"), "listening");
+    let _dns = dns_server(&cfg, &dir);
     let dns = dns_at.listen.as_str();
     wait_until("DNS answers with us", Duration::from_secs(20), || {
         dig_a(dns, "api.meridian.test") == ["10.77.1.2"]

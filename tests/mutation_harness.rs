@@ -252,12 +252,7 @@ fn mutated_dns_packets_over_udp_and_tcp_leave_the_server_answering() {
     // Every mutated query should be judged on its bytes, not on the rate.
     w.dns_mut().rrl.enabled = false;
     let cfg = w.write(&dir);
-    let _dns = start(
-        "dns",
-        &["dns", "--config", cfg.to_str().unwrap()],
-        &dir.join("dns.log"),
-        "listening",
-    );
+    let _dns = dns_server(&cfg, &dir);
     let bases = dns_bases();
     let good = &bases[0];
     let udp = UdpSocket::bind("127.120.9.1:0").unwrap();

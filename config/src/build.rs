@@ -148,6 +148,7 @@ pub fn dns(listen: SocketAddr, admin: SocketAddr, zone: &str, ns_ip: &str) -> Dn
         probe: Default::default(),
         max_udp_payload: 1232,
         rrl: Default::default(),
+        tcp: Default::default(),
     }
 }
 

@@ -3,7 +3,8 @@
 //! The functional core — [`gslb`] (which regions answer a GSLB name), [`geo`] (client placement),
 //! [`zones`] (compiled zone data) and [`answer`] (one query to one answer: static records, GSLB names,
 //! NXDOMAIN vs NODATA, REFUSED) — is plain Rust without I/O and is tested for every policy and health
-//! combination. The shell adapts it to hickory-server ([`handler`], [`server`]) and runs region probes
+//! combination. The shell serves it over UDP ([`udp`]) and TCP ([`tcp`]), both through [`respond`]
+//! (hickory-proto parses and encodes), and runs region probes
 //! ([`probe`]), reloads ([`state`]) and the admin API ([`admin`]).
 
 pub mod admin;
@@ -11,14 +12,15 @@ pub mod answer;
 pub mod feed;
 pub mod geo;
 pub mod gslb;
-pub mod handler;
 pub mod metrics;
 pub mod probe;
 pub mod reconcile;
 pub mod reply;
+pub mod respond;
 pub mod rrl;
 pub mod server;
 pub mod state;
+pub mod tcp;
 pub mod udp;
 pub mod zones;
 

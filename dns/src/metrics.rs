@@ -16,6 +16,10 @@ pub struct DnsMetrics {
     pub reloads: IntCounterVec,
     /// `meridian_dns_rrl_limited_total{action}`: UDP responses limited, dropped or slipped.
     pub rrl: IntCounterVec,
+    /// `meridian_dns_tcp_refused_total{reason}`: TCP connections closed at accept (per_client, total).
+    pub tcp_refused: IntCounterVec,
+    /// `meridian_dns_tcp_connections`: TCP connections open now.
+    pub tcp_open: prometheus::IntGauge,
     region_healthy: GaugeVec,
     feed_staleness: GaugeVec,
 }
@@ -55,6 +59,16 @@ impl DnsMetrics {
             "UDP responses over the response-rate limit, by action (dropped, slipped: sent truncated)",
             &["action"],
         );
+        let tcp_refused = c(
+            "meridian_dns_tcp_refused_total",
+            "TCP connections closed at accept, by the cap they were over (per_client, total)",
+            &["reason"],
+        );
+        let tcp_open = prometheus::IntGauge::new("meridian_dns_tcp_connections", "DNS TCP connections open now")
+            .expect("static metric definition");
+        registry
+            .register(Box::new(tcp_open.clone()))
+            .expect("metric registered once");
         let region_healthy = GaugeVec::new(
             Opts::new("meridian_dns_region_healthy", "1 when the region may answer GSLB names"),
             &["region"],
@@ -91,6 +105,8 @@ impl DnsMetrics {
             answers,
             reloads,
             rrl,
+            tcp_refused,
+            tcp_open,
             region_healthy,
             feed_staleness,
         }

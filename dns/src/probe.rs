@@ -25,15 +25,7 @@ fn url_of(state: &DnsState, region: &str) -> Option<String> {
 
 async fn probe_region(state: Arc<DnsState>, region: String, health: Arc<RegionHealth>, client: reqwest::Client) {
     loop {
-        let p = state
-            .zones
-            .load()
-            .snap
-            .config
-            .dns
-            .as_ref()
-            .map(|d| d.probe.clone())
-            .unwrap_or_default();
+        let p = state.dns_setting(|d| d.probe.clone());
         let Some(url) = url_of(&state, &region) else { return };
         let outcome = match client.get(&url).timeout(p.timeout.get()).send().await {
             Ok(r) if r.status().is_success() => Ok(()),

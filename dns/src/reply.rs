@@ -1,5 +1,5 @@
-//! One question to one reply, for both transports: the hickory-server adapter (TCP, and UDP when
-//! the fast path is off) and the UDP fast path build their wire messages from the same [`Reply`].
+//! One question to one reply, for both transports: [`crate::respond`] builds the UDP and the TCP
+//! wire message from the same [`Reply`].
 //! Here: NOTIMP for non-queries, FORMERR without a question, the answer core's records, AA, the
 //! response EDNS sized for the client and us (RFC 9715), the ECS option echoed with the scope the
 //! decision used (RFC 7871), and the metrics.

@@ -5,11 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use hickory_server::Server;
-
-use crate::handler::Handler;
 use crate::state::DnsState;
+use anyhow::Context;
 
 /// Runs the DNS server until SIGTERM or SIGINT.
 pub fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
@@ -27,10 +24,10 @@ pub fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
             .dns
             .clone()
             .context("the config has no dns section")?;
-        let mut server = Server::new(Handler { state: state.clone() });
+        let mut listeners = Vec::new();
         let workers = threads.unwrap_or(2).max(1);
         for addr in &dns.listen {
-            // UDP: the fast path, one SO_REUSEPORT socket per worker. TCP: hickory-server.
+            // UDP: one SO_REUSEPORT socket per worker thread. TCP: a task per connection.
             for _ in 0..workers {
                 let udp = crate::udp::bind(*addr).with_context(|| format!("binding UDP {addr}"))?;
                 crate::udp::spawn_worker(udp, state.clone()).context("starting a UDP worker")?;
@@ -38,7 +35,7 @@ pub fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
             let tcp = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding TCP {addr}"))?;
-            server.register_listener(tcp, Duration::from_secs(10), 64);
+            listeners.push(tokio::spawn(crate::tcp::serve(tcp, state.clone())));
             println!("dns listening on {addr} (udp, tcp)");
         }
         println!("dns admin on {}", dns.admin.address);
@@ -54,10 +51,9 @@ pub fn run(config: &Path, threads: Option<usize>) -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        for t in tasks {
+        for t in tasks.into_iter().chain(listeners) {
             t.abort();
         }
-        let _ = server.shutdown_gracefully().await;
         Ok(())
     })
 }

@@ -95,6 +95,12 @@ fn clock_serial(clock: &dyn Clock) -> u32 {
 }
 
 impl DnsState {
+    /// One setting of the current `dns` section (its default before there is one), read afresh
+    /// so a reload applies to the next probe or connection.
+    pub fn dns_setting<T: Default>(&self, pick: impl FnOnce(&meridian_config::schema::Dns) -> T) -> T {
+        self.zones.load().snap.config.dns.as_ref().map(pick).unwrap_or_default()
+    }
+
     /// Loads the config and compiles the first zone set.
     pub fn start(path: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<DnsState> {
         let config = ConfigFile::new(path);

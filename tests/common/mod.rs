@@ -345,6 +345,12 @@ pub fn start(name: &str, args: &[&str], log: &Path, banner: &str) -> Proc {
 
 /// `dig +short` for an A record against a DNS server at `server` (`IP:PORT`).
 pub fn dig_a(server: &str, name: &str) -> Vec<String> {
+    dig(server, name, &[])
+}
+
+/// `dig +short` for `name A` at `server` (`IP:PORT`) with more options (`-b SOURCE`, `+tcp`):
+/// the answer lines.
+pub fn dig(server: &str, name: &str, more: &[&str]) -> Vec<String> {
     let (ip, port) = server.rsplit_once(':').unwrap();
     let out = Command::new("dig")
         .args([
@@ -357,6 +363,7 @@ pub fn dig_a(server: &str, name: &str) -> Vec<String> {
             "+time=2",
             "+tries=1",
         ])
+        .args(more)
         .output()
         .expect("dig (Debian package bind9-dnsutils)");
     String::from_utf8_lossy(&out.stdout)
@@ -364,6 +371,16 @@ pub fn dig_a(server: &str, name: &str) -> Vec<String> {
         .map(str::to_owned)
         .filter(|l| !l.is_empty() && !l.starts_with(';'))
         .collect()
+}
+
+/// Starts `meridian dns` on `config`, logging to `dns.log` in `dir`, once it is listening.
+pub fn dns_server(config: &Path, dir: &Path) -> Proc {
+    start(
+        "dns",
+        &["dns", "--config", config.to_str().unwrap()],
+        &dir.join("dns.log"),
+        "listening",
+    )
 }
 
 /// Asserts that `promtool check metrics` (Debian package prometheus) accepts an exposition.

@@ -37,6 +37,33 @@ pub struct Dns {
     /// Response-rate limiting of UDP answers, so the server cannot be used as a reflector.
     #[serde(default)]
     pub rrl: ResponseRateLimit,
+    /// Limits on DNS over TCP, which RRL never limits.
+    #[serde(default)]
+    pub tcp: TcpLimits,
+}
+
+/// Limits on DNS over TCP (Knot's `tcp-max-clients` and `tcp-idle-timeout`, NSD's
+/// `tcp-count` and `tcp-timeout`): connections over a cap are closed at accept, and a connection
+/// that sends no query for `idle_timeout` is closed, so no client can hold the server's sockets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpLimits {
+    /// Open connections from one client address at most.
+    pub max_per_client: u32,
+    /// Open connections at most, all clients together.
+    pub max_connections: u32,
+    /// A connection with no query (or a query not finished) for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_per_client: 16,
+            max_connections: 1024,
+            idle_timeout: Duration::secs(10),
+        }
+    }
 }
 
 /// Response-rate limiting with NSD's and Knot's semantics: a token bucket per client prefix and
