@@ -149,6 +149,7 @@ pub fn dns(listen: SocketAddr, admin: SocketAddr, zone: &str, ns_ip: &str) -> Dn
         max_udp_payload: 1232,
         rrl: Default::default(),
         tcp: Default::default(),
+        cookies: Default::default(),
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod answer;
+pub mod cookie;
 pub mod feed;
 pub mod geo;
 pub mod gslb;

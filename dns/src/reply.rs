@@ -2,7 +2,7 @@
 //! wire message from the same [`Reply`].
 //! Here: NOTIMP for non-queries, FORMERR without a question, the answer core's records, AA, the
 //! response EDNS sized for the client and us (RFC 9715), the ECS option echoed with the scope the
-//! decision used (RFC 7871), and the metrics.
+//! decision used (RFC 7871), the COOKIE option (RFC 7873, [`crate::cookie`]), and the metrics.
 
 use std::net::IpAddr;
 
@@ -11,6 +11,7 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{LowerName, RecordType};
 
 use crate::answer::{answer, Answer};
+use crate::cookie::{judge, Judged};
 use crate::gslb::Client;
 use crate::metrics::{protocol_index, qtype_index, rcode_index};
 use crate::state::DnsState;
@@ -24,6 +25,8 @@ pub struct Reply {
     pub answer: Answer,
     /// The response's EDNS, when the query had one.
     pub edns: Option<Edns>,
+    /// The query brought back a valid server cookie: its source address is proven.
+    pub verified: bool,
 }
 
 /// Builds the reply to a query with header `req`, question `question`, EDNS `req_edns`, from `src`.
@@ -37,6 +40,15 @@ pub fn reply(
     tcp: bool,
 ) -> Reply {
     let mut metadata = Metadata::response_from_request(req);
+    let cookie = zones
+        .cookies
+        .as_ref()
+        .and_then(|secret| match req_edns?.options().get(EdnsCode::Cookie)? {
+            EdnsOption::Unknown(_, data) => Some(judge(secret, data, src, state.clock.unix_secs())),
+            _ => None,
+        });
+    // A malformed cookie makes the query malformed (RFC 7873 section 5.2.2).
+    let question = question.filter(|_| cookie != Some(Judged::Malformed));
     let ecs = req_edns.and_then(|e| match e.options().get(EdnsCode::Subnet) {
         Some(EdnsOption::Subnet(s)) => Some(*s),
         _ => None,
@@ -84,10 +96,20 @@ pub fn reply(
                 answer.scope.unwrap_or(0),
             )));
         }
+        if let Some(Judged::Answer { option, .. }) = &cookie {
+            e.options_mut()
+                .insert(EdnsOption::Unknown(crate::cookie::CODE, option.to_vec()));
+        }
         e
     });
+    let verified = matches!(cookie, Some(Judged::Answer { verified: true, .. }));
     state
         .metrics
         .query(qtype, rcode_index(answer.rcode), protocol_index(tcp));
-    Reply { metadata, answer, edns }
+    Reply {
+        metadata,
+        answer,
+        edns,
+        verified,
+    }
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::EdnsCode;
 use hickory_proto::rr::LowerName;
 use meridian_config::schema::GslbPolicy;
 
@@ -68,6 +69,20 @@ impl ReplyCache {
     }
 }
 
+/// A reply's bytes, and whether its query proved its source address (a valid DNS cookie).
+pub struct Response {
+    /// The encoded message.
+    pub bytes: Vec<u8>,
+    /// The query brought back a valid server cookie, so RRL lets this through.
+    pub verified: bool,
+}
+
+impl Response {
+    fn plain(bytes: Vec<u8>) -> Response {
+        Response { bytes, verified: false }
+    }
+}
+
 /// The message to send back for `packet` (over TCP when `tcp`), or `None` to drop it (responses,
 /// unreadable headers).
 pub fn respond(
@@ -76,7 +91,7 @@ pub fn respond(
     src: SocketAddr,
     tcp: bool,
     mut cache: Option<&mut ReplyCache>,
-) -> Option<Vec<u8>> {
+) -> Option<Response> {
     let zones = state.zones.load();
     // Entries hold for one zone set and one view of region health (GSLB answers follow it).
     let basis = (
@@ -84,7 +99,7 @@ pub fn respond(
         Arc::as_ptr(&state.health_now.load()) as usize,
     );
     if let Some(out) = cache.as_mut().and_then(|c| c.hit(state, basis, packet)) {
-        return Some(out);
+        return Some(Response::plain(out));
     }
     let req = match Message::from_vec(packet) {
         Ok(m) => m,
@@ -97,7 +112,8 @@ pub fn respond(
             state.metrics.query(11, 1, protocol_index(tcp));
             return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
                 .to_vec()
-                .ok();
+                .ok()
+                .map(Response::plain);
         }
     };
     if req.metadata.message_type != MessageType::Query {
@@ -142,7 +158,13 @@ pub fn respond(
             .collect(),
         None => Vec::new(),
     };
-    let client_independent = client_blind && !cname && (gslb.is_some() || r.answer.regions.is_empty());
+    // A cookie answer carries a server cookie made for this client.
+    let cookie = r
+        .edns
+        .as_ref()
+        .is_some_and(|e| e.options().get(EdnsCode::Cookie).is_some());
+    let client_independent = client_blind && !cname && !cookie && (gslb.is_some() || r.answer.regions.is_empty());
+    let verified = r.verified;
     let mut msg = Message::new(r.metadata.id, MessageType::Response, r.metadata.op_code);
     msg.metadata = r.metadata;
     msg.queries = req.queries;
@@ -164,5 +186,5 @@ pub fn respond(
     if let Some(c) = cache.filter(|_| client_independent) {
         c.keep(packet, &bytes, qtype, rcode, answered);
     }
-    Some(bytes)
+    Some(Response { bytes, verified })
 }

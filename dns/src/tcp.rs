@@ -136,8 +136,8 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, state: &DnsState, i
             return;
         };
         out.clear();
-        out.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-        out.extend_from_slice(&reply);
+        out.extend_from_slice(&(reply.bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(&reply.bytes);
         if stream.write_all(&out).await.is_err() {
             return;
         }

@@ -78,11 +78,13 @@ pub fn serve(socket: &std::net::UdpSocket, state: &DnsState) {
             let Some(out) = respond(state, query, src, false, Some(&mut cache)) else {
                 continue;
             };
-            match zones
-                .rrl
-                .as_ref()
-                .map_or(Verdict::Send, |r| r.judge(src.ip(), query, &out, now))
-            {
+            // A client that proved its address (a valid DNS cookie) is not limited.
+            let verdict = match &zones.rrl {
+                Some(r) if !out.verified => r.judge(src.ip(), query, &out.bytes, now),
+                _ => Verdict::Send,
+            };
+            let out = out.bytes;
+            match verdict {
                 Verdict::Send => replies.push((out, src)),
                 Verdict::Slip => {
                     state.metrics.rrl.with_label_values(&["slipped"]).inc();

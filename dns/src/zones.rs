@@ -31,6 +31,8 @@ pub struct ZoneSet {
     pub max_udp_payload: u16,
     /// Response-rate limiting of UDP answers (its buckets start over with each zone set).
     pub rrl: Option<crate::rrl::Rrl>,
+    /// The DNS Cookies secret, when cookies are on.
+    pub cookies: Option<[u8; 16]>,
 }
 
 /// What a GSLB answer needs of a region.
@@ -271,6 +273,10 @@ impl ZoneSet {
         zones.sort_by_key(|z| std::cmp::Reverse(z.apex.num_labels()));
         let max_udp_payload = dns.max_udp_payload;
         let rrl = crate::rrl::Rrl::new(&dns.rrl);
+        let cookies = dns
+            .cookies
+            .enabled
+            .then(|| dns.cookies.key().unwrap_or_else(crate::cookie::process_secret));
         Ok(ZoneSet {
             snap,
             zones,
@@ -278,6 +284,7 @@ impl ZoneSet {
             cidrs,
             max_udp_payload,
             rrl,
+            cookies,
         })
     }
 

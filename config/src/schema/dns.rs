@@ -40,6 +40,48 @@ pub struct Dns {
     /// Limits on DNS over TCP, which RRL never limits.
     #[serde(default)]
     pub tcp: TcpLimits,
+    /// DNS Cookies (RFC 7873, server cookies as RFC 9018): a client that returns a valid server
+    /// cookie has proved its address and is exempt from response-rate limiting.
+    #[serde(default)]
+    pub cookies: Cookies,
+}
+
+/// DNS Cookies: the server answers every client cookie with a server cookie (RFC 9018's
+/// interoperable format, SipHash-2-4 over the client cookie, a timestamp and the client address)
+/// and accepts it back for an hour.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cookies {
+    /// Cookies on (the default).
+    pub enabled: bool,
+    /// The 128-bit SipHash key as 32 hex digits, shared by every server behind one anycast
+    /// address so each accepts the others' cookies; a random key per process when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl Default for Cookies {
+    fn default() -> Self {
+        Cookies {
+            enabled: true,
+            secret: None,
+        }
+    }
+}
+
+impl Cookies {
+    /// The key `secret` names, when it is 32 hex digits.
+    pub fn key(&self) -> Option<[u8; 16]> {
+        let hex = self.secret.as_deref()?.as_bytes();
+        if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let mut key = [0u8; 16];
+        for (i, pair) in hex.chunks(2).enumerate() {
+            key[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(key)
+    }
 }
 
 /// Limits on DNS over TCP (Knot's `tcp-max-clients` and `tcp-idle-timeout`, NSD's

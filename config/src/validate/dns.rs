@@ -17,6 +17,12 @@ pub(super) fn check(cx: &mut Ctx<'_>) {
     if dns.max_udp_payload < 512 {
         cx.err("dns.max_udp_payload", "must be at least 512 (RFC 1035)");
     }
+    if dns.cookies.secret.is_some() && dns.cookies.key().is_none() {
+        cx.err("dns.cookies.secret", "must be 32 hex digits (a 128-bit SipHash key)");
+    }
+    if dns.tcp.max_per_client == 0 || dns.tcp.max_connections == 0 {
+        cx.err("dns.tcp", "connection caps must be at least 1");
+    }
     let zones: Vec<String> = dns.zones.iter().map(|z| normalize(&z.name)).collect();
     cx.unique(
         "zone",
