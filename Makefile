@@ -32,9 +32,10 @@ deps:
 # What the tests need beyond the build: promtool (prometheus) for the metrics lint, dig
 # (bind9-dnsutils) for the DNS tests, openssl s_client for the TLS version tests, python3-venv for
 # the tools from PyPI (kubernetes-validate checks deploy/multi-region's manifests), nginx for the
-# mutation harness (the same mutated requests go to it and to the gateway).
+# mutation harness (the same mutated requests go to it and to the gateway), chromium for the status
+# pages (a headless browser loads them, clicks their buttons and takes the README's screenshot).
 test-deps: deps
-	$(call apt_install,prometheus bind9-dnsutils openssl python3-venv nginx)
+	$(call apt_install,prometheus bind9-dnsutils openssl python3-venv nginx chromium)
 	@[ -x $(VENV)/bin/python3 ] || python3 -m venv $(VENV)
 	@$(VENV)/bin/python3 -c 'import kubernetes_validate' 2>/dev/null || \
 	  $(VENV)/bin/python3 -m pip install --quiet --disable-pip-version-check $(PY_TOOLS)

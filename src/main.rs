@@ -2,6 +2,7 @@
 //! backend, config check, local lab), so operators deploy and version one artifact.
 
 mod check;
+mod explain;
 mod lab;
 mod sim;
 
@@ -89,6 +90,9 @@ enum Command {
     Schema,
     /// Start the complete local multi-region lab on loopback.
     Lab(lab::LabArgs),
+    /// Explain where a request would go and why: classification, each routing rule, the split,
+    /// the locality levels, the candidates' costs and the pick.
+    Explain(explain::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
             init_logging();
             exit(meridian_control::agent::run(listen, interval))
         }
+        Command::Explain(args) => exit(explain::run(args)),
         Command::Lab(args) => {
             init_logging();
             exit(lab::run(args))

@@ -142,6 +142,14 @@ fn a_healthy_canary_steps_up_and_is_promoted() {
     wait_until("the plan starts at 30%", Duration::from_secs(20), || {
         plan(control)["weight"] == 30
     });
+    // The gateway's status page shows the plan where it stands.
+    wait_until("the status page shows step 1 at 30%", Duration::from_secs(20), || {
+        let cells = status_cells(admin);
+        cells["canary/llm-v2/weight"][0] == "30%"
+            && cells["canary/llm-v2/step"][0]
+                .as_str()
+                .is_some_and(|s| s.starts_with("1 of "))
+    });
     // The gateway splits by the published weight: fresh users land on both versions.
     wait_until("traffic reaches the canary", Duration::from_secs(20), || {
         versions_now(public) == ["v1", "v2"]
@@ -199,6 +207,15 @@ fn a_failing_canary_is_rolled_back_and_stays_rolled_back_across_restarts() {
     assert_eq!(p["weight"], 0);
     wait_until("all traffic back on v1", Duration::from_secs(20), || {
         versions_now(public) == ["v1"]
+    });
+    // The gateway's status page shows the rollback and the analysis that caused it.
+    wait_until("the status page shows the rollback", Duration::from_secs(20), || {
+        let cells = status_cells(admin);
+        cells["canary/llm-v2/phase"] == serde_json::json!(["rolled_back", "bad"])
+            && cells["canary/llm-v2/weight"][0] == "0%"
+            && cells["canary/llm-v2/analysis"][0]
+                .as_str()
+                .is_some_and(|a| a.contains("(1 failed)"))
     });
     assert_eq!(
         metric_sum(

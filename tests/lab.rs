@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -12,31 +11,14 @@ use common::*;
 #[test]
 fn the_lab_comes_up_serves_and_stops_cleanly() {
     let out = scratch("lab");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["lab", "--duration", "10m", "--out"])
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut printed = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let up = line.starts_with("lab is up");
-        printed.push(line);
-        if up {
-            break;
-        }
-    }
-    let text = printed.join("\n");
+    let (lab, text, lines) = lab(&out);
     assert!(text.contains("us-east   gateway http://127.0.1.1:8080"), "{text}");
     assert!(text.contains("dig @127.0.0.1 -p 5353 api.meridian.test"), "{text}");
-    let lab = Proc {
-        child,
-        name: "lab".into(),
-    };
+    assert!(
+        text.contains("us-east   gateway  http://127.0.1.1:9901/"),
+        "status page URLs: {text}"
+    );
+    assert!(text.contains("world     DNS      http://127.0.0.1:9953/"), "{text}");
     let c = client();
 
     // The printed curl commands: v1 by the split, v2 by the premium rule and by a pin.

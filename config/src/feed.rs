@@ -177,6 +177,51 @@ pub struct CanaryWeight {
     pub canary: String,
     /// Percent of the rule's traffic to the canary.
     pub weight: u32,
+    /// Where the plan stands (for status pages; gateways route by `weight` alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<CanaryProgress>,
+}
+
+/// A canary plan's step and analyses, as its control loop reports them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryProgress {
+    /// `progressing`, `paused`, `promoted`, `rolled_back` or `aborted`.
+    pub phase: String,
+    /// Index of the current step.
+    pub step: usize,
+    /// Steps in the plan.
+    pub steps: usize,
+    /// Failed analyses so far.
+    pub failures: u32,
+    /// The last analysis, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis: Option<String>,
+    /// Why the plan ended as it did, or is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl FeedState {
+    /// Whether two states give the same canary weights (progress aside): what a gateway's
+    /// routing table depends on.
+    pub fn same_canary_weights(&self, other: &FeedState) -> bool {
+        let key = |s: &FeedState| -> Vec<(String, String, Option<String>, String, String, u32)> {
+            s.canaries
+                .iter()
+                .map(|c| {
+                    (
+                        c.plan.clone(),
+                        c.model.clone(),
+                        c.route.clone(),
+                        c.stable.clone(),
+                        c.canary.clone(),
+                        c.weight,
+                    )
+                })
+                .collect()
+        };
+        key(self) == key(other)
+    }
 }
 
 /// The rule of `model` a canary plan moves: the one named `route`, else the first without a

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use meridian_clock::Clock;
-use meridian_config::feed::CanaryWeight;
+use meridian_config::feed::{CanaryProgress, CanaryWeight};
 use meridian_config::Snapshot;
 use parking_lot::Mutex;
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
@@ -278,6 +278,17 @@ impl Canaries {
                     stable: plan.stable.clone(),
                     canary: plan.canary.clone(),
                     weight: p.weight,
+                    progress: Some(CanaryProgress {
+                        phase: serde_json::to_value(p.phase)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        step: p.step,
+                        steps: plan.steps.len(),
+                        failures: p.failures,
+                        last_analysis: p.last_analysis.clone(),
+                        reason: p.reason.clone(),
+                    }),
                 })
             })
             .collect()

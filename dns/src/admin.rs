@@ -1,4 +1,4 @@
-//! The DNS server's admin API: `/healthz`, `/metrics`, and `/regions` (each region's health as this
+//! The DNS server's admin API: the status page (`/`, `/status.json`), `/healthz`, `/metrics`, and `/regions` (each region's health as this
 //! server sees it, with the reason), plus `POST /reload`.
 
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
@@ -25,6 +25,8 @@ pub async fn serve(state: Arc<DnsState>, addr: SocketAddr) {
         }
     };
     let app = Router::new()
+        .route("/", get(status_page))
+        .route("/status.json", get(status_json))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .route("/regions", get(regions))
@@ -48,11 +50,26 @@ async fn authorize(
     };
     match checked {
         Ok(()) => next.run(req).await,
+        // The page itself, without its state: it asks for the token and fetches itself with it.
+        Err(r) if r.status == 401 && req.uri().path() == "/" => {
+            Html(crate::status::page(&state).html(false, REFRESH_MS)).into_response()
+        }
         Err(r) => {
             let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
             (status, Json(json!({ "error": r.message }))).into_response()
         }
     }
+}
+
+/// How often the status page refreshes its cells.
+const REFRESH_MS: u32 = 2000;
+
+async fn status_page(State(state): State<Arc<DnsState>>) -> Response {
+    Html(crate::status::page(&state).html(true, REFRESH_MS)).into_response()
+}
+
+async fn status_json(State(state): State<Arc<DnsState>>) -> Json<serde_json::Value> {
+    Json(crate::status::page(&state).json())
 }
 
 fn region_view(state: &DnsState) -> Vec<(String, bool, String)> {

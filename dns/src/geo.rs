@@ -19,6 +19,11 @@ impl CidrMap {
         CidrMap { entries }
     }
 
+    /// The (prefix, region index) pairs, longest prefix first.
+    pub fn entries(&self) -> &[(IpNet, usize)] {
+        &self.entries
+    }
+
     /// The region of the longest prefix containing `ip`, and that prefix's length.
     pub fn lookup(&self, ip: IpAddr) -> Option<(usize, u8)> {
         self.entries

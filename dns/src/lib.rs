@@ -21,6 +21,7 @@ pub mod respond;
 pub mod rrl;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod tcp;
 pub mod udp;
 pub mod zones;

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use meridian_config::admin_auth;
@@ -17,10 +17,12 @@ use meridian_gateway_core::endpoint::{flags, Registry};
 use meridian_gateway_core::llm::state::LlmState;
 use serde_json::{json, Value};
 
+use crate::explain;
 use crate::exposition::Exposition;
 use crate::lifecycle::Lifecycle;
 use crate::reloader::{ReloadError, Reloader};
 use crate::routes::Routing;
+use crate::status::{self, StatusSource};
 
 /// What the admin API reads and acts on.
 pub struct AdminApi {
@@ -33,6 +35,8 @@ pub struct AdminApi {
     pub lifecycle: Arc<Lifecycle>,
     /// `/metrics`.
     pub exposition: Arc<Exposition>,
+    /// The status page's sources (request rates, the control feed).
+    pub status: Arc<StatusSource>,
 }
 
 type Api = State<Arc<AdminApi>>;
@@ -73,12 +77,15 @@ fn bind_shared(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 /// The admin routes.
 pub fn router(api: Arc<AdminApi>) -> Router {
     Router::new()
+        .route("/", get(status_page))
+        .route("/status.json", get(status_json))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/config", get(config))
         .route("/metrics", get(metrics))
         .route("/endpoints", get(endpoints))
         .route("/reload", post(reload))
+        .route("/explain", post(explain))
         .route("/endpoints/{id}/drain", post(drain))
         .route("/endpoints/{id}/undrain", post(undrain))
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
@@ -97,6 +104,11 @@ async fn authorize(
     };
     match checked {
         Ok(()) => next.run(req).await,
+        // The page itself, without its state: it asks for the token and fetches itself with it.
+        Err(r) if r.status == 401 && req.uri().path() == "/" => {
+            let page = status::page(&api);
+            Html(page.html(false, REFRESH_MS)).into_response()
+        }
         Err(r) => error(
             StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
             &r.message,
@@ -106,6 +118,17 @@ async fn authorize(
 
 fn error(status: StatusCode, msg: &str) -> Response {
     (status, Json(json!({ "error": msg }))).into_response()
+}
+
+/// How often the status page refreshes its cells.
+const REFRESH_MS: u32 = 2000;
+
+async fn status_page(State(api): Api) -> Response {
+    Html(status::page(&api).html(true, REFRESH_MS)).into_response()
+}
+
+async fn status_json(State(api): Api) -> Json<Value> {
+    Json(status::page(&api).json())
 }
 
 async fn readyz(State(api): Api) -> Response {
@@ -196,6 +219,30 @@ async fn reload(State(api): Api) -> Response {
     }
 }
 
+/// `POST /explain[?format=text]` with a [`explain::Query`] body: why that request would go where it
+/// goes now.
+async fn explain(State(api): Api, Query(format): Query<Format>, body: axum::body::Bytes) -> Response {
+    let query: explain::Query = match serde_json::from_slice(&body) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("explain body: {e}")),
+    };
+    match explain::explain(&api.routing, &query) {
+        Ok(x) if format.format.as_deref() == Some("text") => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            explain::render_text(&x),
+        )
+            .into_response(),
+        Ok(x) => Json(x).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+/// `?format=` of `/explain`.
+#[derive(serde::Deserialize)]
+struct Format {
+    format: Option<String>,
+}
+
 async fn drain(State(api): Api, Path(id): Path<String>) -> Response {
     set_drain(&api.routing.registry, &id, true)
 }
@@ -244,6 +291,50 @@ mod tests {
         model.versions.push(version);
         cfg.models.push(model);
         meridian_config::to_yaml(&cfg)
+    }
+
+    async fn get(gw: &Gateway, path: &str, peer: &str, auth: Option<&str>) -> (StatusCode, String) {
+        let app = super::router(Arc::new(gw.admin())).layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let mut req = Request::get(path).header("host", "127.0.0.1:9901");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_status_page_asks_for_the_token_off_loopback_and_shows_nothing_without_it() {
+        let dir = std::env::temp_dir().join(format!("meridian-admin-page-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("meridian.yaml");
+        std::fs::write(&path, config()).unwrap();
+        let gw = Gateway::start(&path, None, None, Arc::new(SystemClock)).unwrap();
+        // Loopback: the whole page, with its endpoint and the login form hidden.
+        let (status, html) = get(&gw, "/", "127.0.0.1:5000", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains("<td>e1</td>") && html.contains("<form id=\"login\" hidden>"),
+            "{html}"
+        );
+        // Elsewhere without a token: the page asks for one and holds no state.
+        let (status, html) = get(&gw, "/", "10.1.2.3:5000", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("<form id=\"login\">") && !html.contains("e1"), "{html}");
+        assert_eq!(
+            get(&gw, "/status.json", "10.1.2.3:5000", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        // With the token (as the page's script sends it): the page and its cells.
+        let (status, html) = get(&gw, "/", "10.1.2.3:5000", Some("Bearer s3cret")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("<td>e1</td>"), "{html}");
+        let (status, json) = get(&gw, "/status.json", "10.1.2.3:5000", Some("Bearer s3cret")).await;
+        assert_eq!(status, StatusCode::OK);
+        let cells: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(cells["cells"]["ep/m/v1/e1/state"][0], "available", "{cells}");
     }
 
     async fn status(gw: &Gateway, peer: &str, auth: Option<&str>) -> StatusCode {

@@ -24,6 +24,7 @@ use crate::reloader::{self, Reloader};
 use crate::routes::{Builder, Routing};
 use crate::shadow::Mirror;
 use crate::signals::Signals;
+use crate::status::StatusSource;
 use crate::telemetry::Telemetry;
 
 /// Every long-lived part of one gateway process: the request path's parts (held by the proxy
@@ -35,6 +36,8 @@ pub struct Gateway {
     pub reloader: Arc<Reloader>,
     /// The Prometheus exposition (its gauges are registered once).
     pub exposition: Arc<Exposition>,
+    /// The status page's sources.
+    pub status: Arc<StatusSource>,
 }
 
 /// The one region with a gateway, when `region` is not given.
@@ -95,6 +98,7 @@ impl Gateway {
             feed.clone(),
             budget.clone(),
         ));
+        let status = Arc::new(StatusSource::new(metrics.clone(), feed.clone(), routing.clock.now()));
         let reloader = Arc::new(Reloader::new(reloader::Parts {
             file,
             loaded: snap,
@@ -122,6 +126,7 @@ impl Gateway {
             proxy,
             reloader,
             exposition,
+            status,
         })
     }
 
@@ -156,6 +161,7 @@ impl Gateway {
             reloader: self.reloader.clone(),
             lifecycle: self.proxy.lifecycle.clone(),
             exposition: self.exposition.clone(),
+            status: self.status.clone(),
         }
     }
 }

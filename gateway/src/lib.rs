@@ -25,6 +25,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod certs;
+pub mod explain;
 pub mod exposition;
 pub mod feed;
 pub mod gateway;
@@ -40,6 +41,7 @@ pub mod routes;
 pub mod server;
 pub mod shadow;
 pub mod signals;
+pub mod status;
 pub mod subscription;
 pub mod tasks;
 pub mod telemetry;

@@ -38,6 +38,22 @@ pub struct ReloadStats {
     pub failed: u64,
     /// Why the last reload was rejected, if it was.
     pub last_error: Option<String>,
+    /// The last reloads, newest first (at most [`RECENT_RELOADS`]).
+    pub recent: Vec<ReloadEvent>,
+}
+
+/// How many reloads [`ReloadStats::recent`] keeps.
+pub const RECENT_RELOADS: usize = 10;
+
+/// One reload of the config file, for the status page.
+#[derive(Clone, Debug)]
+pub struct ReloadEvent {
+    /// When, in Unix seconds.
+    pub at: f64,
+    /// The generation it installed (`None`: rejected).
+    pub generation: Option<u64>,
+    /// Why it was rejected.
+    pub error: Option<String>,
 }
 
 /// Owns the config file, the snapshot as loaded, the reload counters and the listeners'
@@ -54,6 +70,8 @@ pub struct Reloader {
     ok: AtomicU64,
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
+    recent: Mutex<std::collections::VecDeque<ReloadEvent>>,
+    started_at: f64,
     /// The TLS listeners' certificates.
     pub certificates: Certificates,
     /// One reload at a time (file watch, SIGHUP, admin and feed may race).
@@ -81,6 +99,7 @@ pub struct Parts {
 impl Reloader {
     /// A reloader over the given parts; `parts.routes` already holds the first table.
     pub fn new(parts: Parts) -> Reloader {
+        let started_at = parts.routing.clock.unix_f64();
         Reloader {
             file: parts.file,
             region: parts.region,
@@ -92,6 +111,8 @@ impl Reloader {
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            recent: Mutex::default(),
+            started_at,
             certificates: Certificates::default(),
             one_at_a_time: Mutex::new(()),
         }
@@ -100,6 +121,11 @@ impl Reloader {
     /// The gateway's region.
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// When the gateway loaded its first config, in Unix seconds.
+    pub fn started_at(&self) -> f64 {
+        self.started_at
     }
 
     /// The gateway's zone, when known.
@@ -113,7 +139,18 @@ impl Reloader {
             ok: self.ok.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             last_error: self.last_error.lock().clone(),
+            recent: self.recent.lock().iter().cloned().collect(),
         }
+    }
+
+    fn remember(&self, generation: Option<u64>, error: Option<String>) {
+        let mut recent = self.recent.lock();
+        recent.truncate(RECENT_RELOADS - 1);
+        recent.push_front(ReloadEvent {
+            at: self.routing.clock.unix_f64(),
+            generation,
+            error,
+        });
     }
 
     /// Whether the file on disk differs from what was last read.
@@ -143,6 +180,7 @@ impl Reloader {
                 self.ok.fetch_add(1, Ordering::Relaxed);
                 self.metrics.reloads.with_label_values(&["success"]).inc();
                 *self.last_error.lock() = None;
+                self.remember(Some(generation), None);
                 tracing::info!(generation, "config reloaded");
                 Ok(generation)
             }
@@ -150,6 +188,7 @@ impl Reloader {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 self.metrics.reloads.with_label_values(&["failure"]).inc();
                 *self.last_error.lock() = Some(e.to_string());
+                self.remember(None, Some(e.to_string()));
                 tracing::error!("config reload rejected, the previous config keeps serving:\n{e}");
                 Err(e)
             }
@@ -163,7 +202,7 @@ impl Reloader {
         let state = Arc::new(state);
         let prev = self.feed.record(state.clone(), self.routing.clock.now());
         let same =
-            |p: &FeedState| p.same_membership(&state) && p.canaries == state.canaries && p.models == state.models;
+            |p: &FeedState| p.same_membership(&state) && p.same_canary_weights(&state) && p.models == state.models;
         if !prev.is_some_and(|p| same(&p)) {
             let _one = self.one_at_a_time.lock();
             match self.build(self.loaded.load_full()) {

@@ -292,6 +292,12 @@ impl World {
         }
         println!("  config    {}", self.config.display());
         println!();
+        println!("Status pages (open in a browser):");
+        for (i, r) in self.regions.iter().enumerate() {
+            println!("  {r:<9} gateway  http://{}:9901/", gateway_ip(i));
+        }
+        println!("  world     DNS      http://127.0.0.1:9953/");
+        println!();
         println!("Try:");
         println!("  curl -s -X POST http://127.0.1.1:8080/v2/models/sklearn-iris/infer -d '{{\"inputs\":[]}}'");
         println!("  curl -s -X POST http://127.0.1.1:8080/v2/models/sklearn-iris/infer -H 'x-user-segment: premium' -d '{{}}'");
@@ -308,6 +314,11 @@ impl World {
         println!("  dig @127.0.0.1 -p 5353 api.meridian.test +subnet=127.0.1.0/24");
         println!("  curl -s http://127.0.0.1:9953/regions");
         println!("  {} check {}", self.handle().exe.display(), self.config.display());
+        println!(
+            "  {} explain --config {} --region us-east POST /v2/models/sklearn-iris/infer -H 'x-user-id: alice'",
+            self.handle().exe.display(),
+            self.config.display()
+        );
         println!();
         println!("lab is up; logs in {}; Ctrl-C stops it", self.args.out.display());
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod kube;
 pub mod world;
 #[allow(unused_imports)]
@@ -80,6 +81,55 @@ pub fn sim(addr: &str, id: &str, model: &str, version: &str, extra: &[&str]) -> 
         child,
         name: format!("sim {id}"),
     }
+}
+
+/// A lab stopped as Ctrl-C stops it (its parts with it) when dropped, even by a failing test.
+pub struct LabGuard(pub Proc);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.child.try_wait(), Ok(None)) {
+            self.0.signal("INT");
+            let _ = self.0.child.wait();
+        }
+    }
+}
+
+/// What the lab prints after "lab is up".
+pub type LabLines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Starts `meridian lab --out OUT` and waits for "lab is up"; returns it, what it printed, and the
+/// rest of its output.
+pub fn lab(out: &Path) -> (Proc, String, LabLines) {
+    let mut child = Command::new(bin())
+        .args(["lab", "--duration", "10m", "--out"])
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut printed = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let up = line.starts_with("lab is up");
+        printed.push(line);
+        if up {
+            break;
+        }
+    }
+    let lab = Proc {
+        child,
+        name: "lab".into(),
+    };
+    (lab, printed.join("\n"), lines)
+}
+
+/// The live cells of the status page of the admin API at `admin` (`/status.json`).
+pub fn status_cells(admin: &str) -> Value {
+    let r = client().get(format!("http://{admin}/status.json")).send().unwrap();
+    r.json::<Value>().unwrap()["cells"].clone()
 }
 
 /// A scratch folder for one test.

@@ -211,6 +211,17 @@ impl Cluster {
         self
     }
 
+    /// Whether a pick may choose `e` in a level that is (or is not) in panic: available, or any
+    /// endpoint in panic, and under the per-endpoint concurrency limit.
+    pub fn admits(&self, e: &EndpointState, panic: bool) -> bool {
+        (panic || e.available()) && e.in_flight() < self.max_in_flight
+    }
+
+    /// How a level's endpoints share requests.
+    pub fn balancer(&self) -> Balancer {
+        self.balancer
+    }
+
     /// Every endpoint of the cluster.
     pub fn endpoints(&self) -> impl Iterator<Item = &Arc<EndpointState>> {
         self.levels.iter().flat_map(|l| l.members.iter().map(|(e, _)| e))
@@ -316,11 +327,7 @@ impl Cluster {
         for strict in [true, false] {
             for i in order.clone() {
                 let panic = loads.levels.get(i).is_some_and(|l| l.panic);
-                let usable = |e: &EndpointState| {
-                    (panic || e.available())
-                        && e.in_flight() < self.max_in_flight
-                        && (!strict || !exclude.contains(&e.address))
-                };
+                let usable = |e: &EndpointState| self.admits(e, panic) && (!strict || !exclude.contains(&e.address));
                 if let Some((endpoint, prefix)) = within(&self.levels[i], &usable, rng) {
                     return Some(Pick {
                         endpoint,
@@ -334,6 +341,33 @@ impl Cluster {
             }
         }
         None
+    }
+}
+
+/// An endpoint's cost in the power-of-two-choices pick, with its terms:
+/// `(EWMA latency in ms + 1) x (in-flight + 1) / GPU headroom`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Cost {
+    /// Peak-EWMA latency in milliseconds.
+    pub latency_ms: f64,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// GPU headroom in (0, 1].
+    pub headroom: f64,
+    /// The product: lower wins.
+    pub value: f64,
+}
+
+impl Cost {
+    /// `e`'s cost at `now`.
+    pub fn of(e: &EndpointState, now: Nanos) -> Cost {
+        let (latency_ms, in_flight, headroom) = (e.latency(now) / 1e6, e.in_flight(), e.headroom());
+        Cost {
+            latency_ms,
+            in_flight,
+            headroom,
+            value: (latency_ms + 1.0) * f64::from(in_flight + 1) / headroom,
+        }
     }
 }
 
@@ -370,7 +404,7 @@ fn p2c<R: Rng>(
             }
         }
     }
-    let cost = |e: &EndpointState| (e.latency(now) / 1e6 + 1.0) * f64::from(e.in_flight() + 1) / e.headroom();
+    let cost = |e: &EndpointState| Cost::of(e, now).value;
     match found {
         [Some(a), Some(b)] => Some(if cost(b) < cost(a) { b.clone() } else { a.clone() }),
         [Some(a), None] => Some(a.clone()),

@@ -20,7 +20,8 @@ use crate::classify::{classify, Api, ClassifyError, Target};
 use crate::grpc::{self, Call};
 use crate::peek::{BodyPeek, Named};
 use crate::reply::Reply;
-use crate::select::{select, SelectError};
+use crate::select::{select_traced, SelectError};
+use crate::trace::Trace;
 
 /// What the decision needs beyond the request and the config.
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +88,17 @@ impl Refusal {
 /// Decides a request from its head and, on the second call for body-named models, what the body
 /// named.
 pub fn decide(snap: &Snapshot, head: &Parts, body: Option<&Named>, env: &Env) -> Result<Decision, Refusal> {
+    decide_traced(snap, head, body, env, &mut ())
+}
+
+/// [`decide`], reporting each step to `trace` (`meridian explain`).
+pub fn decide_traced(
+    snap: &Snapshot,
+    head: &Parts,
+    body: Option<&Named>,
+    env: &Env,
+    trace: &mut impl Trace,
+) -> Result<Decision, Refusal> {
     let (target, grpc) = match body {
         Some(named) => (
             Target::Model {
@@ -108,6 +120,7 @@ pub fn decide(snap: &Snapshot, head: &Parts, body: Option<&Named>, env: &Env) ->
         Target::Model { api, model, version } => (api, model, version),
         other => return Ok(Decision::Answer(answer_locally(snap, other, env))),
     };
+    trace.classified(api, model, version);
     let Some((m, adapter)) = snap.model_and_adapter(model) else {
         return Err(Refusal::new(Reply::error(404, format!("model {model} not found"))));
     };
@@ -129,7 +142,7 @@ pub fn decide(snap: &Snapshot, head: &Parts, body: Option<&Named>, env: &Env) ->
         }
         None => &[],
     };
-    let sel = select(entry, version, &head.headers, key, env.shadow_draw).map_err(|e| {
+    let sel = select_traced(entry, version, &head.headers, key, env.shadow_draw, trace).map_err(|e| {
         let msg = match e {
             SelectError::UnknownVersion(v) => format!("version {v} of model {model} not found"),
             SelectError::NoRoute => format!("no routing rule of model {model} matches"),

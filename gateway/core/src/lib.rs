@@ -34,5 +34,6 @@ pub mod peek;
 pub mod prefix;
 pub mod reply;
 pub mod select;
+pub mod trace;
 
 pub use meridian_clock as clock;

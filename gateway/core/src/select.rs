@@ -11,6 +11,8 @@ use http::{HeaderMap, HeaderName};
 use meridian_config::schema::PriorityClass;
 use meridian_config::snapshot::{ModelEntry, RouteTarget, Sticky, VersionId};
 
+use crate::trace::{KeySource, PinSource, SplitScore, Trace};
+
 /// Header that pins a version.
 pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-model-version");
 
@@ -48,9 +50,29 @@ pub fn select(
     client: &[u8],
     shadow_draw: f64,
 ) -> Result<Selection, SelectError> {
-    let pin = path_version.or_else(|| headers.get(&VERSION_HEADER).and_then(|v| v.to_str().ok()));
-    if let Some(pin) = pin {
-        return match model.version(pin) {
+    select_traced(model, path_version, headers, client, shadow_draw, &mut ())
+}
+
+/// [`select`], reporting each step to `trace`.
+pub fn select_traced(
+    model: &ModelEntry,
+    path_version: Option<&str>,
+    headers: &HeaderMap,
+    client: &[u8],
+    shadow_draw: f64,
+    trace: &mut impl Trace,
+) -> Result<Selection, SelectError> {
+    let pin = match path_version {
+        Some(v) => Some((v, PinSource::Path)),
+        None => headers
+            .get(&VERSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| (v, PinSource::Header)),
+    };
+    if let Some((pin, source)) = pin {
+        let found = model.version(pin);
+        trace.pin(pin, source, found.is_some());
+        return match found {
             Some(version) => Ok(Selection {
                 version,
                 route: None,
@@ -61,18 +83,24 @@ pub fn select(
         };
     }
     for (i, route) in model.routes.iter().enumerate() {
-        let matched = route
-            .headers
-            .iter()
-            .all(|c| headers.get_all(&c.name).iter().any(|v| c.test.test(v.as_bytes())));
+        let matched = route.headers.iter().enumerate().all(|(c, cond)| {
+            let ok = headers.get_all(&cond.name).iter().any(|v| cond.test.test(v.as_bytes()));
+            trace.condition(i, c, ok);
+            ok
+        });
+        trace.rule(i, matched);
         if !matched {
             continue;
         }
         let version = match &route.target {
             RouteTarget::Version(v) => *v,
             RouteTarget::Split(weights) => {
-                let key = sticky_key(route.sticky.as_ref(), headers).unwrap_or(client);
-                rendezvous(model, weights, key)
+                let (source, key) = match sticky_key(route.sticky.as_ref(), headers) {
+                    Some(key) => (key.0, key.1),
+                    None => (KeySource::Client, client),
+                };
+                trace.sticky(i, source, key);
+                rendezvous_traced(model, weights, key, trace)
             }
         };
         let shadow = route
@@ -97,14 +125,17 @@ pub fn select(
 }
 
 /// The sticky key's bytes from a header or a cookie, if the request carries it.
-fn sticky_key<'h>(key: Option<&Sticky>, headers: &'h HeaderMap) -> Option<&'h [u8]> {
+fn sticky_key<'h>(key: Option<&Sticky>, headers: &'h HeaderMap) -> Option<(KeySource, &'h [u8])> {
     match key? {
-        Sticky::Header(name) => headers.get(name).map(|v| v.as_bytes()).filter(|v| !v.is_empty()),
+        Sticky::Header(name) => headers
+            .get(name)
+            .map(|v| (KeySource::Header, v.as_bytes()))
+            .filter(|(_, v)| !v.is_empty()),
         Sticky::Cookie(name) => headers.get_all(http::header::COOKIE).iter().find_map(|h| {
             h.as_bytes().split(|b| *b == b';').find_map(|pair| {
                 let pair = pair.trim_ascii();
                 let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
-                (k == name.as_bytes()).then_some(&v[1..])
+                (k == name.as_bytes()).then_some((KeySource::Cookie, &v[1..]))
             })
         }),
     }
@@ -112,6 +143,16 @@ fn sticky_key<'h>(key: Option<&Sticky>, headers: &'h HeaderMap) -> Option<&'h [u
 
 /// Weighted rendezvous choice among `weights` for `key`.
 pub fn rendezvous(model: &ModelEntry, weights: &[(VersionId, u32)], key: &[u8]) -> VersionId {
+    rendezvous_traced(model, weights, key, &mut ())
+}
+
+/// [`rendezvous`], reporting each version's score to `trace`.
+fn rendezvous_traced(
+    model: &ModelEntry,
+    weights: &[(VersionId, u32)],
+    key: &[u8],
+    trace: &mut impl Trace,
+) -> VersionId {
     let mut best = (f64::INFINITY, weights.first().map_or(0, |w| w.0));
     for &(v, w) in weights {
         if w == 0 {
@@ -121,6 +162,12 @@ pub fn rendezvous(model: &ModelEntry, weights: &[(VersionId, u32)], key: &[u8]) 
         // Top 53 bits to (0, 1]: never 0, so ln is finite.
         let u = ((h >> 11) + 1) as f64 / (1u64 << 53) as f64;
         let score = -u.ln() / f64::from(w);
+        trace.score(SplitScore {
+            version: v,
+            weight: w,
+            hash: u,
+            score,
+        });
         if score < best.0 {
             best = (score, v);
         }
@@ -131,6 +178,7 @@ pub fn rendezvous(model: &ModelEntry, weights: &[(VersionId, u32)], key: &[u8]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::Recording;
     use meridian_config::{load_str, Snapshot};
     use std::path::Path;
 
@@ -252,6 +300,37 @@ models:
         let sel = select(m, None, &h, b"c", 0.10).unwrap();
         assert_eq!(sel.shadow, Some(2));
         assert_eq!(select(m, None, &h, b"c", 0.30).unwrap().shadow, None);
+    }
+
+    #[test]
+    fn the_trace_reports_each_step_the_selection_took() {
+        let s = snapshot(CFG);
+        let m = &s.models[0];
+        // Rules 0 and 1 fail (rule 1 on its second condition), rule 2 splits on the cookie.
+        let h = headers(&[("x-beta", "yes"), ("user-agent", "wget"), ("cookie", "uid=u7")]);
+        let mut seen = Recording::default();
+        let sel = select_traced(m, None, &h, b"c", 0.9, &mut seen).unwrap();
+        assert_eq!(sel, select(m, None, &h, b"c", 0.9).unwrap(), "tracing changes nothing");
+        assert_eq!(seen.conditions, [(0, 0, false), (1, 0, true), (1, 1, false)]);
+        assert_eq!(seen.rules, [(0, false), (1, false), (2, true)]);
+        assert_eq!(seen.sticky, Some((2, KeySource::Cookie, b"u7".to_vec())));
+        assert_eq!(seen.scores.len(), 2);
+        let best = seen.scores.iter().min_by(|a, b| a.score.total_cmp(&b.score)).unwrap();
+        assert_eq!(best.version, sel.version, "the lowest score is the version chosen");
+        for sc in &seen.scores {
+            assert!(sc.hash > 0.0 && sc.hash <= 1.0);
+            assert!((sc.score - (-sc.hash.ln() / f64::from(sc.weight))).abs() < 1e-12);
+        }
+        // Without the cookie the client address is the key.
+        let mut seen = Recording::default();
+        select_traced(m, None, &HeaderMap::new(), b"10.0.0.9", 0.9, &mut seen).unwrap();
+        assert_eq!(seen.sticky, Some((2, KeySource::Client, b"10.0.0.9".to_vec())));
+        // A pin from the header, unknown: reported, and no rule is tried.
+        let mut seen = Recording::default();
+        let h = headers(&[("x-model-version", "v9")]);
+        assert!(select_traced(m, None, &h, b"c", 0.9, &mut seen).is_err());
+        assert_eq!(seen.pin, Some(("v9".into(), PinSource::Header, false)));
+        assert!(seen.rules.is_empty());
     }
 
     #[test]

@@ -32,11 +32,11 @@ mod downstream;
 mod exchange;
 mod forward;
 mod h1;
-mod prompt;
+pub(crate) mod prompt;
 mod reply;
 mod request;
 mod tokens;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::sync::Arc;
 

@@ -4,6 +4,8 @@
 //! is still streaming when the endpoint is picked, so only the declared length counts there.
 
 use http::request::Parts;
+use meridian_config::snapshot::ModelEntry;
+use meridian_gateway_core::decide::Routed;
 use meridian_gateway_core::llm::blocks::{self, BlockSpec};
 
 use super::context::Ctx;
@@ -21,7 +23,12 @@ pub struct LlmPrompt {
 /// `body` when the whole body is at hand.
 pub fn of(ctx: &Ctx, head: &Parts, body: Option<&[u8]>) -> Option<LlmPrompt> {
     let (routes, routed) = ctx.routed()?;
-    let entry = &routes.snap.models[routed.model];
+    for_request(&routes.snap.models[routed.model], &routed, head, body)
+}
+
+/// The prompt of a request `routed` to `entry` (`None` without LLM routing), from `body` when the
+/// whole body is at hand: what [`of`] works out on the request path and `meridian explain` shows.
+pub fn for_request(entry: &ModelEntry, routed: &Routed, head: &Parts, body: Option<&[u8]>) -> Option<LlmPrompt> {
     let policy = entry.llm.as_ref()?;
     let adapter = entry.adapter(routed.adapter);
     let declared = head

@@ -13,10 +13,43 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
 use meridian_gateway_core::llm_pick::Prompt;
+use std::net::SocketAddr;
+
+use meridian_config::snapshot::ModelEntry;
+use meridian_gateway_core::clock::Nanos;
+use meridian_gateway_core::cluster::{Cluster, Pick};
+use meridian_gateway_core::decide::Routed;
+
+use super::prompt::LlmPrompt;
 
 use super::context::Ctx;
 use super::downstream::Downstream;
 use super::{forward, Proxy};
+
+/// The endpoint for a request `routed` to `cluster` at (registry epoch, now), avoiding `tried`:
+/// the LLM-aware pick when the model has LLM routing and the prompt is known, else the cluster's
+/// balancer. The request path and `meridian explain` both pick here.
+pub(crate) fn pick(
+    entry: &ModelEntry,
+    cluster: &Cluster,
+    routed: &Routed,
+    prompt: Option<&LlmPrompt>,
+    (epoch, now): (u64, Nanos),
+    tried: &[SocketAddr],
+) -> Option<Pick> {
+    let rng = &mut rand::rng();
+    match (&entry.llm, prompt) {
+        (Some(policy), Some(p)) => {
+            let prompt = Prompt {
+                chain: &p.chain,
+                tokens: p.tokens,
+                adapter: entry.adapter(routed.adapter),
+            };
+            cluster.pick_llm(epoch, now, rng, tried, &prompt, policy)
+        }
+        _ => cluster.pick(epoch, now, rng, tried),
+    }
+}
 
 impl Proxy {
     /// Starts the next try: within what is left of the request's deadline, at an endpoint this
@@ -41,19 +74,9 @@ impl Proxy {
         if left.is_zero() {
             return Err(Reply::error(504, "request timed out"));
         }
-        let (epoch, rng) = (self.routing.registry.epoch(), &mut rand::rng());
         let prompt = ctx.flight.as_ref().and_then(|f| f.prompt.as_ref());
-        let pick = match (&entry.llm, prompt) {
-            (Some(policy), Some(p)) => {
-                let prompt = Prompt {
-                    chain: &p.chain,
-                    tokens: p.tokens,
-                    adapter: entry.adapter(routed.adapter),
-                };
-                version.cluster.pick_llm(epoch, now, rng, &ctx.tried, &prompt, policy)
-            }
-            _ => version.cluster.pick(epoch, now, rng, &ctx.tried),
-        };
+        let at = (self.routing.registry.epoch(), now);
+        let pick = pick(entry, &version.cluster, &routed, prompt, at, &ctx.tried);
         let Some(pick) = pick else {
             let msg = format!(
                 "no healthy endpoint for model {} version {}",
