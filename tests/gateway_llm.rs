@@ -79,10 +79,12 @@ fn shared_prefixes_stick_to_the_backend_that_holds_them_until_it_is_overloaded()
     // from the second on its prefix is in that backend's cache. The third group's prompt (~150 KB,
     // ~37k tokens) is held whole (`llm.max_prompt`, 1 MiB): it names its model after `messages`,
     // past the 64 KiB a streamed body is read for it, and its prefix is hashed too.
+    let mut homes = std::collections::HashMap::new();
     for (group, lines) in [("alpha", 40), ("beta", 40), ("long", 2000)] {
         let system = long_prompt(group, lines);
         let first = post(chat("llama", &system, "question 0", false));
         let home = first["served_by"].as_str().unwrap().to_string();
+        homes.insert(group, home.clone());
         assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
         for q in 1..8 {
             let r = post(chat("llama", &system, &format!("question {q}"), false));
@@ -92,6 +94,33 @@ fn shared_prefixes_stick_to_the_backend_that_holds_them_until_it_is_overloaded()
             assert!(cached * 10 >= prompt * 8, "{cached} of {prompt} cached");
         }
     }
+
+    // The admin's POST /explain reads the same prompt index the pick does: the next alpha question
+    // is named by its body, only alpha's home holds its prefix, and the pick goes there.
+    let body = chat("llama", &long_prompt("alpha", 40), "question 9", false);
+    let query = json!({"method": "POST", "path": "/v1/chat/completions", "body": body});
+    let x: Value = c
+        .post(format!("http://{}/explain", gw.admin))
+        .json(&query)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        (x["classified"]["api"].as_str(), x["classified"]["model"].as_str()),
+        (Some("openai"), Some("llama")),
+        "{x}"
+    );
+    let holders: Vec<&str> = x["levels"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["llm"]["prefix"].as_f64().unwrap() >= 0.8)
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(holders, [homes["alpha"].as_str()], "{x}");
+    assert_eq!(x["pick"]["id"], homes["alpha"].as_str(), "{x}");
+    assert!(x["pick"]["prefix"].as_f64().unwrap() >= 0.8, "{x}");
 
     // Overload: streams held open after their first token pile up on the holder; past the margin
     // (2 more than the least loaded other), the prompt goes elsewhere.

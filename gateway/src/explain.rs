@@ -13,6 +13,7 @@ use meridian_config::snapshot::{ModelEntry, RouteTarget, Sticky, ValueTest};
 use meridian_gateway_core::cluster::Cost;
 use meridian_gateway_core::decide::{decide_traced, Decision, Env, Routed};
 use meridian_gateway_core::endpoint::flags;
+use meridian_gateway_core::llm_pick::prefix_share;
 use meridian_gateway_core::peek::Step;
 use meridian_gateway_core::trace::{KeySource, PinSource, Recording};
 use serde::{Deserialize, Serialize};
@@ -217,6 +218,8 @@ pub struct LevelStep {
     pub share: f64,
     /// Whether it is in panic (too few healthy: every endpoint used).
     pub panic: bool,
+    /// Endpoints available (healthy, not ejected or drained) of all.
+    pub available: usize,
     /// Its endpoints.
     pub endpoints: Vec<CandidateStep>,
 }
@@ -236,6 +239,21 @@ pub struct CandidateStep {
     pub usable: bool,
     /// Its cost terms (P2C: lower wins).
     pub cost: Cost,
+    /// What the LLM-aware pick reads of it (models with LLM routing).
+    pub llm: Option<LlmTerms>,
+}
+
+/// An endpoint as the LLM-aware pick scores it.
+#[derive(Debug, Serialize)]
+pub struct LlmTerms {
+    /// Share of the prompt's blocks it likely holds.
+    pub prefix: f64,
+    /// Requests queued at the model server.
+    pub waiting: u32,
+    /// KV-cache use, 0..1.
+    pub kv_usage: f64,
+    /// Whether its server metrics are fresh, stale (scored as saturated) or never reported.
+    pub freshness: String,
 }
 
 /// The endpoint a pick chose.
@@ -361,6 +379,8 @@ fn place(
     let cluster = &routes.version(routed.model, routed.version).cluster;
     let (epoch, now) = (routing.registry.epoch(), routing.clock.now());
     let loads = cluster.level_loads(epoch);
+    let prompt = prompt::for_request(entry, routed, head, body);
+    let chain = prompt.as_ref().map_or(&[][..], |p| &p.chain[..]);
     for (i, level) in cluster.levels.iter().enumerate() {
         let load = loads.get(i);
         let panic = load.is_some_and(|l| l.panic);
@@ -369,6 +389,7 @@ fn place(
             locality: level.kind.label().to_string(),
             share: load.map_or(0.0, |l| l.share),
             panic,
+            available: level.members.iter().filter(|(e, _)| e.available()).count(),
             endpoints: level
                 .members
                 .iter()
@@ -379,6 +400,17 @@ fn place(
                     out: out_reasons(e.flags()),
                     usable: cluster.admits(e, panic),
                     cost: Cost::of(e, now),
+                    llm: entry.llm.as_ref().map(|_| {
+                        let state = e.llm().map(|l| l.as_ref());
+                        LlmTerms {
+                            prefix: prefix_share(state, chain),
+                            waiting: state.map_or(0, |l| l.waiting()),
+                            kv_usage: state.map_or(0.0, |l| l.kv_usage()),
+                            freshness: state.map_or("never reported".into(), |l| {
+                                format!("{:?}", l.freshness()).to_lowercase()
+                            }),
+                        }
+                    }),
                 })
                 .collect(),
         });
@@ -389,7 +421,6 @@ fn place(
     } else {
         format!("{:?}", cluster.balancer()).to_lowercase()
     });
-    let prompt = prompt::for_request(entry, routed, head, body);
     if let Some(pick) = upstream::pick(entry, cluster, routed, prompt.as_ref(), (epoch, now), &[]) {
         out.pick = Some(PickStep {
             id: pick.endpoint.id.to_string(),
@@ -603,10 +634,12 @@ pub fn render_text(x: &Explanation) -> String {
         let panic = if l.panic { ", in panic: every endpoint used" } else { "" };
         let _ = writeln!(
             s,
-            "level {}     {} takes {:.1}%{panic}",
+            "level {}     {} takes {:.1}%, {} of {} available{panic}",
             l.index,
             l.locality,
-            l.share * 100.0
+            l.share * 100.0,
+            l.available,
+            l.endpoints.len()
         );
         for e in &l.endpoints {
             let state = if e.out.is_empty() {
@@ -621,6 +654,16 @@ pub fn render_text(x: &Explanation) -> String {
                 "              {} {} weight {} {state}{usable}; cost {:.3} = ({:.3} ms + 1) x ({} in flight + 1) / headroom {:.2}",
                 e.id, e.address, e.weight, c.value, c.latency_ms, c.in_flight, c.headroom
             );
+            if let Some(t) = &e.llm {
+                let _ = writeln!(
+                    s,
+                    "                holds {:.0}% of the prompt; {} queued, KV cache {:.0}% used ({})",
+                    t.prefix * 100.0,
+                    t.waiting,
+                    t.kv_usage * 100.0,
+                    t.freshness
+                );
+            }
         }
     }
     if let Some(b) = &x.balancer {

@@ -84,10 +84,7 @@ pub fn pick<R: Rng>(
         .iter()
         .map(|e| {
             let llm = e.llm().map(Arc::as_ref);
-            let matched = match (llm, blocks) {
-                (Some(s), n) if n > 0 => s.index.matched(prompt.chain),
-                _ => 0,
-            };
+            let prefix = prefix_share(llm, prompt.chain);
             let (queue, tokens) = llm.map_or((0.0, 0), |s| {
                 let q = match s.freshness() {
                     Freshness::Stale => f64::INFINITY,
@@ -99,11 +96,7 @@ pub fn pick<R: Rng>(
             Candidate {
                 endpoint: e,
                 llm,
-                prefix: if blocks == 0 {
-                    0.0
-                } else {
-                    matched as f64 / blocks as f64
-                },
+                prefix,
                 queue,
                 cost: (e.latency(now) / 1e6 + 1.0) * in_flight / e.headroom(),
                 load: e.in_flight() + llm.map_or(0, |s| s.waiting()),
@@ -140,6 +133,15 @@ pub fn pick<R: Rng>(
         endpoint: c[best].endpoint.clone(),
         prefix: c[best].prefix,
     })
+}
+
+/// The share of `chain`'s blocks an endpoint with this LLM state likely holds (0 without blocks
+/// or state): what prefix affinity compares with `prefix_threshold`.
+pub fn prefix_share(llm: Option<&LlmState>, chain: &[u64]) -> f64 {
+    match llm {
+        Some(s) if !chain.is_empty() => s.index.matched(chain) as f64 / chain.len() as f64,
+        _ => 0.0,
+    }
 }
 
 /// What [`prefer`] did.
