@@ -23,7 +23,7 @@ secs=${1:-10}; rounds=${2:-3}; conns=${3:-32}
 for t in nginx haproxy wrk h2load perf openssl; do
   command -v $t >/dev/null || { echo "missing $t (apt-get install nginx haproxy wrk nghttp2-client linux-perf openssl)" >&2; exit 1; }
 done
-cargo build --release --quiet --bin meridian
+[ -n "${MERIDIAN_BIN:-}" ] || cargo build --release --quiet --bin meridian
 cargo build --release --quiet --bench openloop
 bin=${MERIDIAN_BIN:-target/release/meridian}
 openloop=$(ls -t target/release/deps/openloop-* | grep -v '\.d$' | head -1)

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: the one CPU figure this shared, noisy
+# machine cannot disturb (req/s and CPU time move by +-20% between runs here; this moves by a few
+# instructions). Each proxy (one worker) runs under callgrind in front of the same NGINX
+# `return 200` backend; after a warm-up its counters are zeroed, then exactly N keep-alive POSTs
+# (h2load --h1, 8 connections) go through it, and its user-space instructions are divided by N.
+#
+#   benches/load/instructions.sh [requests] [meridian binary...]
+#
+# With several binaries (e.g. an earlier commit's build) each is counted in the same way, for
+# A/Bs of a change. Needs: nginx haproxy valgrind nghttp2-client (h2load).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+n=${1:-5000}; shift || true
+bins=("$@")
+if [ ${#bins[@]} -eq 0 ]; then
+  cargo build --release --quiet --bin meridian
+  bins=(target/release/meridian)
+fi
+for t in nginx haproxy valgrind callgrind_control h2load; do
+  command -v $t >/dev/null || { echo "missing $t (apt-get install nginx haproxy valgrind nghttp2-client)" >&2; exit 1; }
+done
+work=$(mktemp -d)
+trap 'rc=$?; kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; exit $rc' EXIT
+
+backend=127.51.1.1:8000
+body='{"id":"1","inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
+answer='{"model_name":"fixed","model_version":"v1","outputs":[{"name":"output-0","shape":[1],"datatype":"FP32","data":[1.0]}]}'
+printf '%s' "$body" > "$work/body.json"
+cat > "$work/backend.conf" <<CONF
+worker_processes 1; pid $work/backend.pid; error_log $work/backend.err warn;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen $backend; location / { default_type application/json; return 200 '$answer'; } } }
+CONF
+nginx -c "$work/backend.conf" -g 'daemon off;' &
+
+# Sends N requests to URL (plus a warm-up of 500), zeroing PID's counters in between, and prints
+# instructions per request from the dump.
+count() {
+  local name=$1 url=$2 pid=$3 out=$4
+  for _ in $(seq 100); do curl -s -o /dev/null -X POST --data-binary @"$work/body.json" "$url" && break; sleep 0.2; done
+  h2load --h1 -n 500 -c 8 -d "$work/body.json" "$url" > /dev/null
+  callgrind_control -z "$pid" > /dev/null 2>&1
+  h2load --h1 -n "$n" -c 8 -d "$work/body.json" "$url" | grep -E "^requests:" | sed "s|^|  $name: |"
+  callgrind_control -d "$pid" > /dev/null 2>&1
+  sleep 1
+  local ir
+  ir=$(grep -h "^summary:" "$out".* 2>/dev/null | tail -1 | awk '{print $2}')
+  printf '%-40s %8.0f instructions/request\n' "$name" "$(echo "$ir / $n" | bc -l)"
+  rm -f "$out".*
+}
+
+i=0
+for bin in "${bins[@]}"; do
+  i=$((i + 1))
+  cat > "$work/meridian.yaml" <<YAML
+regions:
+  - name: r
+    zones: [r-a]
+    gateway:
+      listeners: [{ name: public, address: 127.51.0.1:808$i, protocols: [http1] }]
+      admin: { address: 127.51.0.1:990$i }
+observability: { access_log: { enabled: false } }
+models:
+  - name: fixed
+    versions: [{ name: v1, endpoints: [{ address: $backend, region: r, zone: r-a }] }]
+YAML
+  MERIDIAN_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/meridian$i.out" \
+    "$bin" gateway --config "$work/meridian.yaml" --threads 1 > "$work/gw$i.log" 2>&1 &
+  pid=$!
+  count "meridian ($bin)" "http://127.51.0.1:808$i/v2/models/fixed/infer" $pid "$work/meridian$i.out"
+  kill $pid; wait $pid 2>/dev/null || true
+done
+
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1; master_process off; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000;
+  upstream fixed { server $backend; keepalive 64; }
+  server { listen 127.51.0.2:8080; proxy_http_version 1.1; proxy_set_header Connection "";
+           location / { proxy_pass http://fixed; } } }
+CONF
+valgrind --tool=callgrind --callgrind-out-file="$work/nginx.out" nginx -c "$work/nginx.conf" > "$work/nginx.log" 2>&1 &
+pid=$!
+count "nginx $(nginx -v 2>&1 | sed 's/.*\///')" http://127.51.0.2:8080/v2/models/fixed/infer $pid "$work/nginx.out"
+kill $pid; wait $pid 2>/dev/null || true
+
+cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.51.0.3:8080
+  default_backend fixed
+backend fixed
+  server f1 $backend
+CONF
+valgrind --tool=callgrind --callgrind-out-file="$work/haproxy.out" haproxy -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
+pid=$!
+count "haproxy $(haproxy -v | head -1 | awk '{print $3}')" http://127.51.0.3:8080/v2/models/fixed/infer $pid "$work/haproxy.out"
