@@ -106,8 +106,7 @@ async fn authorize(
         Ok(()) => next.run(req).await,
         // The page itself, without its state: it asks for the token and fetches itself with it.
         Err(r) if r.status == 401 && req.uri().path() == "/" => {
-            let page = status::page(&api);
-            Html(page.html(false, REFRESH_MS)).into_response()
+            Html(status_of(&api).html(false, REFRESH_MS)).into_response()
         }
         Err(r) => error(
             StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN),
@@ -123,12 +122,22 @@ fn error(status: StatusCode, msg: &str) -> Response {
 /// How often the status page refreshes its cells.
 const REFRESH_MS: u32 = 2000;
 
+/// The status page from the admin API's parts.
+fn status_of(api: &AdminApi) -> meridian_statuspage::Page {
+    status::page(&status::Parts {
+        routing: &api.routing,
+        reloader: &api.reloader,
+        lifecycle: &api.lifecycle,
+        status: &api.status,
+    })
+}
+
 async fn status_page(State(api): Api) -> Response {
-    Html(status::page(&api).html(true, REFRESH_MS)).into_response()
+    Html(status_of(&api).html(true, REFRESH_MS)).into_response()
 }
 
 async fn status_json(State(api): Api) -> Json<Value> {
-    Json(status::page(&api).json())
+    Json(status_of(&api).json())
 }
 
 async fn readyz(State(api): Api) -> Response {

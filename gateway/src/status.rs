@@ -16,11 +16,12 @@ use meridian_statuspage::{percent, rate, Cell, Page, Section, Table, Tone};
 use parking_lot::Mutex;
 use prometheus::core::Collector;
 
-use crate::admin::AdminApi;
 use crate::explain::{out_reasons, test_text};
 use crate::feed::FeedView;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-use crate::routes::Routes;
+use crate::reloader::Reloader;
+use crate::routes::{Routes, Routing};
 
 /// What the status page reads beyond the admin API's parts, and the request counts it turns into
 /// rates.
@@ -106,13 +107,25 @@ impl StatusSource {
     }
 }
 
+/// What the page reads: the admin API's parts.
+pub struct Parts<'a> {
+    /// The table and endpoint states.
+    pub routing: &'a Routing,
+    /// Where the gateway runs, and its reloads.
+    pub reloader: &'a Reloader,
+    /// Ready or draining.
+    pub lifecycle: &'a Lifecycle,
+    /// Request rates and the control feed.
+    pub status: &'a StatusSource,
+}
+
 /// The gateway's status page as of now.
-pub fn page(api: &AdminApi) -> Page {
+pub fn page(api: &Parts<'_>) -> Page {
     let routes = api.routing.routes.load();
     let snap = &routes.snap;
     let now = api.routing.clock.now();
     let epoch = api.routing.registry.epoch();
-    let status = &api.status;
+    let status = api.status;
     let feed = status.feed.current();
     let mut page = Page {
         title: format!(
