@@ -297,34 +297,10 @@ pub fn explain(routing: &Routing, query: &Query) -> Result<Explanation, String> 
         .as_ref()
         .and_then(|(_, m, _)| snap.model_and_adapter(m))
         .map(|(m, _)| &snap.models[m]);
-    let mut out = Explanation {
-        region: routes.region().name.to_string(),
-        zone: routes.origin.zone.map(|z| snap.zones[z].name.to_string()),
-        generation: routes.generation,
-        request: format!("{} {}", query.method, query.path),
-        classified: rec.classified.as_ref().map(|(api, model, hint)| Classified {
-            api: api.as_str(),
-            model: model.clone(),
-            version_hint: hint.clone(),
-        }),
-        pin: rec.pin.as_ref().map(|(version, source, found)| Pin {
-            version: version.clone(),
-            source: match source {
-                PinSource::Path => "path",
-                PinSource::Header => "header",
-            },
-            found: *found,
-        }),
-        rules: entry.map(|e| rule_steps(e, &rec, &head.headers)).unwrap_or_default(),
-        split: entry.and_then(|e| split_step(e, &rec, query.client)),
-        outcome: Outcome::NeedsBody { api: "openai" },
-        levels: Vec::new(),
-        balancer: None,
-        pick: None,
-    };
-    out.outcome = match decided {
+    let mut placed = Placement::default();
+    let outcome = match decided {
         Ok(Decision::Route(routed)) => {
-            place(routing, &routes, &routed, &head, body, &mut out);
+            placed = place(routing, &routes, &routed, &head, body);
             let entry = &snap.models[routed.model];
             Outcome::Routed {
                 model: entry.name.to_string(),
@@ -347,7 +323,31 @@ pub fn explain(routing: &Routing, query: &Query) -> Result<Explanation, String> 
             error: refusal.reply.message().unwrap_or_default().to_string(),
         },
     };
-    Ok(out)
+    Ok(Explanation {
+        region: routes.region().name.to_string(),
+        zone: routes.origin.zone.map(|z| snap.zones[z].name.to_string()),
+        generation: routes.generation,
+        request: format!("{} {}", query.method, query.path),
+        classified: rec.classified.as_ref().map(|(api, model, hint)| Classified {
+            api: api.as_str(),
+            model: model.clone(),
+            version_hint: hint.clone(),
+        }),
+        pin: rec.pin.as_ref().map(|(version, source, found)| Pin {
+            version: version.clone(),
+            source: match source {
+                PinSource::Path => "path",
+                PinSource::Header => "header",
+            },
+            found: *found,
+        }),
+        rules: entry.map(|e| rule_steps(e, &rec, &head.headers)).unwrap_or_default(),
+        split: entry.and_then(|e| split_step(e, &rec, query.client)),
+        outcome,
+        levels: placed.levels,
+        balancer: placed.balancer,
+        pick: placed.pick,
+    })
 }
 
 /// The request head `query` describes.
@@ -366,6 +366,14 @@ fn head_of(query: &Query) -> Result<http::request::Parts, String> {
         .map_err(|e| format!("bad request: {e}"))
 }
 
+/// Where a routed request would go: the version's levels, how a level picks, the pick now.
+#[derive(Default)]
+struct Placement {
+    levels: Vec<LevelStep>,
+    balancer: Option<String>,
+    pick: Option<PickStep>,
+}
+
 /// The chosen version's levels, endpoints and the pick now.
 fn place(
     routing: &Routing,
@@ -373,8 +381,8 @@ fn place(
     routed: &Routed,
     head: &http::request::Parts,
     body: Option<&[u8]>,
-    out: &mut Explanation,
-) {
+) -> Placement {
+    let mut out = Placement::default();
     let entry = &routes.snap.models[routed.model];
     let cluster = &routes.version(routed.model, routed.version).cluster;
     let (epoch, now) = (routing.registry.epoch(), routing.clock.now());
@@ -430,6 +438,7 @@ fn place(
             prefix: pick.prefix,
         });
     }
+    out
 }
 
 /// Why an endpoint with these flags is out.

@@ -36,7 +36,7 @@ pub struct ReloadStats {
     pub ok: u64,
     /// Rejected reloads since start.
     pub failed: u64,
-    /// Why the last reload was rejected, if it was.
+    /// Why the last reload was rejected, if it was (the newest of `recent`).
     pub last_error: Option<String>,
     /// The last reloads, newest first (at most [`RECENT_RELOADS`]).
     pub recent: Vec<ReloadEvent>,
@@ -69,7 +69,6 @@ pub struct Reloader {
     feed: Arc<FeedView>,
     ok: AtomicU64,
     failed: AtomicU64,
-    last_error: Mutex<Option<String>>,
     recent: Mutex<std::collections::VecDeque<ReloadEvent>>,
     started_at: f64,
     /// The TLS listeners' certificates.
@@ -110,7 +109,6 @@ impl Reloader {
             feed: parts.feed,
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            last_error: Mutex::new(None),
             recent: Mutex::default(),
             started_at,
             certificates: Certificates::default(),
@@ -135,11 +133,12 @@ impl Reloader {
 
     /// How reloads went so far.
     pub fn stats(&self) -> ReloadStats {
+        let recent = self.recent.lock();
         ReloadStats {
             ok: self.ok.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
-            last_error: self.last_error.lock().clone(),
-            recent: self.recent.lock().iter().cloned().collect(),
+            last_error: recent.front().and_then(|e| e.error.clone()),
+            recent: recent.iter().cloned().collect(),
         }
     }
 
@@ -179,7 +178,6 @@ impl Reloader {
                 let generation = self.install(routes);
                 self.ok.fetch_add(1, Ordering::Relaxed);
                 self.metrics.reloads.with_label_values(&["success"]).inc();
-                *self.last_error.lock() = None;
                 self.remember(Some(generation), None);
                 tracing::info!(generation, "config reloaded");
                 Ok(generation)
@@ -187,7 +185,6 @@ impl Reloader {
             Err(e) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 self.metrics.reloads.with_label_values(&["failure"]).inc();
-                *self.last_error.lock() = Some(e.to_string());
                 self.remember(None, Some(e.to_string()));
                 tracing::error!("config reload rejected, the previous config keeps serving:\n{e}");
                 Err(e)
