@@ -174,7 +174,7 @@ fn bench(c: &mut Criterion) {
                     unreachable!()
                 };
                 let m = snap.model(model).unwrap();
-                let sel = select(&snap.models[m], version, &head.headers, b"10.0.0.1", 0.5).unwrap();
+                let sel = select(&snap.models[m], version, head, b"10.0.0.1", 0.5).unwrap();
                 let pick = clusters[m][sel.version].pick(epoch, 1, &mut rng, &[]).unwrap();
                 black_box(pick.endpoint.address)
             })

@@ -325,6 +325,24 @@ fn keep_alive_pipelining_and_every_response_framing() {
     c.send("GET /v2/health/live HTTP/1.1\r\nhost: gw\r\n\r\n");
     assert_eq!(c.read("GET").status, 200);
 
+    // Field names in any case: read case-insensitively and sent on lowercase; a field the
+    // client's `Connection` names ends here, the forwarding chain grows, and the target goes on
+    // with its query but without its fragment.
+    c.send("POST /v2/models/m/infer?trace=1#frag HTTP/1.1\r\nHost: gw\r\nX-Mode: length\r\nConnection: X-Drop\r\nX-Drop: 1\r\nX-Forwarded-For: 192.0.2.7\r\nContent-Length: 2\r\n\r\n{}");
+    assert_eq!(c.read("POST").status, 200);
+    let last = backend.seen().pop().unwrap();
+    assert_eq!(last.path, "/v2/models/m/infer?trace=1");
+    let get = |n: &str| last.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!((get("host"), get("x-mode")), (Some("gw"), Some("length")));
+    assert_eq!(get("x-forwarded-for"), Some("192.0.2.7, 127.0.0.1"));
+    for gone in ["x-drop", "connection"] {
+        assert!(
+            !last.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(gone)),
+            "{gone}: {:?}",
+            last.headers
+        );
+    }
+
     // A client that asks to close gets its answer, then the close.
     c.send(&post("length", "{}").replacen("host: gw\r\n", "host: gw\r\nconnection: close\r\n", 1));
     let r = c.read("POST");

@@ -7,6 +7,9 @@
 #
 #   benches/load/instructions.sh [requests] [meridian binary...]
 #
+# CALLGRIND_KEEP=dir keeps each dump there (read them with
+# `callgrind_annotate --inclusive=no --threshold=100 FILE`).
+#
 # With several binaries (e.g. an earlier commit's build) each is counted in the same way, for
 # A/Bs of a change. Needs: nginx haproxy valgrind nghttp2-client (h2load).
 set -euo pipefail
@@ -48,6 +51,8 @@ count() {
   local ir
   ir=$(grep -h "^summary:" "$out".* 2>/dev/null | tail -1 | awk '{print $2}')
   printf '%-40s %8.0f instructions/request\n' "$name" "$(echo "$ir / $n" | bc -l)"
+  # CALLGRIND_KEEP=dir keeps the dumps, for callgrind_annotate.
+  if [ -n "${CALLGRIND_KEEP:-}" ]; then cp "$out".* "$CALLGRIND_KEEP"/; fi
   rm -f "$out".*
 }
 

@@ -5,11 +5,12 @@
 //! Decision cores take `now` as an argument; shells hold an `Arc<dyn Clock>` and pass its readings
 //! in. Tests swap in a [`ManualClock`] and move time by hand, so timelines are deterministic.
 //!
-//! This crate imports nothing: every part of the workspace may depend on it.
+//! This crate imports only nix (for the clock reading itself): every part of the workspace may
+//! depend on it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Monotonic nanoseconds since an arbitrary origin.
 pub type Nanos = u64;
@@ -44,9 +45,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Nanos {
-        static ORIGIN: OnceLock<Instant> = OnceLock::new();
-        let origin = *ORIGIN.get_or_init(Instant::now);
-        nanos(origin.elapsed())
+        static ORIGIN: OnceLock<Nanos> = OnceLock::new();
+        let now = monotonic();
+        now.saturating_sub(*ORIGIN.get_or_init(|| now))
     }
 
     fn unix(&self) -> Duration {
@@ -86,6 +87,15 @@ impl Clock for ManualClock {
     fn unix(&self) -> Duration {
         Duration::from_nanos(self.unix_nanos.load(Ordering::Relaxed))
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (`Instant`'s clock, read without its arithmetic).
+fn monotonic() -> Nanos {
+    // clock_gettime fails only for an unknown clock or a bad pointer: neither can happen here.
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is readable");
+    (t.tv_sec() as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec() as u64)
 }
 
 /// A duration in nanoseconds, saturating.

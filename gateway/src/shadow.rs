@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use meridian_config::snapshot::{ModelId, VersionId};
+use meridian_gateway_core::head::RequestHead;
 
 use crate::routes::{Routes, Routing};
 
@@ -27,7 +28,7 @@ impl Mirror {
         routes: &Routes,
         model: ModelId,
         version: VersionId,
-        req: &http::request::Parts,
+        req: &impl RequestHead,
         body: Vec<bytes::Bytes>,
     ) {
         let cluster = &routes.version(model, version).cluster;
@@ -39,22 +40,24 @@ impl Mirror {
         ) else {
             return;
         };
-        let url = format!(
-            "http://{}{}",
-            pick.endpoint.address,
-            req.uri.path_and_query().map_or("/", |p| p.as_str())
-        );
+        let url = format!("http://{}{}", pick.endpoint.address, req.path_and_query());
         let mut headers = reqwest::header::HeaderMap::new();
-        for (k, v) in req.headers.iter() {
-            if !matches!(
-                k.as_str(),
-                "host" | "content-length" | "connection" | "transfer-encoding" | "keep-alive"
+        for (k, v) in req.fields() {
+            if matches!(
+                k,
+                b"host" | b"content-length" | b"connection" | b"transfer-encoding" | b"keep-alive"
             ) {
-                headers.append(k.clone(), v.clone());
+                continue;
+            }
+            if let (Ok(k), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(k),
+                reqwest::header::HeaderValue::from_bytes(v),
+            ) {
+                headers.append(k, v);
             }
         }
         headers.insert(SHADOW_HEADER, reqwest::header::HeaderValue::from_static("true"));
-        let method = req.method.clone();
+        let method = req.method().clone();
         let timeout = routes.snap.models[model].policy.timeouts.request.get();
         let client = self.client.clone();
         tokio::spawn(async move {

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use meridian_config::schema::{OtlpProtocol, Tracing};
+use meridian_gateway_core::head::RequestHead;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
@@ -132,19 +133,19 @@ impl Telemetry {
     }
 
     /// Starts a request's server span, continuing the client's trace when it sent one.
-    pub fn server_span(&self, req: &http::request::Parts, client: Option<IpAddr>, tls: bool) -> Context {
-        let parent = self.propagator.extract(&Headers(&req.headers));
-        let method = req.method.as_str().to_owned();
+    pub fn server_span(&self, req: &impl RequestHead, client: Option<IpAddr>, tls: bool) -> Context {
+        let parent = self.propagator.extract(&Headers(req));
+        let method = req.method().as_str().to_owned();
         let mut attrs = vec![
             KeyValue::new("http.request.method", method.clone()),
-            KeyValue::new("url.path", req.uri.path().to_owned()),
+            KeyValue::new("url.path", req.path().to_owned()),
             KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
-            KeyValue::new("network.protocol.version", protocol_version(req.version)),
+            KeyValue::new("network.protocol.version", protocol_version(req.version())),
         ];
         if let Some(ip) = client {
             attrs.push(KeyValue::new("client.address", ip.to_string()));
         }
-        if let Some(ua) = req.headers.get("user-agent").and_then(|v| v.to_str().ok()) {
+        if let Some(ua) = req.get_str(&http::header::USER_AGENT) {
             attrs.push(KeyValue::new("user_agent.original", ua.to_owned()));
         }
         let span = self
@@ -297,14 +298,17 @@ fn protocol_version(v: http::Version) -> &'static str {
     }
 }
 
-struct Headers<'a>(&'a http::HeaderMap);
+struct Headers<'a, H>(&'a H);
 
-impl Extractor for Headers<'_> {
+impl<H: RequestHead> Extractor for Headers<'_, H> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        self.0.find(key).and_then(|v| std::str::from_utf8(v).ok())
     }
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
+        self.0
+            .fields()
+            .filter_map(|(k, _)| std::str::from_utf8(k).ok())
+            .collect()
     }
 }
 

@@ -10,7 +10,6 @@
 
 use std::net::IpAddr;
 
-use http::request::Parts;
 use meridian_config::schema::PriorityClass;
 use meridian_config::snapshot::{AdapterId, ModelId, VersionId};
 use meridian_config::Snapshot;
@@ -18,6 +17,7 @@ use meridian_config::Snapshot;
 use crate::admission::class_of;
 use crate::classify::{classify, Api, ClassifyError, Target};
 use crate::grpc::{self, Call};
+use crate::head::RequestHead;
 use crate::peek::{BodyPeek, Named};
 use crate::reply::Reply;
 use crate::select::{select_traced, SelectError};
@@ -87,14 +87,14 @@ impl Refusal {
 
 /// Decides a request from its head and, on the second call for body-named models, what the body
 /// named.
-pub fn decide(snap: &Snapshot, head: &Parts, body: Option<&Named>, env: &Env) -> Result<Decision, Refusal> {
+pub fn decide(snap: &Snapshot, head: &impl RequestHead, body: Option<&Named>, env: &Env) -> Result<Decision, Refusal> {
     decide_traced(snap, head, body, env, &mut ())
 }
 
 /// [`decide`], reporting each step to `trace` (`meridian explain`).
 pub fn decide_traced(
     snap: &Snapshot,
-    head: &Parts,
+    head: &impl RequestHead,
     body: Option<&Named>,
     env: &Env,
     trace: &mut impl Trace,
@@ -142,7 +142,7 @@ pub fn decide_traced(
         }
         None => &[],
     };
-    let sel = select_traced(entry, version, &head.headers, key, env.shadow_draw, trace).map_err(|e| {
+    let sel = select_traced(entry, version, head, key, env.shadow_draw, trace).map_err(|e| {
         let msg = match e {
             SelectError::UnknownVersion(v) => format!("version {v} of model {model} not found"),
             SelectError::NoRoute => format!("no routing rule of model {model} matches"),
@@ -152,11 +152,7 @@ pub fn decide_traced(
     // 413 for a declared body over the model's limit; streamed bodies are counted as they come.
     let limits = &entry.policy.limits;
     let limit = limits.max_request_body.bytes();
-    let declared = head
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if let Some(len) = declared.filter(|len| *len > limit) {
+    if let Some(len) = head.content_length().filter(|len| *len > limit) {
         let msg = format!("request body is {len} bytes, more than the {limit} allowed");
         return Err(refuse(Reply::error(413, msg), None));
     }
@@ -169,7 +165,7 @@ pub fn decide_traced(
         return Err(refuse(Reply::error(501, msg), Some(sel.version)));
     }
     // The request's priority class from its header, else its rule's, else the model's default.
-    let asked = head.headers.get(&entry.policy.priority_header).map(|v| v.as_bytes());
+    let asked = head.get(&entry.policy.priority_header);
     let class = class_of(asked).or(sel.priority).unwrap_or(limits.default_priority);
     Ok(Decision::Route(Routed {
         model: m,
@@ -183,14 +179,9 @@ pub fn decide_traced(
 }
 
 /// 431 before anything else: the whole header block counts (the default limit is 64KiB).
-fn check_header_size(snap: &Snapshot, head: &Parts) -> Result<(), Refusal> {
+fn check_header_size(snap: &Snapshot, head: &impl RequestHead) -> Result<(), Refusal> {
     let limit = snap.config.gateway.limits.max_request_headers.bytes() as usize;
-    let bytes = head.uri.path_and_query().map_or(0, |p| p.as_str().len())
-        + head
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum::<usize>();
+    let bytes = head.path_and_query().len() + head.fields().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>();
     if bytes > limit {
         let msg = format!("request headers are {bytes} bytes, more than the {limit} allowed");
         return Err(Refusal::new(Reply::error(431, msg)));
@@ -200,9 +191,9 @@ fn check_header_size(snap: &Snapshot, head: &Parts) -> Result<(), Refusal> {
 
 /// What the head asks for, with whether it is a gRPC call; or a decision the head alone makes
 /// (read the body, or answer a gRPC health call).
-fn target_of<'h>(head: &'h Parts, env: &Env) -> Result<Result<(Target<'h>, bool), Decision>, Refusal> {
-    let path = head.uri.path();
-    if grpc::is_grpc(&head.headers) {
+fn target_of<'h>(head: &'h impl RequestHead, env: &Env) -> Result<Result<(Target<'h>, bool), Decision>, Refusal> {
+    let path = head.path();
+    if grpc::is_grpc(head) {
         let model = |m| {
             (
                 Target::Model {
@@ -213,7 +204,7 @@ fn target_of<'h>(head: &'h Parts, env: &Env) -> Result<Result<(Target<'h>, bool)
                 true,
             )
         };
-        return match grpc::classify(path, &head.headers) {
+        return match grpc::classify(path, head) {
             Call::Model(m) => Ok(Ok(model(m))),
             Call::InMessage => Ok(Err(Decision::ReadBody(BodyPeek::GrpcMessage))),
             Call::ServerLive => Ok(Err(Decision::Answer(Reply::grpc_message(grpc::bool_message(true))))),
@@ -223,7 +214,7 @@ fn target_of<'h>(head: &'h Parts, env: &Env) -> Result<Result<(Target<'h>, bool)
             Call::Unroutable(why) => Err(Refusal::new(Reply::error(400, why))),
         };
     }
-    match classify(&head.method, path) {
+    match classify(head.method(), path) {
         Ok(Target::OpenAi) => Ok(Err(Decision::ReadBody(BodyPeek::OpenAi))),
         Ok(t) => Ok(Ok((t, false))),
         Err(ClassifyError::UnknownPath) => Err(Refusal::new(Reply::error(
@@ -232,7 +223,7 @@ fn target_of<'h>(head: &'h Parts, env: &Env) -> Result<Result<(Target<'h>, bool)
         ))),
         Err(ClassifyError::MethodNotAllowed) => Err(Refusal::new(Reply::error(
             405,
-            format!("{} is not allowed here", head.method),
+            format!("{} is not allowed here", head.method()),
         ))),
     }
 }
@@ -291,7 +282,7 @@ models:
         Snapshot::compile(load_str(CFG, "t", Path::new(".")).unwrap())
     }
 
-    fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> Parts {
+    fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut b = http::Request::builder().method(method).uri(path);
         for (k, v) in headers {
             b = b.header(*k, *v);

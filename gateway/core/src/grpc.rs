@@ -4,21 +4,21 @@
 //! peek. Answers the gateway gives itself become gRPC statuses; [`status_code`] maps them and
 //! [`encode_message`] writes `grpc-message`. Sending them is the shell's.
 
-use http::HeaderMap;
+use http::HeaderName;
 
+use crate::head::RequestHead;
 use crate::prefix::Peek;
 
 /// The KServe V2 gRPC service.
 pub const V2_SERVICE: &str = "inference.GRPCInferenceService";
 
 /// Header naming the model of a gRPC call.
-pub const MODEL_HEADER: &str = "x-model-name";
+pub const MODEL_HEADER: HeaderName = HeaderName::from_static("x-model-name");
 
 /// Whether a request is a gRPC call (`content-type: application/grpc[+proto|...]`).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+pub fn is_grpc(head: &impl RequestHead) -> bool {
+    head.get(&http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.starts_with(b"application/grpc"))
 }
 
 /// What a gRPC call asks for.
@@ -37,8 +37,8 @@ pub enum Call<'a> {
 }
 
 /// Classifies a gRPC call by its `:path` (`/package.Service/Method`) and headers.
-pub fn classify<'a>(path: &'a str, headers: &'a HeaderMap) -> Call<'a> {
-    if let Some(m) = headers.get(MODEL_HEADER).and_then(|v| v.to_str().ok()) {
+pub fn classify<'a>(path: &'a str, head: &'a impl RequestHead) -> Call<'a> {
+    if let Some(m) = head.get_str(&MODEL_HEADER) {
         return Call::Model(m);
     }
     let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn classifies_calls() {
-        let mut h = HeaderMap::new();
+        let (mut h, ()) = http::Request::new(()).into_parts();
         assert_eq!(
             classify("/inference.GRPCInferenceService/ModelInfer", &h),
             Call::InMessage
@@ -218,7 +218,7 @@ mod tests {
             classify("/grpc.health.v1.Health/Check", &h),
             Call::Unroutable(_)
         ));
-        h.insert(MODEL_HEADER, "m".parse().unwrap());
+        h.headers.insert(MODEL_HEADER, "m".parse().unwrap());
         assert_eq!(classify("/grpc.health.v1.Health/Check", &h), Call::Model("m"));
         assert_eq!(encode_message("no 100% ok\n"), "no 100%25 ok%0A");
     }

@@ -1,8 +1,9 @@
 //! The gateway's decisions, apart from any I/O.
 //!
-//! Start at [`decide`]: it turns a request's head (and, for APIs that name the model in the body, the
-//! peeked model) into a [`decide::Decision`]: route to a model version, answer here, or read the body
-//! first. From there, a routed request's endpoint comes from [`cluster::Cluster::pick`] (locality
+//! Start at [`decide`]: it turns a request's head (a [`head::RequestHead`]: pingora's parts or the
+//! HTTP/1 path's parsed block, read in place) and, for APIs that name the model in the body, the
+//! peeked model into a [`decide::Decision`]: route to a model version, answer here, or read the
+//! body first. From there, a routed request's endpoint comes from [`cluster::Cluster::pick`] (locality
 //! levels from [`locality`], power of two choices over [`endpoint`] states, or for LLM requests the
 //! prefix-cache and model-server aware pick of [`llm_pick`] over [`llm`]'s state), its retries are bounded
 //! by [`budget`], its outcome feeds [`outlier`], and its concurrency slot comes from [`admission`]. A
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod decide;
 pub mod endpoint;
 pub mod grpc;
+pub mod head;
 pub mod health;
 pub mod llm;
 pub mod llm_pick;

@@ -7,10 +7,11 @@
 //! for any number of versions. The hash (xxh3) is stable across processes, so every gateway replica
 //! agrees.
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
 use meridian_config::schema::PriorityClass;
 use meridian_config::snapshot::{ModelEntry, RouteTarget, Sticky, VersionId};
 
+use crate::head::RequestHead;
 use crate::trace::{KeySource, PinSource, SplitScore, Trace};
 
 /// Header that pins a version.
@@ -46,7 +47,7 @@ pub enum SelectError {
 pub fn select(
     model: &ModelEntry,
     path_version: Option<&str>,
-    headers: &HeaderMap,
+    headers: &impl RequestHead,
     client: &[u8],
     shadow_draw: f64,
 ) -> Result<Selection, SelectError> {
@@ -57,17 +58,14 @@ pub fn select(
 pub fn select_traced(
     model: &ModelEntry,
     path_version: Option<&str>,
-    headers: &HeaderMap,
+    headers: &impl RequestHead,
     client: &[u8],
     shadow_draw: f64,
     trace: &mut impl Trace,
 ) -> Result<Selection, SelectError> {
     let pin = match path_version {
         Some(v) => Some((v, PinSource::Path)),
-        None => headers
-            .get(&VERSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| (v, PinSource::Header)),
+        None => headers.get_str(&VERSION_HEADER).map(|v| (v, PinSource::Header)),
     };
     if let Some((pin, source)) = pin {
         let found = model.version(pin);
@@ -84,7 +82,7 @@ pub fn select_traced(
     }
     for (i, route) in model.routes.iter().enumerate() {
         let matched = route.headers.iter().enumerate().all(|(c, cond)| {
-            let ok = headers.get_all(&cond.name).iter().any(|v| cond.test.test(v.as_bytes()));
+            let ok = headers.get_all(&cond.name).any(|v| cond.test.test(v));
             trace.condition(i, c, ok);
             ok
         });
@@ -125,14 +123,14 @@ pub fn select_traced(
 }
 
 /// The sticky key's bytes from a header or a cookie, if the request carries it.
-fn sticky_key<'h>(key: Option<&Sticky>, headers: &'h HeaderMap) -> Option<(KeySource, &'h [u8])> {
+fn sticky_key<'h>(key: Option<&'h Sticky>, headers: &'h impl RequestHead) -> Option<(KeySource, &'h [u8])> {
     match key? {
         Sticky::Header(name) => headers
             .get(name)
-            .map(|v| (KeySource::Header, v.as_bytes()))
+            .map(|v| (KeySource::Header, v))
             .filter(|(_, v)| !v.is_empty()),
-        Sticky::Cookie(name) => headers.get_all(http::header::COOKIE).iter().find_map(|h| {
-            h.as_bytes().split(|b| *b == b';').find_map(|pair| {
+        Sticky::Cookie(name) => headers.get_all(&http::header::COOKIE).find_map(|h| {
+            h.split(|b| *b == b';').find_map(|pair| {
                 let pair = pair.trim_ascii();
                 let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
                 (k == name.as_bytes()).then_some((KeySource::Cookie, &v[1..]))
@@ -204,10 +202,11 @@ models:
         Snapshot::compile(load_str(text, "t", Path::new(".")).unwrap())
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
+    fn headers(pairs: &[(&str, &str)]) -> http::request::Parts {
+        let (mut h, ()) = http::Request::new(()).into_parts();
         for (k, v) in pairs {
-            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.headers
+                .append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         h
     }
@@ -323,7 +322,7 @@ models:
         }
         // Without the cookie the client address is the key.
         let mut seen = Recording::default();
-        select_traced(m, None, &HeaderMap::new(), b"10.0.0.9", 0.9, &mut seen).unwrap();
+        select_traced(m, None, &headers(&[]), b"10.0.0.9", 0.9, &mut seen).unwrap();
         assert_eq!(seen.sticky, Some((2, KeySource::Client, b"10.0.0.9".to_vec())));
         // A pin from the header, unknown: reported, and no rule is tried.
         let mut seen = Recording::default();
@@ -337,7 +336,7 @@ models:
     fn client_address_is_the_fallback_key() {
         let s = snapshot(CFG);
         let m = &s.models[0];
-        let h = HeaderMap::new();
+        let h = headers(&[]);
         let a = select(m, None, &h, b"10.0.0.1", 0.9).unwrap().version;
         for _ in 0..10 {
             assert_eq!(select(m, None, &h, b"10.0.0.1", 0.9).unwrap().version, a);

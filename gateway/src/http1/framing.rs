@@ -189,7 +189,12 @@ fn more(eof: bool) -> Result<Step, FramingError> {
 /// twice is one length; anything else that is not one number is `None` (RFC 9112 section 6.3: a
 /// message to refuse, never to guess at).
 pub fn content_length(value: &[u8], seen: Option<u64>) -> Option<u64> {
-    let n = std::str::from_utf8(value).ok()?.trim().parse::<u64>().ok()?;
+    // 1*DIGIT (RFC 9110 8.6), at most 19 of them so it fits a u64.
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
     match seen {
         Some(prev) if prev != n => None,
         _ => Some(n),
@@ -260,6 +265,21 @@ mod tests {
         assert_eq!((data.as_slice(), rest.as_slice()), (&b"hello"[..], &b"GET /"[..]));
         assert_eq!(decode(Framing::EMPTY, b"", 1).unwrap().0, b"");
         assert_eq!(decode(Framing::Length(5), b"hel", 1), Err(FramingError::Incomplete));
+    }
+
+    #[test]
+    fn content_lengths_are_digits_only() {
+        assert_eq!(content_length(b" 42 ", None), Some(42));
+        assert_eq!(content_length(b"18446744073709551615", None), None, "20 digits");
+        assert_eq!(
+            content_length(b"9999999999999999999", None),
+            Some(9_999_999_999_999_999_999)
+        );
+        for bad in [&b""[..], b"+1", b"-1", b"1 2", b"0x10", b"1,1"] {
+            assert_eq!(content_length(bad, None), None, "{bad:?}");
+        }
+        assert_eq!(content_length(b"7", Some(7)), Some(7));
+        assert_eq!(content_length(b"7", Some(8)), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!
 //! | file | what it holds |
 //! | --- | --- |
-//! | [`request`] | which request heads our path takes, read into `http::request::Parts` |
+//! | [`request`] | which request heads our path takes, read in place (offsets into the read buffer, no `HeaderMap`) |
 //! | [`client`] | backend connections: one write per request, the response head, the pool |
 //! | [`framing`] | where a body ends (length, chunked, close), no I/O |
 //! | [`rewind`] | a connection handed to pingora with the bytes already read in front |

@@ -1,30 +1,115 @@
 //! A client's request head as this path reads it (httparse), and which requests it takes: HTTP/1.1
-//! with a body of declared length (or none). Everything else is [`Parsed::Other`] and goes to
-//! pingora's HTTP/1 session on the same connection, which answers exactly as it always has:
-//! HTTP/1.0, `CONNECT`, `Transfer-Encoding`, `Expect`, `Upgrade`, gRPC content (answered in gRPC's
-//! shape by pingora's path), more than [`MAX_HEADERS`] fields, and whatever httparse or the `http`
-//! types refuse (pingora's 400s stay pingora's).
+//! in origin form with a body of declared length (or none). Everything else is [`Parsed::Other`]
+//! and goes to pingora's HTTP/1 session on the same connection, which answers exactly as it always
+//! has: HTTP/1.0, `CONNECT`, absolute- and asterisk-form targets, `Transfer-Encoding`, `Expect`,
+//! `Upgrade`, gRPC content (answered in gRPC's shape by pingora's path), more than
+//! [`MAX_HEADERS`] fields, and whatever httparse refuses (pingora's 400s stay pingora's).
+//!
+//! The head stays where it was read: [`Head`] holds where the target and each field lie in the
+//! read buffer (field names lowercased there, in place), and [`Request`] reads them over those
+//! bytes for the gateway's decisions ([`RequestHead`]). No `http::HeaderMap` is built and nothing is
+//! copied or allocated per field.
 
-use bytes::Bytes;
-use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use http::{HeaderName, Method, Version};
+use meridian_gateway_core::head::RequestHead;
+use smallvec::SmallVec;
 
 use super::framing::{content_length, lists};
 
 /// Header fields this path reads at most; a request with more is pingora's.
 pub const MAX_HEADERS: usize = 64;
 
-/// A request head this path serves.
+/// Where a piece of the header block lies: offset and length.
+type Span = (u32, u32);
+
+/// A request head this path serves, as offsets into the bytes it was read from.
 #[derive(Debug)]
 pub struct Head {
-    /// Method, target, version and fields, as the rest of the gateway reads any request.
-    pub parts: Parts,
+    method: Method,
+    /// The target (origin form: path and query).
+    target: Span,
+    /// The path's length within the target.
+    path: u32,
+    /// Each field's name (lowercase) and value.
+    fields: SmallVec<[(Span, Span); 12]>,
+    /// The declared body length, when the head declares one.
+    declared: Option<u64>,
     /// Bytes of the header block, blank line included.
     pub len: usize,
     /// The declared body length (0 without one).
     pub body: u64,
     /// Whether the client asked to close the connection after this request.
     pub close: bool,
+}
+
+impl Head {
+    /// This head over `block`, the bytes it was parsed from (at least its first [`Head::len`]).
+    pub fn over<'a>(&'a self, block: &'a [u8]) -> Request<'a> {
+        // The parser took the target as visible ASCII; it is made text once per view.
+        let target = std::str::from_utf8(bytes(block, self.target)).unwrap_or_default();
+        Request {
+            head: self,
+            block,
+            target,
+        }
+    }
+}
+
+/// The bytes of `span` in `block` (none if it lies outside).
+fn bytes(block: &[u8], (at, len): Span) -> &[u8] {
+    block.get(at as usize..(at + len) as usize).unwrap_or_default()
+}
+
+/// A parsed head over its bytes: what the gateway's decisions read.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    head: &'a Head,
+    block: &'a [u8],
+    target: &'a str,
+}
+
+impl RequestHead for Request<'_> {
+    fn method(&self) -> &Method {
+        &self.head.method
+    }
+
+    fn version(&self) -> Version {
+        Version::HTTP_11
+    }
+
+    fn path(&self) -> &str {
+        self.target.get(..self.head.path as usize).unwrap_or_default()
+    }
+
+    fn path_and_query(&self) -> &str {
+        self.target
+    }
+
+    fn authority(&self) -> Option<&str> {
+        None // origin form only
+    }
+
+    fn get(&self, name: &HeaderName) -> Option<&[u8]> {
+        let name = name.as_str().as_bytes();
+        self.fields().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    fn get_all<'b>(&'b self, name: &'b HeaderName) -> impl Iterator<Item = &'b [u8]> {
+        let name = name.as_str().as_bytes();
+        self.fields().filter(move |(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let block = self.block;
+        self.head
+            .fields
+            .iter()
+            .map(move |&(k, v)| (bytes(block, k), bytes(block, v)))
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        self.head.declared
+    }
 }
 
 /// What a read buffer holds.
@@ -36,85 +121,100 @@ pub enum Parsed {
     Partial,
     /// A request (or bytes) this path leaves to pingora.
     Other,
-    /// Not an HTTP request at all, or a malformed one (what httparse or the `http` types refuse):
-    /// 400 with the reason, and the connection closes.
+    /// Not an HTTP request at all, or a malformed one (what httparse refuses): 400 with the
+    /// reason, and the connection closes.
     Malformed(&'static str),
 }
 
 /// The HTTP/2 connection preface (prior knowledge h2c), which is pingora's to serve.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
-/// Reads the request head at the start of `buf`, if it is whole.
-pub fn parse(buf: &[u8]) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(buf) {
+/// Reads the request head at the start of `buf`, if it is whole, and lowercases its field names
+/// in place (HTTP/1 names are case-insensitive; the gateway reads and forwards them lowercase).
+pub fn parse(buf: &mut [u8]) -> Parsed {
+    let (parsed, names) = read(buf);
+    for (at, len) in names.iter().flatten() {
+        buf[*at as usize..(*at + *len) as usize].make_ascii_lowercase();
+    }
+    parsed
+}
+
+/// [`parse`] without the lowercasing: the head, and where its field names lie.
+fn read(buf: &[u8]) -> (Parsed, Option<SmallVec<[Span; 12]>>) {
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Ok(httparse::Status::Partial) => return (Parsed::Partial, None),
         // More fields than this path reads, and the h2c preface, are pingora's.
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Other,
-        Err(_) if buf.starts_with(H2_PREFACE) => return Parsed::Other,
-        Err(e) => return Parsed::Malformed(malformed(e)),
+        Err(httparse::Error::TooManyHeaders) => return (Parsed::Other, None),
+        Err(_) if buf.starts_with(H2_PREFACE) => return (Parsed::Other, None),
+        Err(e) => return (Parsed::Malformed(malformed(e)), None),
     };
     if req.version != Some(1) {
-        return Parsed::Other;
+        return (Parsed::Other, None);
     }
     let (Some(method), Some(path)) = (req.method, req.path) else {
-        return Parsed::Other;
+        return (Parsed::Other, None);
     };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Parsed::Other;
+        return (Parsed::Other, None);
     };
-    if method == Method::CONNECT {
-        return Parsed::Other;
+    if method == Method::CONNECT || !path.starts_with('/') {
+        return (Parsed::Other, None);
     }
-    // One copy of the header block; the target and every field value are slices of it (one
-    // allocation, where a copy per value would be one each).
-    let block = Bytes::copy_from_slice(&buf[..len]);
-    let slice = |s: &[u8]| {
-        let at = s.as_ptr() as usize - buf.as_ptr() as usize;
-        block.slice(at..at + s.len())
-    };
-    let Ok(uri) = Uri::from_maybe_shared(slice(path.as_bytes())) else {
-        return Parsed::Malformed("the request target is not a URI");
-    };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // httparse lets raw non-ASCII bytes through; a URI has none (they are percent-encoded).
+    if !path.is_ascii() {
+        return (Parsed::Malformed("the request target is not a URI"), None);
+    }
+    let span = |s: &[u8]| ((s.as_ptr() as usize - buf.as_ptr() as usize) as u32, s.len() as u32);
+    let mut fields = SmallVec::new();
+    let mut names = SmallVec::new();
     let mut body = None;
     let mut close = false;
     for f in req.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(f.name.as_bytes()),
-            HeaderValue::from_maybe_shared(slice(f.value)),
-        ) else {
-            return Parsed::Malformed("a header field is malformed");
-        };
-        if name == http::header::CONTENT_LENGTH {
+        let name = f.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
             body = match content_length(f.value, body) {
                 Some(n) => Some(n),
-                None => return Parsed::Malformed("Content-Length is not one number"),
+                None => return (Parsed::Malformed("Content-Length is not one number"), None),
             };
-        } else if name == http::header::TRANSFER_ENCODING
-            || name == http::header::EXPECT
-            || name == http::header::UPGRADE
-            || (name == http::header::CONTENT_TYPE && f.value.starts_with(b"application/grpc"))
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || (name.eq_ignore_ascii_case(b"content-type") && f.value.starts_with(b"application/grpc"))
         {
-            return Parsed::Other;
-        } else if name == http::header::CONNECTION {
+            return (Parsed::Other, None);
+        } else if name.eq_ignore_ascii_case(b"connection") {
             close |= lists(f.value, b"close");
         }
-        headers.append(name, value);
+        fields.push((span(name), span(f.value)));
+        if name.iter().any(u8::is_ascii_uppercase) {
+            names.push(span(name));
+        }
     }
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    parts.headers = headers;
-    Parsed::Head(Box::new(Head {
-        parts,
+    // The path ends at the query or the fragment; a fragment is the client's own, neither routed
+    // on nor sent on.
+    let t = path.as_bytes();
+    let path_len = t.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(t.len());
+    let target_len = match t.get(path_len) {
+        Some(b'?') => t[path_len..]
+            .iter()
+            .position(|&b| b == b'#')
+            .map_or(t.len(), |q| path_len + q),
+        _ => path_len,
+    };
+    let head = Head {
+        method,
+        target: span(&t[..target_len]),
+        path: path_len as u32,
+        fields,
+        declared: body,
         len,
         body: body.unwrap_or(0),
         close,
-    }))
+    };
+    (Parsed::Head(Box::new(head)), Some(names))
 }
 
 /// What a client is told of a head httparse refuses.
@@ -133,37 +233,58 @@ fn malformed(e: httparse::Error) -> &'static str {
 mod tests {
     use super::*;
 
-    fn head(wire: &str) -> Head {
-        match parse(wire.as_bytes()) {
-            Parsed::Head(h) => *h,
-            other => panic!("{wire:?}: {other:?}"),
+    fn parsed(wire: &str) -> (Parsed, Vec<u8>) {
+        let mut buf = wire.as_bytes().to_vec();
+        (parse(&mut buf), buf)
+    }
+
+    fn head(wire: &str) -> (Head, Vec<u8>) {
+        match parsed(wire) {
+            (Parsed::Head(h), buf) => (*h, buf),
+            (other, _) => panic!("{wire:?}: {other:?}"),
         }
     }
 
     fn is_other(wire: &str) -> bool {
-        matches!(parse(wire.as_bytes()), Parsed::Other)
+        matches!(parsed(wire).0, Parsed::Other)
     }
 
     #[test]
     fn reads_what_the_rest_of_the_gateway_reads() {
-        let wire = "POST /v2/models/m/infer?x=1 HTTP/1.1\r\nHost: a\r\nX-User-Id: 7\r\nContent-Length: 12\r\n\r\n{\"inputs\":1}";
-        let h = head(wire);
-        assert_eq!(h.parts.method, Method::POST);
-        assert_eq!(h.parts.uri.path(), "/v2/models/m/infer");
-        assert_eq!(h.parts.headers["x-user-id"], "7");
+        let wire = "POST /v2/models/m/infer?x=1 HTTP/1.1\r\nHost: a\r\nX-User-Id: 7\r\nX-User-Id: 8\r\nContent-Length: 12\r\n\r\n{\"inputs\":1}";
+        let (h, buf) = head(wire);
+        let r = h.over(&buf);
+        assert_eq!(*r.method(), Method::POST);
+        assert_eq!(
+            (r.path(), r.path_and_query()),
+            ("/v2/models/m/infer", "/v2/models/m/infer?x=1")
+        );
+        let user = HeaderName::from_static("x-user-id");
+        assert_eq!(r.get(&user), Some(&b"7"[..]));
+        assert_eq!(r.get_all(&user).collect::<Vec<_>>(), [&b"7"[..], b"8"]);
+        assert_eq!(r.get_str(&http::header::HOST), Some("a"));
+        assert_eq!(r.find("X-USER-ID"), Some(&b"7"[..]));
+        assert_eq!(r.content_length(), Some(12));
+        // Names are lowercased where they were read; values are as sent.
+        assert_eq!(r.fields().next(), Some((&b"host"[..], &b"a"[..])));
+        assert!(std::str::from_utf8(&buf)
+            .unwrap()
+            .contains("x-user-id: 7\r\nx-user-id: 8\r\ncontent-length: 12"));
         assert_eq!((h.len, h.body, h.close), (wire.len() - 12, 12, false));
-        assert!(head("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").close);
-        // Absolute-form targets parse; the gateway routes them by path alone.
-        assert_eq!(head("GET http://x/v2 HTTP/1.1\r\n\r\n").parts.uri.path(), "/v2");
+        let (h, buf) = head("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n");
+        assert!(h.close);
+        assert_eq!(h.over(&buf).content_length(), None);
+        let (h, buf) = head("GET /a?b#c HTTP/1.1\r\n\r\n");
+        assert_eq!((h.over(&buf).path(), h.over(&buf).path_and_query()), ("/a", "/a?b"));
     }
 
     #[test]
     fn partial_heads_ask_for_more() {
         assert!(matches!(
-            parse(b"POST /v2/models/m/infer HTTP/1.1\r\nHost:"),
+            parsed("POST /v2/models/m/infer HTTP/1.1\r\nHost:").0,
             Parsed::Partial
         ));
-        assert!(matches!(parse(b""), Parsed::Partial));
+        assert!(matches!(parsed("").0, Parsed::Partial));
     }
 
     #[test]
@@ -175,6 +296,8 @@ mod tests {
             "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
             "GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET http://x/v2 HTTP/1.1\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\n\r\n",
             "POST / HTTP/1.1\r\ncontent-type: application/grpc+proto\r\ncontent-length: 0\r\n\r\n",
         ] {
             assert!(is_other(wire), "{wire:?}");
@@ -194,9 +317,10 @@ mod tests {
                 "a header field name is malformed",
             ),
             ("\x16\x03\x01garbage\r\n\r\n", "the request line is malformed"),
+            ("GET /caf\u{e9} HTTP/1.1\r\n\r\n", "the request target is not a URI"),
             ("GET / HTTP/1.7\r\n\r\n", "the HTTP version is not 1.0 or 1.1"),
         ] {
-            match parse(wire.as_bytes()) {
+            match parsed(wire).0 {
                 Parsed::Malformed(got) => assert_eq!(got, why, "{wire:?}"),
                 other => panic!("{wire:?}: {other:?}"),
             }
@@ -205,7 +329,9 @@ mod tests {
         assert!(is_other(&format!("GET / HTTP/1.1\r\n{many}\r\n")));
         // The same length twice is one length.
         assert_eq!(
-            head("POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n").body,
+            head("POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n")
+                .0
+                .body,
             2
         );
     }

@@ -4,6 +4,7 @@
 
 use meridian_gateway_core::cluster::Level;
 use meridian_gateway_core::endpoint::EndpointState;
+use meridian_gateway_core::head::RequestHead;
 use opentelemetry::trace::TraceContextExt;
 
 use super::context::Ctx;
@@ -71,7 +72,7 @@ impl Proxy {
         let served = served.as_ref();
         let model = served.filter(|_| ctx.labels.model.is_some()).map(|s| s.model);
         let version = served.filter(|_| ctx.labels.version.is_some()).map(|s| s.version);
-        let route = model.map(|m| route_template(req.uri.path(), m, version));
+        let route = model.map(|m| route_template(req.path(), m, version));
         let outcome = crate::telemetry::Outcome {
             status: d.written().unwrap_or(0),
             route: route.as_deref(),
@@ -84,7 +85,7 @@ impl Proxy {
                 usage: a.usage().map(|u| (u.prompt_tokens, u.completion_tokens)),
             }),
         };
-        crate::telemetry::end_request(server, req.method.as_str(), &outcome);
+        crate::telemetry::end_request(server, req.method().as_str(), &outcome);
     }
 
     /// Metrics and the access log line of a finished request.
@@ -118,14 +119,13 @@ impl Proxy {
         let entry = Entry {
             time: humantime::format_rfc3339_millis(self.routing.clock.wall()).to_string(),
             trace_id: traced.as_deref().or_else(|| {
-                req.headers
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
+                req.find("traceparent")
+                    .and_then(|v| std::str::from_utf8(v).ok())
                     .and_then(trace_id)
             }),
             client: d.client().map(|a| a.to_string()).unwrap_or_default(),
-            method: req.method.as_str(),
-            path: req.uri.path(),
+            method: req.method().as_str(),
+            path: req.path(),
             model: served.model,
             version: served.version,
             endpoint: served.endpoint.map_or("", |(e, _)| &e.id),

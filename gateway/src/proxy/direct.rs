@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use meridian_config::schema::RetryOn;
+use meridian_gateway_core::head::RequestHead;
 use meridian_gateway_core::outlier::Outcome;
 use meridian_gateway_core::reply::Reply;
 use pingora::proxy::Session;
@@ -24,7 +25,7 @@ use pingora::{Error, ErrorType};
 
 use super::context::Ctx;
 use super::downstream::Downstream;
-use super::forward::RequestHead;
+use super::forward::UpstreamHead;
 use super::Proxy;
 use crate::http1::client::{self, BodyError, Conn, ExchangeError, ResponseHead};
 use crate::http1::framing::Decoder;
@@ -56,7 +57,7 @@ impl Proxy {
             }
         }
         loop {
-            let left = match self.next_try(&d.head().method, ctx) {
+            let left = match self.next_try(d.head().method(), ctx) {
                 Ok(left) => left,
                 Err(reply) => return Err(refuse(ctx, reply)),
             };
@@ -78,7 +79,7 @@ impl Proxy {
             return Tried::Refuse(Reply::error(500, "internal error: no attempt"));
         };
         let head = self.request_head(d, ctx, body.len());
-        let head_request = d.head().method == http::Method::HEAD;
+        let head_request = *d.head().method() == http::Method::HEAD;
         let first_byte = t.first_byte.get().min(left);
         // The try started a moment ago: its start is "now" for the pool's idle bookkeeping.
         let mut conn = match client::checkout(addr, t.connect.get(), t.idle.get(), now).await {
@@ -131,9 +132,9 @@ impl Proxy {
             .as_ref()
             .zip(ctx.attempt.as_ref().and_then(|a| a.span.as_ref()));
         let replaced: &[&str] = if span.is_some() { &TRACE_FIELDS } else { &[] };
-        let mut head = RequestHead::start(d.head(), d.client_ip(), d.tls(), body, replaced);
+        let mut head = UpstreamHead::start(d.head(), d.client_ip(), d.tls(), body, replaced);
         if let Some((tel, span)) = span {
-            tel.inject_fields(span, |name, value| head.field(name, value.as_bytes()));
+            tel.inject_fields(span, |name, value| head.field(name.as_bytes(), value.as_bytes()));
         }
         head.finish()
     }

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use http::request::Parts;
+use meridian_gateway_core::head::RequestHead;
 use meridian_gateway_core::reply::Reply;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -18,8 +19,10 @@ use crate::http1::framing::Framing;
 
 /// One request's client side.
 pub trait Downstream: Send {
+    /// How this kind of connection holds a request's head.
+    type Head: RequestHead;
     /// The request's head.
-    fn head(&self) -> &Parts;
+    fn head(&self) -> &Self::Head;
     /// The client's address, when the connection has one.
     fn client(&self) -> Option<SocketAddr>;
     /// Whether the client connection is TLS.
@@ -46,6 +49,8 @@ pub trait Downstream: Send {
 }
 
 impl Downstream for Session {
+    type Head = Parts;
+
     fn head(&self) -> &Parts {
         self.req_header()
     }

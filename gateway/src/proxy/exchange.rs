@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::request::Parts;
+use meridian_gateway_core::head::RequestHead;
 use meridian_gateway_core::reply::Reply;
 use pingora::{Error, ErrorType};
 
@@ -15,11 +15,12 @@ use super::h1::Connection;
 use super::Downstream;
 use crate::http1::client::ResponseHead;
 use crate::http1::framing::{encode_chunk, Framing, LAST_CHUNK};
+use crate::http1::request::Request;
 
 /// A request being answered on a connection of our HTTP/1 path.
 pub struct Exchange<'a> {
     conn: &'a mut Connection,
-    head: &'a Parts,
+    head: Request<'a>,
     status: Option<u16>,
     sent: usize,
     close: bool,
@@ -28,7 +29,7 @@ pub struct Exchange<'a> {
 
 impl<'a> Exchange<'a> {
     /// The answer to `head` on `conn`; `close`: the connection ends after it.
-    pub fn new(conn: &'a mut Connection, head: &'a Parts, close: bool) -> Exchange<'a> {
+    pub fn new(conn: &'a mut Connection, head: Request<'a>, close: bool) -> Exchange<'a> {
         Exchange {
             conn,
             head,
@@ -84,9 +85,11 @@ impl<'a> Exchange<'a> {
     }
 }
 
-impl Downstream for Exchange<'_> {
-    fn head(&self) -> &Parts {
-        self.head
+impl<'a> Downstream for Exchange<'a> {
+    type Head = Request<'a>;
+
+    fn head(&self) -> &Request<'a> {
+        &self.head
     }
 
     fn client(&self) -> Option<SocketAddr> {
@@ -155,7 +158,7 @@ impl Downstream for Exchange<'_> {
             self.field(b"retry-after", itoa::Buffer::new().format(s).as_bytes());
         }
         self.end_head();
-        if self.head.method == http::Method::HEAD {
+        if *self.head.method() == http::Method::HEAD {
             return self.flush(&[]).await;
         }
         self.sent += body.len();

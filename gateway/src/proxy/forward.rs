@@ -7,45 +7,48 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
+use meridian_gateway_core::head::RequestHead;
+
+use crate::http1::framing::lists;
 
 /// The standard hop-by-hop headers, besides those `Connection` names and a `TE` other than
 /// `trailers`.
-const HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "upgrade",
-    "trailer",
+const HOP: [&[u8]; 6] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"proxy-authorization",
+    b"upgrade",
+    b"trailer",
 ];
 
-/// The headers to remove from a request before it goes upstream: one pass over the request's
-/// headers (cheaper than a lookup per hop-by-hop name), then the names `Connection` lists.
-pub(super) fn hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut out: Vec<HeaderName> = Vec::new();
-    let mut connection = None;
-    for (name, value) in headers {
-        if name == http::header::TE {
-            if value.as_bytes() != b"trailers" {
-                out.push(http::header::TE);
-            }
-        } else if HOP.contains(&name.as_str()) && !out.contains(name) {
-            if name == http::header::CONNECTION {
-                connection = value.to_str().ok();
-            }
-            out.push(name.clone());
+/// Which of a request's fields end at the gateway.
+pub(super) struct HopByHop<'h, H> {
+    head: &'h H,
+    /// Whether the request has a `Connection` field (which may name more).
+    connection: bool,
+}
+
+impl<'h, H: RequestHead> HopByHop<'h, H> {
+    /// The hop-by-hop fields of `head`.
+    pub fn of(head: &'h H) -> Self {
+        let connection = head.contains(&http::header::CONNECTION);
+        HopByHop { head, connection }
+    }
+
+    /// Whether the field `name` (lowercase) with `value` stops here.
+    pub fn drops(&self, name: &[u8], value: &[u8]) -> bool {
+        if name == b"te" {
+            return value != b"trailers";
         }
+        HOP.contains(&name)
+            || (self.connection
+                && self
+                    .head
+                    .get_all(&http::header::CONNECTION)
+                    .any(|named| lists(named, name)))
     }
-    if let Some(named) = connection {
-        out.extend(
-            named
-                .split(',')
-                .filter_map(|s| HeaderName::from_bytes(s.trim().to_ascii_lowercase().as_bytes()).ok()),
-        );
-    }
-    out
 }
 
 /// The forwarding headers' new values.
@@ -59,7 +62,7 @@ pub(super) struct Forwarding {
 }
 
 /// The forwarding headers for a request from `client` over TLS (`tls`) or not.
-pub(super) fn forwarding(headers: &HeaderMap, client: Option<IpAddr>, tls: bool) -> Forwarding {
+pub(super) fn forwarding(head: &impl RequestHead, client: Option<IpAddr>, tls: bool) -> Forwarding {
     let proto = if tls { "https" } else { "http" };
     let mut out = Forwarding {
         xff: None,
@@ -67,7 +70,7 @@ pub(super) fn forwarding(headers: &HeaderMap, client: Option<IpAddr>, tls: bool)
         proto: HeaderValue::from_static(proto),
     };
     let Some(ip) = client else { return out };
-    let first_hop = !headers.contains_key("x-forwarded-for") && !headers.contains_key(http::header::FORWARDED);
+    let first_hop = !head.contains(&X_FORWARDED_FOR) && !head.contains(&http::header::FORWARDED);
     if first_hop {
         // The usual case (the gateway is the first proxy): a keep-alive client's requests come
         // from one address, so the values are made once per address and thread, not per request.
@@ -78,22 +81,22 @@ pub(super) fn forwarding(headers: &HeaderMap, client: Option<IpAddr>, tls: bool)
         }
     }
     let ip_text = ip.to_string();
-    let appended = |name: &str, this: &str| {
+    let appended = |name: &HeaderName, this: &str| {
         let mut v = String::with_capacity(64);
-        if let Some(prev) = headers.get(name).and_then(|v| v.to_str().ok()) {
+        if let Some(prev) = head.get_str(name) {
             v.push_str(prev);
             v.push_str(", ");
         }
         v.push_str(this);
         HeaderValue::try_from(v).ok()
     };
-    out.xff = appended("x-forwarded-for", &ip_text);
+    out.xff = appended(&X_FORWARDED_FOR, &ip_text);
     let mut this = String::with_capacity(48);
     let _ = match ip {
         IpAddr::V4(_) => write!(this, "for={ip_text};proto={proto}"),
         IpAddr::V6(_) => write!(this, "for=\"[{ip_text}]\";proto={proto}"),
     };
-    out.forwarded = appended("forwarded", &this);
+    out.forwarded = appended(&http::header::FORWARDED, &this);
     if let (true, Some(xff), Some(fwd)) = (first_hop, &out.xff, &out.forwarded) {
         FIRST_HOP.with(|c| {
             let mut c = c.borrow_mut();
@@ -119,56 +122,59 @@ thread_local! {
 /// The request head our own upstream leg sends ([`super::direct`]): the request line in origin
 /// form, the client's fields less the hop-by-hop ones, `Host` (from an HTTP/2 request's authority
 /// when it has no field), the body's length, and the forwarding fields; the caller may add fields
-/// (the try's trace context) before [`RequestHead::finish`].
-pub(super) struct RequestHead {
+/// (the try's trace context) before [`UpstreamHead::finish`].
+pub(super) struct UpstreamHead {
     out: Vec<u8>,
 }
 
-impl RequestHead {
+impl UpstreamHead {
     /// Starts the head of `head` from `client` over TLS (`tls`) or not, with a body of `body`
     /// bytes; fields named in `replaced` are left for the caller to write.
-    pub fn start(head: &Parts, client: Option<IpAddr>, tls: bool, body: usize, replaced: &[&str]) -> RequestHead {
+    pub fn start(head: &impl RequestHead, client: Option<IpAddr>, tls: bool, body: usize, replaced: &[&str]) -> Self {
         let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(head.method.as_str().as_bytes());
+        out.extend_from_slice(head.method().as_str().as_bytes());
         out.push(b' ');
-        out.extend_from_slice(head.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+        out.extend_from_slice(head.path_and_query().as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let hop = hop_by_hop(&head.headers);
-        let f = forwarding(&head.headers, client, tls);
-        let mut r = RequestHead { out };
-        for (name, value) in &head.headers {
-            if hop.contains(name)
-                || *name == http::header::CONTENT_LENGTH
-                || *name == X_FORWARDED_FOR
-                || *name == http::header::FORWARDED
-                || *name == X_FORWARDED_PROTO
-                || replaced.contains(&name.as_str())
+        let hop = HopByHop::of(head);
+        let f = forwarding(head, client, tls);
+        let mut r = UpstreamHead { out };
+        let (mut host, mut length) = (false, false);
+        for (name, value) in head.fields() {
+            host |= name == b"host";
+            length |= name == b"content-length";
+            if hop.drops(name, value)
+                || name == b"content-length"
+                || name == X_FORWARDED_FOR.as_str().as_bytes()
+                || name == b"forwarded"
+                || name == X_FORWARDED_PROTO.as_str().as_bytes()
+                || replaced.iter().any(|r| r.as_bytes() == name)
             {
                 continue;
             }
-            r.field(name.as_str(), value.as_bytes());
+            r.field(name, value);
         }
-        if !head.headers.contains_key(http::header::HOST) {
-            if let Some(a) = head.uri.authority() {
-                r.field("host", a.as_str().as_bytes());
+        if !host {
+            if let Some(a) = head.authority() {
+                r.field(b"host", a.as_bytes());
             }
         }
-        if body > 0 || head.headers.contains_key(http::header::CONTENT_LENGTH) {
-            r.field("content-length", itoa::Buffer::new().format(body).as_bytes());
+        if body > 0 || length {
+            r.field(b"content-length", itoa::Buffer::new().format(body).as_bytes());
         }
         if let Some(v) = f.xff {
-            r.field("x-forwarded-for", v.as_bytes());
+            r.field(b"x-forwarded-for", v.as_bytes());
         }
         if let Some(v) = f.forwarded {
-            r.field("forwarded", v.as_bytes());
+            r.field(b"forwarded", v.as_bytes());
         }
-        r.field("x-forwarded-proto", f.proto.as_bytes());
+        r.field(b"x-forwarded-proto", f.proto.as_bytes());
         r
     }
 
     /// Adds a field.
-    pub fn field(&mut self, name: &str, value: &[u8]) {
-        self.out.extend_from_slice(name.as_bytes());
+    pub fn field(&mut self, name: &[u8], value: &[u8]) {
+        self.out.extend_from_slice(name);
         self.out.extend_from_slice(b": ");
         self.out.extend_from_slice(value);
         self.out.extend_from_slice(b"\r\n");
@@ -187,13 +193,14 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     /// What the backend receives for a request with `h` from `client`: the written head parsed
     /// back.
     fn apply(h: &mut HeaderMap, client: Option<IpAddr>, tls: bool) {
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.headers = std::mem::take(h);
-        let wire = RequestHead::start(&parts, client, tls, 0, &[]).finish();
+        let wire = UpstreamHead::start(&parts, client, tls, 0, &[]).finish();
         let mut fields = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut fields);
         assert!(req.parse(&wire).unwrap().is_complete());

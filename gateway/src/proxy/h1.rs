@@ -170,7 +170,7 @@ impl Http1 {
         }
         let whole = head.len + head.body as usize;
         let env = p.env(c.client.map(|a| a.ip()));
-        let mut decided = decide(&routes.snap, &head.parts, None, &env);
+        let mut decided = decide(&routes.snap, &head.over(&c.buf), None, &env);
         let mut close = head.close || *shutdown.borrow();
         if let Ok(Decision::ReadBody(peek)) = &decided {
             if c.buf.len() < whole && !read_to(c, whole, self.timeouts().idle.get()).await {
@@ -178,7 +178,7 @@ impl Http1 {
             }
             // The whole body is at hand, within the held bodies' bound.
             decided = match peek.step(&c.buf[head.len..whole], true, usize::MAX, false) {
-                Step::Named(named) => decide(&routes.snap, &head.parts, Some(&named), &env),
+                Step::Named(named) => decide(&routes.snap, &head.over(&c.buf), Some(&named), &env),
                 Step::Refuse(reply) => {
                     close = true;
                     Ok(Decision::Answer(reply))
@@ -195,9 +195,11 @@ impl Http1 {
         if c.buf.len() < whole && !read_to(c, whole, self.timeouts().idle.get()).await {
             return After::Close;
         }
-        let body = c.buf.split_to(whole).freeze().slice(head.len..);
+        // Head and body leave the read buffer without a copy; the body is a slice of the same bytes.
+        let request = c.buf.split_to(whole).freeze();
+        let body = request.slice(head.len..);
         let mut ctx = Ctx::new(p.lifecycle.enter());
-        let mut x = Exchange::new(c, &head.parts, close);
+        let mut x = Exchange::new(c, head.over(&request), close);
         p.open(&mut x, &mut ctx, routes);
         let served = match p.settle(&mut x, &mut ctx, decided).await {
             Ok(Some(_)) => p.direct(&mut x, &mut ctx, body).await,
@@ -245,7 +247,7 @@ async fn read_head<S: Future<Output = ()>>(c: &mut Connection, waits: &mut Waits
     }
     loop {
         if !c.buf.is_empty() {
-            match request::parse(&c.buf) {
+            match request::parse(&mut c.buf) {
                 Parsed::Head(h) => return Read::Head(h),
                 Parsed::Other => return Read::Other,
                 Parsed::Malformed(why) => return Read::Malformed(why),

@@ -10,7 +10,7 @@ use pingora::proxy::Session;
 
 /// Writes `reply` to the client in the shape its protocol expects.
 pub async fn send(session: &mut Session, reply: &Reply) -> pingora::Result<()> {
-    let grpc = is_grpc(&session.req_header().headers);
+    let grpc = is_grpc(&**session.req_header());
     match &reply.content {
         Content::GrpcMessage(message) => send_grpc_message(session, message).await,
         Content::Error(message) if grpc => {

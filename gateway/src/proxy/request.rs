@@ -124,12 +124,12 @@ impl Proxy {
         let routes = self.routing.routes.load_full();
         self.open(session, ctx, routes.clone());
         let env = self.env(session.client_ip());
-        let mut decided = decide(&routes.snap, session.req_header(), None, &env);
+        let mut decided = decide(&routes.snap, &**session.req_header(), None, &env);
         if let Ok(Decision::ReadBody(peek)) = decided {
             // The bytes read are replayed to the backend from pingora's retry buffer.
             session.as_mut().enable_retry_buffering();
             match read_model(session, peek).await? {
-                Ok(named) => decided = decide(&routes.snap, session.req_header(), Some(&named), &env),
+                Ok(named) => decided = decide(&routes.snap, &**session.req_header(), Some(&named), &env),
                 Err(reply) => {
                     // Read what the client is still sending, so it can read our answer (bounded).
                     drain_body(session, routes.snap.config.gateway.limits.max_request_body.bytes()).await;

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use http::request::Parts;
 use meridian_gateway_core::clock::Nanos;
 use meridian_gateway_core::decide::Routed;
+use meridian_gateway_core::head::RequestHead;
 use meridian_gateway_core::llm::limit::{tenant_key, TokenLimits};
 use meridian_gateway_core::llm::usage::{Usage, UsageScanner};
 use meridian_gateway_core::reply::Reply;
@@ -49,7 +49,7 @@ impl Proxy {
         &self,
         routes: &Routes,
         routed: Routed,
-        head: &Parts,
+        head: &impl RequestHead,
     ) -> Result<Option<LlmAccount>, Reply> {
         let (entry, model) = routes.model(routed.model);
         let Some(llm) = &entry.llm else { return Ok(None) };
@@ -59,10 +59,7 @@ impl Proxy {
         };
         let tenant = match (&model.tokens, &llm.token_limit) {
             (Some(buckets), Some(limit)) => {
-                let id = head
-                    .headers
-                    .get(limit.tenant_header.as_str())
-                    .map_or(&[][..], |v| v.as_bytes());
+                let id = head.find(&limit.tenant_header).unwrap_or_default();
                 let key = tenant_key(id);
                 if let Err(wait) = buckets.admit(key, self.routing.clock.now()) {
                     self.metrics
@@ -78,7 +75,7 @@ impl Proxy {
             }
             _ => None,
         };
-        let path = head.uri.path();
+        let path = head.path();
         let operation = if path.ends_with("/chat/completions") {
             "chat"
         } else if path.ends_with("/embeddings") {

@@ -92,7 +92,7 @@ impl Proxy {
     pub(super) fn peer(&self, session: &Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
         if ctx.flight.as_ref().is_some_and(|f| f.prompt.is_none()) {
             // The body is still streaming: the prompt is known by its declared length only.
-            let prompt = super::prompt::of(ctx, session.req_header(), None);
+            let prompt = super::prompt::of(ctx, &**session.req_header(), None);
             if let Some(f) = ctx.flight.as_mut() {
                 f.prompt = prompt;
             }
@@ -158,10 +158,18 @@ impl Proxy {
     /// Hop-by-hop headers stripped, forwarding headers appended ([`super::forward`]), through
     /// pingora's header API so the client's header case is kept.
     pub(super) fn forward_headers(&self, session: &Session, req: &mut RequestHeader) -> pingora::Result<()> {
-        for name in forward::hop_by_hop(&req.headers) {
+        let parts: &http::request::Parts = req;
+        let hop = forward::HopByHop::of(parts);
+        let dropped: Vec<http::HeaderName> = parts
+            .headers
+            .iter()
+            .filter(|(k, v)| hop.drops(k.as_str().as_bytes(), v.as_bytes()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in dropped {
             req.remove_header(&name);
         }
-        let f = forward::forwarding(&req.headers, session.client_ip(), session.tls());
+        let f = forward::forwarding(&**req, session.client_ip(), session.tls());
         if let Some(v) = f.xff {
             req.insert_header("x-forwarded-for", v)?;
         }
