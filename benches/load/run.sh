@@ -144,23 +144,25 @@ nginx_pid=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 declare -A pid=([meridian]=$meridian_pid [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
 path_of() { echo "/v2/models/$1/infer"; }
 
-# CPU seconds (user + system) a process has used, from /proc (no tracing overhead on the run).
-cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+# CPU seconds a process has used, user and system, from /proc (no tracing overhead on the run).
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{print $14 / hz, $15 / hz}' "/proc/$1/stat"; }
 
-declare -A rps cpu sys
+declare -A rps cpu user sys pair
 closed() { # target backend url -> one wrk run; the proxy's CPU over the same window
   local t=$1 b=$2 url=$3 out before after
   before=$(cpu_of "${pid[$t]}")
   out=$(wrk -t1 -c"$conns" -d"${secs}s" -s "$work/post.lua" "$url$(path_of "$b")")
   after=$(cpu_of "${pid[$t]}")
-  local n r per
+  local n r per us
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   r=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  per=$(awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {printf "%.1f", (b - a) * 1e6 / n}')
+  read -r per us < <(awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {split(a, x, " "); split(b, y, " ");
+    printf "%.1f %.1f\n", (y[1] + y[2] - x[1] - x[2]) * 1e6 / n, (y[1] - x[1]) * 1e6 / n}')
   if grep -q 'Non-2xx\|Socket errors' <<<"$out"; then echo "  $t/$b: $(grep 'Non-2xx\|Socket errors' <<<"$out")" >&2; fi
   rps[$t/$b]+="$r "
   cpu[$t/$b]+="$per "
-  echo "  round $round $t/$b: $r req/s, $per us CPU/req" >&2
+  user[$t/$b]+="$us "
+  echo "  round $round $t/$b: $r req/s, $per us CPU/req ($us user)" >&2
 }
 syscalls() { # target backend url -> syscalls per request under a short wrk run with perf counting
   local t=$1 b=$2 url=$3 out n calls
@@ -174,6 +176,7 @@ syscalls() { # target backend url -> syscalls per request under a short wrk run 
   echo "  $t/$b: ${sys[$t/$b]} syscalls/req" >&2
 }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 
 for b in bench fixed; do
   for t in meridian nginx haproxy; do syscalls $t $b "${h1[$t]}"; done
@@ -184,6 +187,11 @@ rate=""
 for round in $(seq 1 "$rounds"); do
   for b in bench fixed; do
     for t in meridian nginx haproxy; do closed $t $b "${h1[$t]}"; done
+    # This round's ratios: Meridian against each peer measured seconds apart (a pair drifts less
+    # than the machine does between rounds).
+    for t in nginx haproxy; do
+      pair[$t/$b]+="$(ratio "$(echo "${rps[meridian/$b]}" | awk '{print $NF}')" "$(echo "${rps[$t/$b]}" | awk '{print $NF}')") "
+    done
   done
   # The fixed offered rate: half of NGINX's closed-loop rate on the sim backend in round 1.
   [ -n "$rate" ] || rate=$(awk -v r="$(echo "${rps[nginx/bench]}" | median)" 'BEGIN {printf "%d", r/2}')
@@ -214,17 +222,21 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 echo
-echo "Closed loop (wrk, $conns connections, ${secs}s, median of $rounds); the proxy process's own CPU per request (/proc) over the same runs, and its syscalls per request (perf, a separate 3 s run):"
+echo "Closed loop (wrk, $conns connections, ${secs}s, median of $rounds); the proxy process's own CPU per request (/proc: user + system, and user alone) over the same runs, and its syscalls per request (perf, a separate 3 s run). The last two columns: Meridian's req/s over the proxy's as the ratio of the medians, and the median of each round's ratio (with the range):"
 echo
-echo "| backend | proxy | req/s | CPU us/req | syscalls/req | Meridian req/s ratio |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| backend | proxy | req/s | CPU us/req | user us/req | syscalls/req | ratio of medians | median of round ratios (min-max) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for b in bench fixed; do
   m=$(echo "${rps[meridian/$b]}" | median)
   for t in meridian nginx haproxy; do
     r=$(echo "${rps[$t/$b]}" | median)
-    echo "| $b | $t | $r | $(echo "${cpu[$t/$b]}" | median) | ${sys[$t/$b]} | $(ratio "$m" "$r") |"
+    rounds_ratio=""
+    if [ -n "${pair[$t/$b]:-}" ]; then
+      sorted=$(tr ' ' '\n' <<<"${pair[$t/$b]}" | grep -v '^$' | sort -g)
+      rounds_ratio="$(echo "${pair[$t/$b]}" | median) ($(head -1 <<<"$sorted")-$(tail -1 <<<"$sorted"))"
+    fi
+    echo "| $b | $t | $r | $(echo "${cpu[$t/$b]}" | median) | $(echo "${user[$t/$b]}" | median) | ${sys[$t/$b]} | $(ratio "$m" "$r") | $rounds_ratio |"
   done
 done
 echo
