@@ -47,8 +47,18 @@ pub trait RequestHead: Sync {
 
     /// The declared body length (`Content-Length`), when there is one and it is a number.
     fn content_length(&self) -> Option<u64> {
-        self.get_str(&http::header::CONTENT_LENGTH)?.trim().parse().ok()
+        length(self.get(&http::header::CONTENT_LENGTH)?)
     }
+}
+
+/// A `Content-Length` value: 1*DIGIT (RFC 9110 8.6) with optional surrounding whitespace, at most
+/// 19 digits so it fits a u64; anything else is `None`.
+pub fn length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 impl RequestHead for Parts {

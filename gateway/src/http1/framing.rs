@@ -189,12 +189,7 @@ fn more(eof: bool) -> Result<Step, FramingError> {
 /// twice is one length; anything else that is not one number is `None` (RFC 9112 section 6.3: a
 /// message to refuse, never to guess at).
 pub fn content_length(value: &[u8], seen: Option<u64>) -> Option<u64> {
-    // 1*DIGIT (RFC 9110 8.6), at most 19 of them so it fits a u64.
-    let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    let n = meridian_gateway_core::head::length(value)?;
     match seen {
         Some(prev) if prev != n => None,
         _ => Some(n),

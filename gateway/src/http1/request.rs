@@ -132,44 +132,45 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 /// Reads the request head at the start of `buf`, if it is whole, and lowercases its field names
 /// in place (HTTP/1 names are case-insensitive; the gateway reads and forwards them lowercase).
 pub fn parse(buf: &mut [u8]) -> Parsed {
-    let (parsed, names) = read(buf);
-    for (at, len) in names.iter().flatten() {
-        buf[*at as usize..(*at + *len) as usize].make_ascii_lowercase();
+    let parsed = read(buf);
+    if let Parsed::Head(head) = &parsed {
+        for &((at, len), _) in &head.fields {
+            buf[at as usize..(at + len) as usize].make_ascii_lowercase();
+        }
     }
     parsed
 }
 
-/// [`parse`] without the lowercasing: the head, and where its field names lie.
-fn read(buf: &[u8]) -> (Parsed, Option<SmallVec<[Span; 12]>>) {
+/// [`parse`] without the lowercasing.
+fn read(buf: &[u8]) -> Parsed {
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return (Parsed::Partial, None),
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
         // More fields than this path reads, and the h2c preface, are pingora's.
-        Err(httparse::Error::TooManyHeaders) => return (Parsed::Other, None),
-        Err(_) if buf.starts_with(H2_PREFACE) => return (Parsed::Other, None),
-        Err(e) => return (Parsed::Malformed(malformed(e)), None),
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Other,
+        Err(_) if buf.starts_with(H2_PREFACE) => return Parsed::Other,
+        Err(e) => return Parsed::Malformed(malformed(e)),
     };
     if req.version != Some(1) {
-        return (Parsed::Other, None);
+        return Parsed::Other;
     }
     let (Some(method), Some(path)) = (req.method, req.path) else {
-        return (Parsed::Other, None);
+        return Parsed::Other;
     };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return (Parsed::Other, None);
+        return Parsed::Other;
     };
     if method == Method::CONNECT || !path.starts_with('/') {
-        return (Parsed::Other, None);
+        return Parsed::Other;
     }
     // httparse lets raw non-ASCII bytes through; a URI has none (they are percent-encoded).
     if !path.is_ascii() {
-        return (Parsed::Malformed("the request target is not a URI"), None);
+        return Parsed::Malformed("the request target is not a URI");
     }
     let span = |s: &[u8]| ((s.as_ptr() as usize - buf.as_ptr() as usize) as u32, s.len() as u32);
     let mut fields = SmallVec::new();
-    let mut names = SmallVec::new();
     let mut body = None;
     let mut close = false;
     for f in req.headers.iter() {
@@ -177,21 +178,18 @@ fn read(buf: &[u8]) -> (Parsed, Option<SmallVec<[Span; 12]>>) {
         if name.eq_ignore_ascii_case(b"content-length") {
             body = match content_length(f.value, body) {
                 Some(n) => Some(n),
-                None => return (Parsed::Malformed("Content-Length is not one number"), None),
+                None => return Parsed::Malformed("Content-Length is not one number"),
             };
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"expect")
             || name.eq_ignore_ascii_case(b"upgrade")
             || (name.eq_ignore_ascii_case(b"content-type") && f.value.starts_with(b"application/grpc"))
         {
-            return (Parsed::Other, None);
+            return Parsed::Other;
         } else if name.eq_ignore_ascii_case(b"connection") {
             close |= lists(f.value, b"close");
         }
         fields.push((span(name), span(f.value)));
-        if name.iter().any(u8::is_ascii_uppercase) {
-            names.push(span(name));
-        }
     }
     // The path ends at the query or the fragment; a fragment is the client's own, neither routed
     // on nor sent on.
@@ -214,7 +212,7 @@ fn read(buf: &[u8]) -> (Parsed, Option<SmallVec<[Span; 12]>>) {
         body: body.unwrap_or(0),
         close,
     };
-    (Parsed::Head(Box::new(head)), Some(names))
+    Parsed::Head(Box::new(head))
 }
 
 /// What a client is told of a head httparse refuses.
