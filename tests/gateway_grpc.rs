@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use meridian_config::schema::Protocol;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus as Wire;
 use tonic_health::pb::health_client::HealthClient;
@@ -39,6 +39,7 @@ struct ModelReadyResponse {
 }
 
 /// A gRPC health server (tonic-health) standing in for a model server; `status` for "model".
+/// It also answers KServe V2's ModelReady ([`V2Ready`]).
 async fn backend(addr: &str, status: ServingStatus) -> HealthReporter {
     let (reporter, service) = tonic_health::server::health_reporter();
     reporter.set_service_status("model", status).await;
@@ -46,9 +47,60 @@ async fn backend(addr: &str, status: ServingStatus) -> HealthReporter {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
+            .add_service(V2Ready(addr.to_string()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     reporter
+}
+
+/// KServe V2's `ModelReady` as a model server answers it: after reading the message, whose model
+/// and version it echoes in the status message (with the backend's address), so a test sees
+/// which backend the call reached and what it named. (A server that answers before reading the
+/// request, by path alone, races the gateway's upload of the body: see `V2Ready::call`.)
+#[derive(Clone)]
+struct V2Ready(String);
+
+impl tonic::server::NamedService for V2Ready {
+    const NAME: &'static str = "inference.GRPCInferenceService";
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for V2Ready {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let at = self.0.clone();
+        Box::pin(async move {
+            if req.uri().path() != "/inference.GRPCInferenceService/ModelReady" {
+                // Answered by path alone, without reading the body: an HTTP/2 server then resets
+                // the request stream with NO_ERROR (RFC 9113 8.1), which pingora's h2 upstream
+                // client reports as an upstream error when it arrives before the body is sent.
+                return Ok(tonic::Status::unimplemented("").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.unary(ReadyAnswer(at), req).await)
+        })
+    }
+}
+
+struct ReadyAnswer(String);
+
+impl tonic::server::UnaryService<ModelReadyRequest> for ReadyAnswer {
+    type Response = ModelReadyResponse;
+    type Future = std::future::Ready<Result<tonic::Response<ModelReadyResponse>, tonic::Status>>;
+
+    fn call(&mut self, req: tonic::Request<ModelReadyRequest>) -> Self::Future {
+        let m = req.into_inner();
+        let mut answer = tonic::Response::new(ModelReadyResponse { ready: true });
+        let named = format!("{}/{}@{}", m.name, m.version, self.0);
+        answer.metadata_mut().insert("x-ready-for", named.parse().unwrap());
+        std::future::ready(Ok(answer))
+    }
 }
 
 fn with_headers<T>(msg: T, headers: &[(&'static str, &'static str)]) -> tonic::Request<T> {
@@ -59,7 +111,8 @@ fn with_headers<T>(msg: T, headers: &[(&'static str, &'static str)]) -> tonic::R
     r
 }
 
-async fn v2_unary<Req, Resp>(ch: Channel, method: &str, msg: Req) -> Result<Resp, tonic::Status>
+/// A KServe V2 unary call: the answer and its metadata.
+async fn v2_unary<Req, Resp>(ch: Channel, method: &str, msg: Req) -> Result<(Resp, MetadataMap), tonic::Status>
 where
     Req: prost::Message + Send + Sync + 'static,
     Resp: prost::Message + Default + Send + Sync + 'static,
@@ -69,7 +122,10 @@ where
     let path = format!("/inference.GRPCInferenceService/{method}").parse().unwrap();
     grpc.unary(tonic::Request::new(msg), path, tonic_prost::ProstCodec::default())
         .await
-        .map(tonic::Response::into_inner)
+        .map(|r| {
+            let (meta, msg, _) = r.into_parts();
+            (msg, meta)
+        })
 }
 
 #[test]
@@ -162,18 +218,20 @@ fn grpc_unary_and_streaming_through_the_gateway() {
         assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
 
         // KServe V2: ServerLive answered by the gateway; a model call routed by the model and
-        // version named in its message (the stand-in backend does not implement it: UNIMPLEMENTED
-        // comes from the v2 backend, counted under v2).
-        let live: ServerLiveResponse = v2_unary(ch.clone(), "ServerLive", ServerLiveRequest {}).await.unwrap();
+        // version named in its message: the v2 backend answers, having read the message intact
+        // (counted under v2).
+        let (live, _): (ServerLiveResponse, _) =
+            v2_unary(ch.clone(), "ServerLive", ServerLiveRequest {}).await.unwrap();
         assert!(live.live);
         let msg = ModelReadyRequest {
             name: "grpc-model".into(),
             version: "v2".into(),
         };
-        let e = v2_unary::<_, ModelReadyResponse>(ch.clone(), "ModelReady", msg)
+        let (ready, meta) = v2_unary::<_, ModelReadyResponse>(ch.clone(), "ModelReady", msg)
             .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+            .unwrap();
+        assert!(ready.ready);
+        assert_eq!(meta.get("x-ready-for").unwrap(), format!("grpc-model/v2@{g2}").as_str());
         let msg = ModelReadyRequest {
             name: "ghost".into(),
             version: String::new(),

@@ -49,16 +49,56 @@ pub trait RequestHead: Sync {
     fn content_length(&self) -> Option<u64> {
         length(self.get(&http::header::CONTENT_LENGTH)?)
     }
+
+    /// Appends to `out` this request as an HTTP/1.1 head to a backend, less its blank line: the
+    /// request line in origin form and the fields `keep` keeps, in order. A head read from
+    /// HTTP/1 bytes copies runs of its own lines instead.
+    fn write_http1(&self, out: &mut Vec<u8>, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        request_line(out, self.method(), self.path_and_query());
+        for (name, value) in self.fields() {
+            if keep(name, value) {
+                field_line(out, name, value);
+            }
+        }
+    }
+}
+
+/// Appends an HTTP/1.1 request line for `method` and `target` (origin form).
+pub fn request_line(out: &mut Vec<u8>, method: &Method, target: &str) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(REQUEST_LINE_END);
+}
+
+/// How a request line to a backend ends.
+pub const REQUEST_LINE_END: &[u8] = b" HTTP/1.1\r\n";
+
+/// Appends the HTTP/1 field line `name: value`.
+pub fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A `Content-Length` value: 1*DIGIT (RFC 9110 8.6) with optional surrounding whitespace, at most
 /// 19 digits so it fits a u64; anything else is `None`.
 pub fn length(value: &[u8]) -> Option<u64> {
     let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    Some(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    let mut n = 0u64;
+    for &d in digits {
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+    }
+    Some(n)
 }
 
 impl RequestHead for Parts {

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::framing::{content_length, lists, Decoder, Framing, FramingError, Step};
+use super::lines::{bytes, copy_kept, status_line, Span};
 use super::request::MAX_HEADERS;
 
 /// Idle connections kept per backend and thread, at most (NGINX's `keepalive` is per worker too).
@@ -136,7 +137,9 @@ pub struct ResponseHead {
     /// Whether the connection can carry another request once the body was read.
     pub keep_alive: bool,
     block: Bytes,
-    fields: SmallVec<[(u32, u32, u32, u32); 16]>,
+    /// The status line's length when it is reused as it came (`HTTP/1.1`, CRLF), else 0.
+    status_line: u32,
+    fields: SmallVec<[(Span, Span); 16]>,
 }
 
 impl ResponseHead {
@@ -145,13 +148,25 @@ impl ResponseHead {
     pub fn end_to_end(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.fields
             .iter()
-            .map(|&(n, nl, v, vl)| {
-                (
-                    &self.block[n as usize..(n + nl) as usize],
-                    &self.block[v as usize..(v + vl) as usize],
-                )
-            })
+            .map(|&(n, v)| (bytes(&self.block, n), bytes(&self.block, v)))
             .filter(|(name, _)| !is_hop_by_hop(name))
+    }
+
+    /// Appends to `out` this response as an HTTP/1.1 head to the client, less its framing and
+    /// blank line: the status line (the backend's reason phrase kept, as NGINX and HAProxy do)
+    /// and [`ResponseHead::end_to_end`]'s fields, as they came.
+    pub fn write_http1(&self, out: &mut Vec<u8>) {
+        let start = (0, self.status_line as usize);
+        if start.1 == 0 {
+            status_line(out, self.status);
+        }
+        copy_kept(
+            &self.block,
+            start,
+            self.fields.iter().copied(),
+            |name, _| !is_hop_by_hop(name),
+            out,
+        );
     }
 }
 
@@ -336,7 +351,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseH
             continue;
         }
         let base = buf.as_ptr() as usize;
-        let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        let span = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
         let mut length = None;
         let mut chunked = false;
         let mut other_coding = false;
@@ -353,7 +368,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseH
             } else if name.eq_ignore_ascii_case(b"connection") && lists(f.value, b"close") {
                 keep_alive = false;
             }
-            kept.push((offset(name), name.len() as u32, offset(f.value), f.value.len() as u32));
+            kept.push((span(name), span(f.value)));
         }
         let framing = if head_request || status == 204 || status == 304 {
             Framing::EMPTY
@@ -367,12 +382,15 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseH
         if framing == Framing::Close {
             keep_alive = false;
         }
+        let line = buf.iter().position(|&b| b == b'\n').map_or(0, |n| n + 1);
+        let reused = buf.starts_with(b"HTTP/1.1 ") && buf[..line].ends_with(b"\r\n");
         let block = buf.split_to(len).freeze();
         return Ok(Some(ResponseHead {
             status,
             framing,
             keep_alive,
             block,
+            status_line: if reused { line as u32 } else { 0 },
             fields: kept,
         }));
     }
@@ -419,7 +437,7 @@ mod tests {
         let (mut c, t) = connected(vec![
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nX-A: 1\r\n\r\nhello",
             b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+            b"HTTP/1.0 200 Fine\r\nConnection: close\r\n\r\nuntil the end",
         ]).await;
         let h = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap();
         assert_eq!((h.status, h.framing, h.keep_alive), (200, Framing::Length(5), true));
@@ -431,12 +449,23 @@ mod tests {
                 (b"X-A".to_vec(), b"1".to_vec())
             ]
         );
+        let mut out = Vec::new();
+        h.write_http1(&mut out);
+        assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n");
         assert_eq!(whole_body(&mut c, h.framing).await, b"hello");
         let h = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap();
         assert_eq!((h.status, h.framing), (503, Framing::Chunked));
+        // The backend's reason phrase stays; the framing is the client writer's.
+        let mut out = Vec::new();
+        h.write_http1(&mut out);
+        assert_eq!(out, b"HTTP/1.1 503 Busy\r\n");
         assert_eq!(whole_body(&mut c, h.framing).await, b"abc");
         let h = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        // An HTTP/1.0 status line is the client's HTTP/1.1 one, with the standard reason.
+        let mut out = Vec::new();
+        h.write_http1(&mut out);
+        assert_eq!(out, b"HTTP/1.1 200 OK\r\n");
         assert_eq!(whole_body(&mut c, h.framing).await, b"until the end");
         // The backend is gone: the next request fails before any byte, which a caller may retry.
         let e = c.exchange(b"GET / HTTP/1.1\r\n\r\n", b"", false, t).await.unwrap_err();

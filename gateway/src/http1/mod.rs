@@ -14,10 +14,12 @@
 //! | [`request`] | which request heads our path takes, read in place (offsets into the read buffer, no `HeaderMap`) |
 //! | [`client`] | backend connections: one write per request, the response head, the pool |
 //! | [`framing`] | where a body ends (length, chunked, close), no I/O |
+//! | [`lines`] | field lines copied from one head into another, a run at a time |
 //! | [`rewind`] | a connection handed to pingora with the bytes already read in front |
 
 pub mod client;
 pub mod framing;
+pub mod lines;
 pub mod request;
 pub mod rewind;
 

@@ -11,16 +11,14 @@
 //! copied or allocated per field.
 
 use http::{HeaderName, Method, Version};
-use meridian_gateway_core::head::RequestHead;
+use meridian_gateway_core::head::{request_line, RequestHead, REQUEST_LINE_END};
 use smallvec::SmallVec;
 
 use super::framing::{content_length, lists};
+use super::lines::{bytes, copy_kept, Span};
 
 /// Header fields this path reads at most; a request with more is pingora's.
 pub const MAX_HEADERS: usize = 64;
-
-/// Where a piece of the header block lies: offset and length.
-type Span = (u32, u32);
 
 /// A request head this path serves, as offsets into the bytes it was read from.
 #[derive(Debug)]
@@ -53,11 +51,6 @@ impl Head {
             target,
         }
     }
-}
-
-/// The bytes of `span` in `block` (none if it lies outside).
-fn bytes(block: &[u8], (at, len): Span) -> &[u8] {
-    block.get(at as usize..(at + len) as usize).unwrap_or_default()
 }
 
 /// A parsed head over its bytes: what the gateway's decisions read.
@@ -109,6 +102,25 @@ impl RequestHead for Request<'_> {
 
     fn content_length(&self) -> Option<u64> {
         self.head.declared
+    }
+
+    fn write_http1(&self, out: &mut Vec<u8>, keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        // The request line as it came when it is already origin form HTTP/1.1 with one space
+        // each side of the target (no fragment, no leading blank line): the first run of lines.
+        let (at, len) = self.head.target;
+        let (at, end) = (at as usize, (at + len) as usize);
+        let method = self.head.method.as_str().as_bytes();
+        let line = end + REQUEST_LINE_END.len();
+        let start = if at == method.len() + 1
+            && self.block.starts_with(method)
+            && self.block.get(end..line) == Some(REQUEST_LINE_END)
+        {
+            (0, line)
+        } else {
+            request_line(out, &self.head.method, self.target);
+            (0, 0)
+        };
+        copy_kept(self.block, start, self.head.fields.iter().copied(), keep, out);
     }
 }
 
@@ -230,6 +242,29 @@ fn malformed(e: httparse::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The head `wire` sends on to a backend, all fields kept.
+    fn sent_on(wire: &str) -> String {
+        let (h, buf) = head(wire);
+        let mut out = Vec::new();
+        h.over(&buf).write_http1(&mut out, |_, _| true);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_request_line_is_reused_when_it_is_origin_form_http11() {
+        let same = "POST /v2/models/m/infer?x=1 HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n";
+        assert_eq!(sent_on(&format!("{same}\r\n")), same);
+        // Otherwise it is written anew: a fragment, a leading blank line, HTTP/1.1 always.
+        assert_eq!(
+            sent_on("GET /p#frag HTTP/1.1\r\nHost: a\r\n\r\n"),
+            "GET /p HTTP/1.1\r\nhost: a\r\n"
+        );
+        assert_eq!(
+            sent_on("\r\nGET /p HTTP/1.1\r\nhost:a\r\n\r\n"),
+            "GET /p HTTP/1.1\r\nhost: a\r\n"
+        );
+    }
 
     fn parsed(wire: &str) -> (Parsed, Vec<u8>) {
         let mut buf = wire.as_bytes().to_vec();

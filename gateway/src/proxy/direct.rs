@@ -132,7 +132,7 @@ impl Proxy {
             .as_ref()
             .zip(ctx.attempt.as_ref().and_then(|a| a.span.as_ref()));
         let replaced: &[&str] = if span.is_some() { &TRACE_FIELDS } else { &[] };
-        let mut head = UpstreamHead::start(d.head(), d.client_ip(), d.tls(), body, replaced);
+        let mut head = UpstreamHead::start(d.head(), (d.client_ip(), d.tls(), d.first_hop()), body, replaced);
         if let Some((tel, span)) = span {
             tel.inject_fields(span, |name, value| head.field(name.as_bytes(), value.as_bytes()));
         }

@@ -42,6 +42,12 @@ pub trait Downstream: Send {
     /// Sends the gateway's own answer, whole.
     fn reply(&mut self, reply: &Reply) -> impl Future<Output = pingora::Result<()>> + Send;
 
+    /// The connection's forwarding fields for a request that has none, as HTTP/1 field lines,
+    /// when the connection keeps them (made once per connection, not per request).
+    fn first_hop(&self) -> Option<&[u8]> {
+        None
+    }
+
     /// The client's IP address.
     fn client_ip(&self) -> Option<IpAddr> {
         self.client().map(|a| a.ip())

@@ -7,14 +7,16 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use meridian_gateway_core::head::RequestHead;
+use meridian_gateway_core::head::{field_line, RequestHead};
 use meridian_gateway_core::reply::Reply;
 use pingora::{Error, ErrorType};
 
+use super::forward::first_hop_lines;
 use super::h1::Connection;
 use super::Downstream;
 use crate::http1::client::ResponseHead;
 use crate::http1::framing::{encode_chunk, Framing, LAST_CHUNK};
+use crate::http1::lines::status_line;
 use crate::http1::request::Request;
 
 /// A request being answered on a connection of our HTTP/1 path.
@@ -30,6 +32,9 @@ pub struct Exchange<'a> {
 impl<'a> Exchange<'a> {
     /// The answer to `head` on `conn`; `close`: the connection ends after it.
     pub fn new(conn: &'a mut Connection, head: Request<'a>, close: bool) -> Exchange<'a> {
+        if let (None, Some(client)) = (&conn.first_hop, conn.client) {
+            conn.first_hop = Some(first_hop_lines(client.ip(), conn.tls));
+        }
         Exchange {
             conn,
             head,
@@ -47,25 +52,12 @@ impl<'a> Exchange<'a> {
 
     /// Starts a response head in the write buffer: the status line.
     fn status_line(&mut self, status: u16) {
-        let out = &mut self.conn.out;
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
-        out.push(b' ');
-        let reason = http::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("");
-        out.extend_from_slice(reason.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        status_line(&mut self.conn.out, status);
         self.status = Some(status);
     }
 
     fn field(&mut self, name: &[u8], value: &[u8]) {
-        let out = &mut self.conn.out;
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        field_line(&mut self.conn.out, name, value);
     }
 
     /// Ends the head: the connection's fate, then the blank line.
@@ -100,6 +92,10 @@ impl<'a> Downstream for Exchange<'a> {
         self.conn.tls
     }
 
+    fn first_hop(&self) -> Option<&[u8]> {
+        self.conn.first_hop.as_deref()
+    }
+
     fn written(&self) -> Option<u16> {
         self.status
     }
@@ -117,10 +113,8 @@ impl<'a> Downstream for Exchange<'a> {
     }
 
     async fn write_head(&mut self, head: &ResponseHead, end: bool) -> pingora::Result<()> {
-        self.status_line(head.status);
-        for (name, value) in head.end_to_end() {
-            self.field(name, value);
-        }
+        head.write_http1(&mut self.conn.out);
+        self.status = Some(head.status);
         self.chunked = !matches!(head.framing, Framing::Length(_));
         if self.chunked {
             self.field(b"transfer-encoding", b"chunked");

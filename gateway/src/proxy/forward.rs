@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::{HeaderName, HeaderValue};
-use meridian_gateway_core::head::RequestHead;
+use meridian_gateway_core::head::{field_line, RequestHead};
 
 use crate::http1::framing::lists;
 
@@ -63,50 +63,101 @@ pub(super) struct Forwarding {
 
 /// The forwarding headers for a request from `client` over TLS (`tls`) or not.
 pub(super) fn forwarding(head: &impl RequestHead, client: Option<IpAddr>, tls: bool) -> Forwarding {
-    let proto = if tls { "https" } else { "http" };
-    let mut out = Forwarding {
-        xff: None,
-        forwarded: None,
-        proto: HeaderValue::from_static(proto),
+    let Some(ip) = client else {
+        return Forwarding {
+            xff: None,
+            forwarded: None,
+            proto: proto(tls),
+        };
     };
-    let Some(ip) = client else { return out };
-    let first_hop = !head.contains(&X_FORWARDED_FOR) && !head.contains(&http::header::FORWARDED);
-    if first_hop {
+    if first_hop(head) {
         // The usual case (the gateway is the first proxy): a keep-alive client's requests come
         // from one address, so the values are made once per address and thread, not per request.
         if let Some((xff, fwd)) = FIRST_HOP.with(|c| c.borrow().get(&(ip, tls)).cloned()) {
-            out.xff = Some(xff);
-            out.forwarded = Some(fwd);
-            return out;
+            return Forwarding {
+                xff: Some(xff),
+                forwarded: Some(fwd),
+                proto: proto(tls),
+            };
         }
+        let out = appended(None, None, ip, tls);
+        if let (Some(xff), Some(fwd)) = (&out.xff, &out.forwarded) {
+            FIRST_HOP.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() >= FIRST_HOP_CACHE {
+                    c.clear();
+                }
+                c.insert((ip, tls), (xff.clone(), fwd.clone()));
+            });
+        }
+        return out;
     }
+    let prev = |name| head.get_str(name);
+    appended(prev(&X_FORWARDED_FOR), prev(&http::header::FORWARDED), ip, tls)
+}
+
+/// The forwarding fields of a first-hop request from `client` over TLS (`tls`) or not, as HTTP/1
+/// field lines: the same for every such request of a client connection, so made once for it.
+pub(super) fn first_hop_lines(client: IpAddr, tls: bool) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(128);
+    write_forwarding(&mut out, appended(None, None, client, tls));
+    out.into_boxed_slice()
+}
+
+/// Whether the request comes straight from its client: it has no forwarding fields.
+fn first_hop(head: &impl RequestHead) -> bool {
+    !head.contains(&X_FORWARDED_FOR) && !head.contains(&http::header::FORWARDED)
+}
+
+/// The scheme the client used.
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+fn proto(tls: bool) -> HeaderValue {
+    HeaderValue::from_static(scheme(tls))
+}
+
+/// The forwarding fields with this hop (`ip`, over TLS or not) appended to the values the request
+/// came with.
+fn appended(prev_xff: Option<&str>, prev_forwarded: Option<&str>, ip: IpAddr, tls: bool) -> Forwarding {
+    let proto = proto(tls);
     let ip_text = ip.to_string();
-    let appended = |name: &HeaderName, this: &str| {
+    let append = |prev: Option<&str>, this: &str| {
         let mut v = String::with_capacity(64);
-        if let Some(prev) = head.get_str(name) {
+        if let Some(prev) = prev {
             v.push_str(prev);
             v.push_str(", ");
         }
         v.push_str(this);
         HeaderValue::try_from(v).ok()
     };
-    out.xff = appended(&X_FORWARDED_FOR, &ip_text);
     let mut this = String::with_capacity(48);
+    let p = scheme(tls);
     let _ = match ip {
-        IpAddr::V4(_) => write!(this, "for={ip_text};proto={proto}"),
-        IpAddr::V6(_) => write!(this, "for=\"[{ip_text}]\";proto={proto}"),
+        IpAddr::V4(_) => write!(this, "for={ip_text};proto={p}"),
+        IpAddr::V6(_) => write!(this, "for=\"[{ip_text}]\";proto={p}"),
     };
-    out.forwarded = appended(&http::header::FORWARDED, &this);
-    if let (true, Some(xff), Some(fwd)) = (first_hop, &out.xff, &out.forwarded) {
-        FIRST_HOP.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.len() >= FIRST_HOP_CACHE {
-                c.clear();
-            }
-            c.insert((ip, tls), (xff.clone(), fwd.clone()));
-        });
+    Forwarding {
+        xff: append(prev_xff, &ip_text),
+        forwarded: append(prev_forwarded, &this),
+        proto,
     }
-    out
+}
+
+/// Appends the forwarding fields as HTTP/1 field lines.
+fn write_forwarding(out: &mut Vec<u8>, f: Forwarding) {
+    if let Some(v) = f.xff {
+        field_line(out, b"x-forwarded-for", v.as_bytes());
+    }
+    if let Some(v) = f.forwarded {
+        field_line(out, b"forwarded", v.as_bytes());
+    }
+    field_line(out, b"x-forwarded-proto", f.proto.as_bytes());
 }
 
 /// Client addresses whose first-hop forwarding headers a thread keeps, at most (then it starts
@@ -129,31 +180,32 @@ pub(super) struct UpstreamHead {
 
 impl UpstreamHead {
     /// Starts the head of `head` from `client` over TLS (`tls`) or not, with a body of `body`
-    /// bytes; fields named in `replaced` are left for the caller to write.
-    pub fn start(head: &impl RequestHead, client: Option<IpAddr>, tls: bool, body: usize, replaced: &[&str]) -> Self {
-        let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(head.method().as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(head.path_and_query().as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
+    /// bytes; fields named in `replaced` are left for the caller to write. `first_hop_at`: the
+    /// client connection's forwarding lines for a request without forwarding fields
+    /// ([`first_hop_lines`]), when it keeps them.
+    pub fn start(
+        head: &impl RequestHead,
+        (client, tls, first_hop_at): (Option<IpAddr>, bool, Option<&[u8]>),
+        body: usize,
+        replaced: &[&str],
+    ) -> Self {
         let hop = HopByHop::of(head);
-        let f = forwarding(head, client, tls);
-        let mut r = UpstreamHead { out };
-        let (mut host, mut length) = (false, false);
-        for (name, value) in head.fields() {
+        let mut r = UpstreamHead {
+            out: Vec::with_capacity(512),
+        };
+        let (mut host, mut length, mut forwarded) = (false, false, false);
+        head.write_http1(&mut r.out, |name, value| {
             host |= name == b"host";
             length |= name == b"content-length";
-            if hop.drops(name, value)
-                || name == b"content-length"
-                || name == X_FORWARDED_FOR.as_str().as_bytes()
+            let forwarding = name == X_FORWARDED_FOR.as_str().as_bytes()
                 || name == b"forwarded"
-                || name == X_FORWARDED_PROTO.as_str().as_bytes()
-                || replaced.iter().any(|r| r.as_bytes() == name)
-            {
-                continue;
-            }
-            r.field(name, value);
-        }
+                || name == X_FORWARDED_PROTO.as_str().as_bytes();
+            forwarded |= forwarding;
+            !(hop.drops(name, value)
+                || name == b"content-length"
+                || forwarding
+                || replaced.iter().any(|r| r.as_bytes() == name))
+        });
         if !host {
             if let Some(a) = head.authority() {
                 r.field(b"host", a.as_bytes());
@@ -162,22 +214,16 @@ impl UpstreamHead {
         if body > 0 || length {
             r.field(b"content-length", itoa::Buffer::new().format(body).as_bytes());
         }
-        if let Some(v) = f.xff {
-            r.field(b"x-forwarded-for", v.as_bytes());
+        match first_hop_at.filter(|_| !forwarded || first_hop(head)) {
+            Some(lines) => r.out.extend_from_slice(lines),
+            None => write_forwarding(&mut r.out, forwarding(head, client, tls)),
         }
-        if let Some(v) = f.forwarded {
-            r.field(b"forwarded", v.as_bytes());
-        }
-        r.field(b"x-forwarded-proto", f.proto.as_bytes());
         r
     }
 
     /// Adds a field.
     pub fn field(&mut self, name: &[u8], value: &[u8]) {
-        self.out.extend_from_slice(name);
-        self.out.extend_from_slice(b": ");
-        self.out.extend_from_slice(value);
-        self.out.extend_from_slice(b"\r\n");
+        field_line(&mut self.out, name, value);
     }
 
     /// The head, ended by its blank line.
@@ -200,7 +246,7 @@ mod tests {
     fn apply(h: &mut HeaderMap, client: Option<IpAddr>, tls: bool) {
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.headers = std::mem::take(h);
-        let wire = UpstreamHead::start(&parts, client, tls, 0, &[]).finish();
+        let wire = UpstreamHead::start(&parts, (client, tls, None), 0, &[]).finish();
         let mut fields = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut fields);
         assert!(req.parse(&wire).unwrap().is_complete());

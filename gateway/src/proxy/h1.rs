@@ -49,6 +49,9 @@ pub struct Connection {
     pub client: Option<SocketAddr>,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The forwarding fields of its first-hop requests ([`super::forward::first_hop_lines`]),
+    /// made by its first request.
+    pub first_hop: Option<Box<[u8]>>,
 }
 
 impl Connection {
@@ -63,6 +66,7 @@ impl Connection {
             out: Vec::with_capacity(1024),
             client,
             tls,
+            first_hop: None,
         }
     }
 

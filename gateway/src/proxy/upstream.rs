@@ -56,15 +56,22 @@ impl Proxy {
     /// request has not tried when another exists. Returns what is left of the deadline, or the
     /// gateway's answer when there is no next try (504 past the deadline, 503 without an endpoint).
     pub(super) fn next_try(&self, method: &http::Method, ctx: &mut Ctx) -> Result<Duration, Reply> {
+        let now = self.routing.clock.now();
+        let (pick, left) = self.pick_next(ctx, now)?;
+        self.start_attempt(method, ctx, pick, now);
+        Ok(left)
+    }
+
+    /// [`Proxy::next_try`]'s endpoint and what is left of the deadline at `now` (read off the
+    /// request's own table, borrowed: no reference count touched per try).
+    fn pick_next(&self, ctx: &Ctx, now: Nanos) -> Result<(Pick, Duration), Reply> {
         let Some((routes, routed)) = ctx.routed() else {
             return Err(Reply::error(500, "internal error: no routing table"));
         };
-        let routes = routes.clone();
         let (entry, version) = (
             &routes.snap.models[routed.model],
             routes.version(routed.model, routed.version),
         );
-        let now = self.routing.clock.now();
         let left = entry
             .policy
             .timeouts
@@ -76,16 +83,16 @@ impl Proxy {
         }
         let prompt = ctx.flight.as_ref().and_then(|f| f.prompt.as_ref());
         let at = (self.routing.registry.epoch(), now);
-        let pick = pick(entry, &version.cluster, &routed, prompt, at, &ctx.tried);
-        let Some(pick) = pick else {
-            let msg = format!(
-                "no healthy endpoint for model {} version {}",
-                entry.name, entry.versions[routed.version].name
-            );
-            return Err(Reply::error(503, msg));
-        };
-        self.start_attempt(method, ctx, pick, now);
-        Ok(left)
+        match pick(entry, &version.cluster, &routed, prompt, at, &ctx.tried) {
+            Some(pick) => Ok((pick, left)),
+            None => {
+                let msg = format!(
+                    "no healthy endpoint for model {} version {}",
+                    entry.name, entry.versions[routed.version].name
+                );
+                Err(Reply::error(503, msg))
+            }
+        }
     }
 
     /// Picks the endpoint of the next try and builds its peer (the pingora upstream leg).
