@@ -55,8 +55,8 @@ async fn backend(addr: &str, status: ServingStatus) -> HealthReporter {
 
 /// KServe V2's `ModelReady` as a model server answers it: after reading the message, whose model
 /// and version it echoes in the status message (with the backend's address), so a test sees
-/// which backend the call reached and what it named. (A server that answers before reading the
-/// request, by path alone, races the gateway's upload of the body: see `V2Ready::call`.)
+/// which backend the call reached and what it named. (Servers that answer before reading the
+/// request: [`early_answerer`].)
 #[derive(Clone)]
 struct V2Ready(String);
 
@@ -77,9 +77,7 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for V2Ready {
         let at = self.0.clone();
         Box::pin(async move {
             if req.uri().path() != "/inference.GRPCInferenceService/ModelReady" {
-                // Answered by path alone, without reading the body: an HTTP/2 server then resets
-                // the request stream with NO_ERROR (RFC 9113 8.1), which pingora's h2 upstream
-                // client reports as an upstream error when it arrives before the body is sent.
+                // Answered by path alone, without reading the body.
                 return Ok(tonic::Status::unimplemented("").into_http());
             }
             let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
@@ -109,6 +107,16 @@ fn with_headers<T>(msg: T, headers: &[(&'static str, &'static str)]) -> tonic::R
         r.metadata_mut().insert(*k, MetadataValue::from_static(v));
     }
     r
+}
+
+/// A gRPC client's channel to the gateway's public listener (HTTP/2 cleartext).
+async fn channel(public: &str) -> Channel {
+    Channel::from_shared(format!("http://{public}"))
+        .unwrap()
+        .timeout(Duration::from_secs(20))
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// A KServe V2 unary call: the answer and its metadata.
@@ -152,12 +160,7 @@ fn grpc_unary_and_streaming_through_the_gateway() {
     let _gw = gateway(&cfg, "r", None, admin, public);
 
     rt.block_on(async {
-        let ch = Channel::from_shared(format!("http://{public}"))
-            .unwrap()
-            .timeout(Duration::from_secs(20))
-            .connect()
-            .await
-            .unwrap();
+        let ch = channel(public).await;
         let mut health = HealthClient::new(ch.clone());
         let check = |svc: &str| HealthCheckRequest { service: svc.into() };
 
@@ -273,11 +276,7 @@ fn rest_and_grpc_of_one_model_reach_their_own_ports() {
     let a = infer(&client(), public, "/v2/models/iris/infer", &[]);
     assert_eq!((a.status, a.served_by.as_str()), (200, "iris-0"), "{:?}", a.body);
     rt.block_on(async {
-        let ch = Channel::from_shared(format!("http://{public}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let ch = channel(public).await;
         let r = HealthClient::new(ch)
             .check(with_headers(
                 HealthCheckRequest {
@@ -299,4 +298,127 @@ fn rest_and_grpc_of_one_model_reach_their_own_ports() {
         2.0,
         "{metrics}"
     );
+}
+
+/// A model server on raw HTTP/2 whose request window is 16 bytes, so no request body larger than
+/// that can have arrived when it answers. A gRPC call is answered at once, by path alone, with a
+/// trailers-only status; dropping the stream's handles then resets it with `NO_ERROR`, as RFC
+/// 9113 8.1 has a server do when it answered before reading the whole request. Any other request
+/// is read whole (its window released as it goes) and answered with the length it read.
+async fn early_answerer(addr: &str) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut conn = h2::server::Builder::new()
+                    .initial_window_size(16)
+                    .handshake::<_, bytes::Bytes>(tcp)
+                    .await
+                    .unwrap();
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    if req
+                        .headers()
+                        .get("content-type")
+                        .is_some_and(|v| v == "application/grpc")
+                    {
+                        let status = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "12")
+                            .header("grpc-message", "answered before the body")
+                            .body(())
+                            .unwrap();
+                        respond.send_response(status, true).unwrap();
+                        continue;
+                    }
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let mut read = 0;
+                        while let Some(data) = body.data().await {
+                            let data = data.unwrap();
+                            read += data.len();
+                            let _ = body.flow_control().release_capacity(data.len());
+                        }
+                        let head = http::Response::builder().header("x-read-by", "h2").body(()).unwrap();
+                        let mut out = respond.send_response(head, false).unwrap();
+                        out.send_data(format!("{{\"read\":{read}}}").into(), true).unwrap();
+                    });
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn a_status_sent_before_the_request_body_is_read_reaches_the_client() {
+    // The backend answers each gRPC call before taking its body (16 bytes of window for more),
+    // then resets the stream with NO_ERROR: the client gets the backend's status, not the
+    // gateway's "upstream error", however the reset and the upload race. A call routed by the
+    // model its message names has its body read by the gateway before the call goes out, so
+    // the upload is still waiting for window when the reset comes.
+    const MODEL: &str = "a-model-that-answers-before-reading";
+    let dir = scratch("grpc-early");
+    let mut w = World::new(124);
+    let gw = w.gateway("r", &["r-a"]);
+    w.gateway_of("r").listeners[0].protocols = vec![Protocol::Http1, Protocol::H2c];
+    w.config.gateway.health_check.enabled = false;
+    w.config.gateway.retries.attempts = 0;
+    let at = w.backend_on(MODEL, "v1", "e1", "r", "r-a", 50051);
+    w.version(MODEL, "v1").upstream.h2 = true;
+    let cfg = w.write(&dir);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(early_answerer(&at));
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
+    let _gw = gateway(&cfg, "r", None, admin, public);
+
+    rt.block_on(async {
+        let ch = channel(public).await;
+        let mut health = HealthClient::new(ch.clone());
+        // Three calls: the first opens the gateway's connection to the backend, the others
+        // share it.
+        for _ in 0..3 {
+            let e = health
+                .check(with_headers(
+                    HealthCheckRequest {
+                        service: "m".repeat(200),
+                    },
+                    &[("x-model-name", MODEL)],
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+            assert_eq!(e.message(), "answered before the body", "{e:?}");
+        }
+        let msg = ModelReadyRequest {
+            name: MODEL.into(),
+            version: String::new(),
+        };
+        for _ in 0..3 {
+            let e = v2_unary::<_, ModelReadyResponse>(ch.clone(), "ModelReady", msg.clone())
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+            assert_eq!(e.message(), "answered before the body", "{e:?}");
+        }
+    });
+
+    // An HTTP/1 client's request to the same HTTP/2 backend: sent whole, however small the
+    // backend's window, and the answer comes back with its fields.
+    let body = "x".repeat(300);
+    let r = client()
+        .post(format!("http://{public}/v2/models/{MODEL}/infer"))
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-read-by"], "h2");
+    assert_eq!(r.text().unwrap(), r#"{"read":300}"#);
+
+    let metrics = scrape(admin);
+    let served = metric_sum(
+        &metrics,
+        "inference_requests_total",
+        &[&format!("model_name=\"{MODEL}\"")],
+    );
+    assert_eq!(served, 7.0, "{metrics}");
 }

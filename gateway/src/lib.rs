@@ -31,6 +31,7 @@ pub mod feed;
 pub mod gateway;
 pub mod health;
 pub mod http1;
+pub mod http2;
 pub mod lifecycle;
 pub mod listener;
 pub mod metrics;

@@ -104,6 +104,12 @@ impl EndpointState {
         }
     }
 
+    /// Where a request goes: a gRPC call (`grpc`) to its gRPC port when it has one, everything
+    /// else to `address`.
+    pub fn upstream_address(&self, grpc: bool) -> SocketAddr {
+        self.grpc_address().filter(|_| grpc).unwrap_or(self.address)
+    }
+
     /// Sets its gRPC port (`None`: it serves gRPC, if at all, at `address`).
     pub fn set_grpc_port(&self, port: Option<u16>) {
         self.grpc_port.store(port.unwrap_or(0), Ordering::Relaxed);

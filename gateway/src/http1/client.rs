@@ -99,7 +99,8 @@ impl ConnectError {
     }
 }
 
-/// Why a request got no response head.
+/// Why a request got no response head (on either of our upstream legs, HTTP/1 or
+/// [`crate::http2::client`]).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ExchangeError {
     /// The connection closed or reset before any response byte: the request can go again.
@@ -111,6 +112,10 @@ pub enum ExchangeError {
     /// No response head within the first-byte timeout.
     #[error("no response within the first-byte timeout")]
     Timeout,
+    /// HTTP/2: the backend refused the stream (`REFUSED_STREAM`, or past its last stream when it
+    /// went away) without processing it: the request can go again.
+    #[error("the backend refused the stream")]
+    Refused,
 }
 
 /// Why a response body could not be read to its end.

@@ -1,9 +1,10 @@
 //! Our own upstream leg: for a plain-HTTP/1 backend and a request whose whole body is small and
 //! known (the common inference call), the gateway sends the request on a keep-alive connection of
 //! its own ([`crate::http1::client`]: header and body in one write, the connection driven by this
-//! task) instead of through pingora's upstream client. It serves both kinds of client connection
-//! ([`Downstream`]): our own HTTP/1 path and pingora's sessions (HTTP/2 clients, and HTTP/1
-//! requests left to pingora).
+//! task) instead of through pingora's upstream client. A cleartext HTTP/2 backend (gRPC, or a
+//! version with `upstream.h2`) gets the same on a multiplexed connection of the worker thread's
+//! ([`super::direct_h2`]). It serves both kinds of client connection ([`Downstream`]): our own
+//! HTTP/1 path and pingora's sessions (HTTP/2 clients, and HTTP/1 requests left to pingora).
 //!
 //! Every rule of pingora's leg holds, through the same functions: the pick and the deadline
 //! ([`Proxy::next_try`]), outcomes and retries ([`Proxy::response_status`], `record`, `may_retry`),
@@ -13,6 +14,7 @@
 //! goes again once on a fresh connection to the same endpoint, as pingora does, without blaming the
 //! endpoint.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,14 +31,17 @@ use super::forward::UpstreamHead;
 use super::Proxy;
 use crate::http1::client::{self, BodyError, Conn, ExchangeError, ResponseHead};
 use crate::http1::framing::Decoder;
+use crate::routes::Routes;
+use meridian_gateway_core::classify::Api;
+use meridian_gateway_core::decide::Routed;
 
-/// What one try came to before any response byte went to the client.
-enum Tried {
-    /// The response to deliver, and the connection it came on.
-    Answered(Box<ResponseHead>, Conn),
-    /// Go on with the next try.
+/// What one try came to.
+pub(super) enum Tried {
+    /// A response went to the client (whole, or until this error).
+    Done(pingora::Result<()>),
+    /// No response byte went to the client: go on with the next try.
     Again,
-    /// Give up with this answer.
+    /// No response byte went to the client: give up with this answer.
     Refuse(Reply),
 }
 
@@ -56,21 +61,27 @@ impl Proxy {
                 copy.add(&body);
             }
         }
+        let h2 = ctx.routed().is_some_and(|(routes, routed)| speaks_h2(routes, routed));
         loop {
             let left = match self.next_try(d.head().method(), ctx) {
                 Ok(left) => left,
                 Err(reply) => return Err(refuse(ctx, reply)),
             };
-            match self.send(d, ctx, &body, left).await {
-                Tried::Answered(head, conn) => return self.deliver(d, ctx, *head, conn, left).await,
+            let tried = if h2 {
+                self.try_h2(d, ctx, &body, left).await
+            } else {
+                self.try_h1(d, ctx, &body, left).await
+            };
+            match tried {
+                Tried::Done(served) => return served,
                 Tried::Again => continue,
                 Tried::Refuse(reply) => return Err(refuse(ctx, reply)),
             }
         }
     }
 
-    /// One try: a connection, the request, the response head.
-    async fn send(&self, d: &impl Downstream, ctx: &mut Ctx, body: &Bytes, left: Duration) -> Tried {
+    /// One try over HTTP/1: a connection, the request, the response.
+    async fn try_h1(&self, d: &mut impl Downstream, ctx: &mut Ctx, body: &Bytes, left: Duration) -> Tried {
         let Some((routes, routed)) = ctx.routed() else {
             return Tried::Refuse(Reply::error(500, "internal error: no routing table"));
         };
@@ -96,32 +107,27 @@ impl Proxy {
             answer = conn.exchange(&head, body, head_request, first_byte).await;
         }
         match answer {
-            Ok(resp) => {
-                if self.response_status(d, resp.status, ctx) {
-                    return Tried::Again;
-                }
-                Tried::Answered(Box::new(resp), conn)
-            }
-            Err(ExchangeError::Closed) => {
-                // Closed or reset before any response byte: the request can go elsewhere.
-                self.record(ctx, Outcome::GatewayFailure);
-                set_error(ctx, "ConnectionClosed");
-                if self.may_retry(ctx, RetryOn::Reset, d) {
-                    Tried::Again
-                } else {
-                    Tried::Refuse(Reply::error(502, "upstream error"))
-                }
-            }
-            Err(ExchangeError::Malformed) => {
-                self.record(ctx, Outcome::GatewayFailure);
-                set_error(ctx, "InvalidHTTPHeader");
-                Tried::Refuse(Reply::error(502, "upstream error"))
-            }
-            Err(ExchangeError::Timeout) => {
-                self.record(ctx, Outcome::GatewayFailure);
-                set_error(ctx, "ReadTimedout");
-                Tried::Refuse(Reply::error(504, "upstream timed out"))
-            }
+            Ok(resp) if self.response_status(d, resp.status, ctx) => Tried::Again,
+            Ok(resp) => Tried::Done(self.deliver(d, ctx, resp, conn, left).await),
+            Err(e) => self.exchange_failed(d, ctx, e),
+        }
+    }
+
+    /// A try that got no response head: the endpoint's failure, retried when allowed.
+    pub(super) fn exchange_failed(&self, d: &impl Downstream, ctx: &mut Ctx, e: ExchangeError) -> Tried {
+        self.record(ctx, Outcome::GatewayFailure);
+        let (kind, retry, reply) = match e {
+            // Closed or reset before any response byte: the request can go elsewhere.
+            ExchangeError::Closed => ("ConnectionClosed", Some(RetryOn::Reset), (502, "upstream error")),
+            ExchangeError::Refused => ("H2Error", Some(RetryOn::RefusedStream), (502, "upstream error")),
+            ExchangeError::Malformed => ("InvalidHTTPHeader", None, (502, "upstream error")),
+            ExchangeError::Timeout => ("ReadTimedout", None, (504, "upstream timed out")),
+        };
+        set_error(ctx, kind);
+        if retry.is_some_and(|why| self.may_retry(ctx, why, d)) {
+            Tried::Again
+        } else {
+            Tried::Refuse(Reply::error(reply.0, reply.1))
         }
     }
 
@@ -140,7 +146,7 @@ impl Proxy {
     }
 
     /// A try that could not connect: the endpoint's failure, retried if allowed.
-    fn connect_failure(&self, d: &impl Downstream, ctx: &mut Ctx, kind: &'static str) -> Tried {
+    pub(super) fn connect_failure(&self, d: &impl Downstream, ctx: &mut Ctx, kind: &'static str) -> Tried {
         self.record(ctx, Outcome::GatewayFailure);
         if let Some(a) = ctx.attempt.as_mut() {
             a.in_flight = None;
@@ -164,33 +170,17 @@ impl Proxy {
         left: Duration,
     ) -> pingora::Result<()> {
         let mut body = Decoder::new(head.framing);
-        let (read_timeout, idle) = ctx.routed().map_or((left, left), |(routes, routed)| {
-            let t = &routes.snap.models[routed.model].policy.timeouts;
-            (t.first_byte.get().min(left), t.idle.get())
-        });
+        let (read_timeout, idle) = body_timeouts(ctx, left);
         d.write_head(&head, body.is_done()).await?;
         while !body.is_done() {
-            match conn.body(&mut body, read_timeout).await {
+            match unless_gone(d, conn.body(&mut body, read_timeout)).await? {
                 Ok(Some(data)) => {
-                    // The first body byte: the prompt's prefill is done (a token stream's head may
-                    // come before it).
-                    if let Some(a) = ctx.attempt.as_mut() {
-                        a.prefill = None;
-                    }
-                    if let Some(acc) = ctx.llm.as_mut() {
-                        acc.sent(&data, self.routing.clock.now());
-                    }
+                    self.body_arrived(ctx, &data);
                     d.write_body(data, body.is_done()).await?
                 }
                 Ok(None) => d.write_body(Bytes::new(), true).await?,
-                Err(BodyError::Timeout) => {
-                    set_error(ctx, "ReadTimedout");
-                    return Err(Error::explain(ErrorType::ReadTimedout, "upstream body stalled"));
-                }
-                Err(e) => {
-                    set_error(ctx, "ReadError");
-                    return Err(Error::because(ErrorType::ReadError, "reading the upstream body", e));
-                }
+                Err(BodyError::Timeout) => return Err(stalled(ctx)),
+                Err(e) => return Err(read_failed(ctx, e)),
             }
         }
         if head.keep_alive {
@@ -198,6 +188,59 @@ impl Proxy {
         }
         Ok(())
     }
+}
+
+impl Proxy {
+    /// A piece of the response body arrived: the first one ends the prompt's prefill (a token
+    /// stream's head may come before it); an LLM answer's tokens are counted as they pass.
+    pub(super) fn body_arrived(&self, ctx: &mut Ctx, data: &Bytes) {
+        if let Some(a) = ctx.attempt.as_mut() {
+            a.prefill = None;
+        }
+        if let Some(acc) = ctx.llm.as_mut() {
+            acc.sent(data, self.routing.clock.now());
+        }
+    }
+}
+
+/// Whether the request's version is served over HTTP/2 (gRPC always is).
+pub(super) fn speaks_h2(routes: &Routes, routed: Routed) -> bool {
+    routed.api == Api::Grpc || routes.snap.models[routed.model].versions[routed.version].upstream.h2
+}
+
+/// How long the response body may take to each piece (within what is left of the deadline), and
+/// how long the connection may then idle in the pool.
+pub(super) fn body_timeouts(ctx: &Ctx, left: Duration) -> (Duration, Duration) {
+    ctx.routed().map_or((left, left), |(routes, routed)| {
+        let t = &routes.snap.models[routed.model].policy.timeouts;
+        (t.first_byte.get().min(left), t.idle.get())
+    })
+}
+
+/// `piece` (what the backend sends next) unless the client goes first ([`Downstream::gone`]): a
+/// stream the backend holds open with nothing to send (a gRPC watch) ends with its client.
+pub(super) async fn unless_gone<T>(d: &mut impl Downstream, piece: impl Future<Output = T>) -> pingora::Result<T> {
+    tokio::select! {
+        biased;
+        t = piece => Ok(t),
+        () = d.gone() => {
+            let mut e = Error::explain(ErrorType::ConnectionClosed, "the client closed its stream");
+            e.as_down();
+            Err(e)
+        }
+    }
+}
+
+/// The response body stopped coming within its timeout.
+pub(super) fn stalled(ctx: &mut Ctx) -> Box<Error> {
+    set_error(ctx, "ReadTimedout");
+    Error::explain(ErrorType::ReadTimedout, "upstream body stalled")
+}
+
+/// Reading the response body failed.
+pub(super) fn read_failed(ctx: &mut Ctx, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Box<Error> {
+    set_error(ctx, "ReadError");
+    Error::because(ErrorType::ReadError, "reading the upstream body", e)
 }
 
 /// The whole request body of a pingora session (bounded by the caller's eligibility check). After
@@ -223,7 +266,7 @@ pub(super) async fn read_whole_body(session: &mut Session, peeked: bool) -> ping
 }
 
 /// Notes the error type that ended the current try (for its trace span and the log).
-fn set_error(ctx: &mut Ctx, kind: &'static str) {
+pub(super) fn set_error(ctx: &mut Ctx, kind: &'static str) {
     if let Some(a) = ctx.attempt.as_mut() {
         a.error = Some(kind);
     }

@@ -37,6 +37,18 @@ pub trait Downstream: Send {
     fn close(&mut self);
     /// Sends a backend's response head; `end`: there is no body.
     fn write_head(&mut self, head: &ResponseHead, end: bool) -> impl Future<Output = pingora::Result<()>> + Send;
+    /// Sends an HTTP/2 backend's response head; `end`: there is no body.
+    fn write_parts(
+        &mut self,
+        head: http::response::Parts,
+        end: bool,
+    ) -> impl Future<Output = pingora::Result<()>> + Send;
+    /// Sends an HTTP/2 backend's trailers, which end the response (an HTTP/1 client's response
+    /// ends without them: none of its clients asks for trailers).
+    fn write_trailers(&mut self, trailers: http::HeaderMap) -> impl Future<Output = pingora::Result<()>> + Send;
+    /// Resolves when the client is known to have gone: an HTTP/2 client reset its stream. An
+    /// HTTP/1 client's going shows only when it is written to, so for it this never resolves.
+    fn gone(&mut self) -> impl Future<Output = ()> + Send;
     /// Sends a piece of the response body; `end`: it is the last.
     fn write_body(&mut self, data: Bytes, end: bool) -> impl Future<Output = pingora::Result<()>> + Send;
     /// Sends the gateway's own answer, whole.
@@ -52,6 +64,30 @@ pub trait Downstream: Send {
     fn client_ip(&self) -> Option<IpAddr> {
         self.client().map(|a| a.ip())
     }
+}
+
+/// Readies an HTTP/2 backend's response head for an HTTP/1 client, which learns where the body
+/// ends from the head: one that ends with its head gets `Content-Length: 0` where its status and
+/// the `method` allow a body. Returns whether the body's end is known (else it goes chunked).
+pub(super) fn framed_for_http1(head: &mut http::response::Parts, end: bool, method: &http::Method) -> bool {
+    let length = head.headers.contains_key(http::header::CONTENT_LENGTH);
+    let status = head.status.as_u16();
+    let bodiless = *method == http::Method::HEAD || status < 200 || status == 204 || status == 304;
+    if end && !length && !bodiless {
+        head.headers
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("0"));
+    }
+    length || end
+}
+
+/// Sends a backend's response head `h` on a pingora session; `framed`: it has a length.
+async fn write_framed(s: &mut Session, mut h: ResponseHeader, framed: bool, end: bool) -> pingora::Result<()> {
+    // pingora frames an HTTP/1.1 body by its fields: without a length, chunked (as the backend
+    // sent it) rather than until the close. HTTP/2 frames its own.
+    if !framed && s.req_header().version == http::Version::HTTP_11 {
+        h.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    s.write_response_header(Box::new(h), end).await
 }
 
 impl Downstream for Session {
@@ -90,12 +126,30 @@ impl Downstream for Session {
         for (name, value) in head.end_to_end() {
             h.append_header(Bytes::copy_from_slice(name), value)?;
         }
-        // pingora frames an HTTP/1.1 body by its fields: without a length, chunked (as the
-        // backend sent it) rather than until the close. HTTP/2 frames its own.
-        if !matches!(head.framing, Framing::Length(_)) && self.req_header().version == http::Version::HTTP_11 {
-            h.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        let framed = matches!(head.framing, Framing::Length(_));
+        write_framed(self, h, framed, end).await
+    }
+
+    async fn write_parts(&mut self, mut head: http::response::Parts, end: bool) -> pingora::Result<()> {
+        let framed = framed_for_http1(&mut head, end, &self.req_header().method);
+        write_framed(self, ResponseHeader::from(head), framed, end).await
+    }
+
+    async fn write_trailers(&mut self, trailers: http::HeaderMap) -> pingora::Result<()> {
+        if self.req_header().version == http::Version::HTTP_2 {
+            self.as_mut().write_response_trailers(trailers).await
+        } else {
+            self.write_response_body(None, true).await
         }
-        self.write_response_header(Box::new(h), end).await
+    }
+
+    async fn gone(&mut self) {
+        match self.as_mut().watch_h2_stream_close() {
+            Some(reset) => {
+                let _ = reset.await;
+            }
+            None => std::future::pending().await,
+        }
     }
 
     async fn write_body(&mut self, data: Bytes, end: bool) -> pingora::Result<()> {

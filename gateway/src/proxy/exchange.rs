@@ -11,6 +11,7 @@ use meridian_gateway_core::head::{field_line, RequestHead};
 use meridian_gateway_core::reply::Reply;
 use pingora::{Error, ErrorType};
 
+use super::downstream::framed_for_http1;
 use super::forward::first_hop_lines;
 use super::h1::Connection;
 use super::Downstream;
@@ -68,6 +69,23 @@ impl<'a> Exchange<'a> {
         self.conn.out.extend_from_slice(b"\r\n");
     }
 
+    /// Ends a backend's response head: chunked framing when it has no length (`chunked`), and with
+    /// `end` (no body) the response.
+    async fn end_response_head(&mut self, chunked: bool, end: bool) -> pingora::Result<()> {
+        self.chunked = chunked;
+        if chunked {
+            self.field(b"transfer-encoding", b"chunked");
+        }
+        self.end_head();
+        if end {
+            if chunked {
+                self.conn.out.extend_from_slice(LAST_CHUNK);
+            }
+            self.flush(&[]).await?;
+        }
+        Ok(())
+    }
+
     /// Sends what is buffered, then `data`.
     async fn flush(&mut self, data: &[u8]) -> pingora::Result<()> {
         self.conn
@@ -115,18 +133,25 @@ impl<'a> Downstream for Exchange<'a> {
     async fn write_head(&mut self, head: &ResponseHead, end: bool) -> pingora::Result<()> {
         head.write_http1(&mut self.conn.out);
         self.status = Some(head.status);
-        self.chunked = !matches!(head.framing, Framing::Length(_));
-        if self.chunked {
-            self.field(b"transfer-encoding", b"chunked");
+        self.end_response_head(!matches!(head.framing, Framing::Length(_)), end)
+            .await
+    }
+
+    async fn write_parts(&mut self, mut head: http::response::Parts, end: bool) -> pingora::Result<()> {
+        let framed = framed_for_http1(&mut head, end, self.head.method());
+        self.status_line(head.status.as_u16());
+        for (name, value) in &head.headers {
+            self.field(name.as_str().as_bytes(), value.as_bytes());
         }
-        self.end_head();
-        if end {
-            if self.chunked {
-                self.conn.out.extend_from_slice(LAST_CHUNK);
-            }
-            self.flush(&[]).await?;
-        }
-        Ok(())
+        self.end_response_head(!framed, end).await
+    }
+
+    async fn write_trailers(&mut self, _trailers: http::HeaderMap) -> pingora::Result<()> {
+        self.write_body(Bytes::new(), true).await
+    }
+
+    async fn gone(&mut self) {
+        std::future::pending().await
     }
 
     async fn write_body(&mut self, data: Bytes, end: bool) -> pingora::Result<()> {

@@ -5,12 +5,16 @@
 //! the client used: X-Forwarded-For/-Proto (de facto) and Forwarded (RFC 7239).
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use meridian_gateway_core::head::{field_line, RequestHead};
 
+use opentelemetry_sdk::trace::Span;
+
 use crate::http1::framing::lists;
+use crate::telemetry::Telemetry;
 
 /// The standard hop-by-hop headers, besides those `Connection` names and a `TE` other than
 /// `trailers`.
@@ -197,9 +201,7 @@ impl UpstreamHead {
         head.write_http1(&mut r.out, |name, value| {
             host |= name == b"host";
             length |= name == b"content-length";
-            let forwarding = name == X_FORWARDED_FOR.as_str().as_bytes()
-                || name == b"forwarded"
-                || name == X_FORWARDED_PROTO.as_str().as_bytes();
+            let forwarding = forwarding_field(name);
             forwarded |= forwarding;
             !(hop.drops(name, value)
                 || name == b"content-length"
@@ -231,6 +233,67 @@ impl UpstreamHead {
         self.out.extend_from_slice(b"\r\n");
         self.out
     }
+}
+
+/// Whether `name` (lowercase) is one of the forwarding fields, which each hop writes anew.
+fn forwarding_field(name: &[u8]) -> bool {
+    name == X_FORWARDED_FOR.as_str().as_bytes() || name == b"forwarded" || name == X_FORWARDED_PROTO.as_str().as_bytes()
+}
+
+/// Fields HTTP/2 carries otherwise: `Host` is the authority, and the stream frames the body.
+const H2_OWN: [&[u8]; 2] = [b"host", b"transfer-encoding"];
+
+/// The request our own HTTP/2 leg sends ([`super::direct_h2`]): the client's method and target,
+/// with the authority it named (else the backend's address, `backend`); the client's fields less
+/// the hop-by-hop ones and [`H2_OWN`]; the forwarding fields for `client` over TLS (`tls`) or not;
+/// and with `trace` the try's trace context.
+pub(super) fn h2_request(
+    head: &impl RequestHead,
+    (client, tls): (Option<IpAddr>, bool),
+    backend: SocketAddr,
+    trace: Option<(&Arc<Telemetry>, &Span)>,
+) -> Result<http::Request<()>, http::Error> {
+    let authority = head.authority().map_or_else(|| backend.to_string(), str::to_string);
+    let target = match head.path_and_query() {
+        "" => "/",
+        t => t,
+    };
+    let uri = http::Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(target)
+        .build()?;
+    let mut req = http::Request::builder()
+        .method(head.method().clone())
+        .uri(uri)
+        .version(http::Version::HTTP_2)
+        .body(())?;
+    let h = req.headers_mut();
+    let hop = HopByHop::of(head);
+    for (name, value) in head.fields() {
+        if hop.drops(name, value) || H2_OWN.contains(&name) || forwarding_field(name) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            h.append(n, v);
+        }
+    }
+    let f = forwarding(head, client, tls);
+    if let Some(v) = f.xff {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    if let Some(v) = f.forwarded {
+        h.insert(http::header::FORWARDED, v);
+    }
+    h.insert(X_FORWARDED_PROTO, f.proto);
+    if let Some((tel, span)) = trace {
+        tel.inject_fields(span, |name, value| {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                h.insert(n, v);
+            }
+        });
+    }
+    Ok(req)
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

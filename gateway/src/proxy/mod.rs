@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | `request_filter` | decide (core), peek at the body, admit | [`request`] |
 //! | `request_filter`, for a version scaled to zero | hold until an endpoint is ready | [`activate`] |
-//! | `request_filter`, for plain HTTP/1 backends and small known bodies | our own upstream leg | [`direct`] |
+//! | `request_filter`, for cleartext backends and small known bodies | our own upstream leg, HTTP/1 or HTTP/2 | [`direct`], [`direct_h2`] |
 //! | `upstream_peer` | pick the endpoint, build the peer | [`upstream`] |
 //! | `upstream_request_filter` | the request as the backend sees it | [`upstream`] |
 //! | `request_body_filter` | body limit, shadow capture | [`body`] |
@@ -28,6 +28,7 @@ mod attempt;
 mod body;
 mod context;
 mod direct;
+mod direct_h2;
 mod downstream;
 mod exchange;
 mod forward;

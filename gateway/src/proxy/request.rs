@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use meridian_gateway_core::admission::class_label;
-use meridian_gateway_core::classify::Api;
 use meridian_gateway_core::decide::{decide, Decision, Env, Refusal, Routed};
 use meridian_gateway_core::peek::{BodyPeek, Named, Step};
 use meridian_gateway_core::prefix::PEEK_LIMIT;
@@ -125,9 +124,12 @@ impl Proxy {
         self.open(session, ctx, routes.clone());
         let env = self.env(session.client_ip());
         let mut decided = decide(&routes.snap, &**session.req_header(), None, &env);
+        // Whether what was read of the body is in pingora's replay buffer (bounded by its fixed
+        // size), to be replayed to the backend.
+        let mut buffered = false;
         if let Ok(Decision::ReadBody(peek)) = decided {
-            // The bytes read are replayed to the backend from pingora's retry buffer.
             session.as_mut().enable_retry_buffering();
+            buffered = true;
             match read_model(session, peek).await? {
                 Ok(named) => decided = decide(&routes.snap, &**session.req_header(), Some(&named), &env),
                 Err(reply) => {
@@ -142,12 +144,20 @@ impl Proxy {
         let Some(routed) = self.settle(session, ctx, decided).await? else {
             return Ok(true);
         };
-        // After a body peek, pingora's replay buffer holds what the peek read, and no more than
-        // its fixed size.
-        let peeked = matches!(routed.api, Api::OpenAi | Api::Grpc);
-        let cap = if peeked { PEEK_LIMIT as u64 } else { u64::MAX };
-        if direct_leg_fits(&routes, routed, declared_length(session), cap) {
-            let body = super::direct::read_whole_body(session, peeked).await?;
+        let declared = match declared_length(session) {
+            Length::Known(n) => Some(n),
+            Length::StreamEnd if direct_leg_fits(&routes, routed, Some(0), u64::MAX) => {
+                if !buffered {
+                    session.as_mut().enable_retry_buffering();
+                    buffered = true;
+                }
+                read_to_stream_end(session).await?
+            }
+            Length::StreamEnd | Length::Unknown => None,
+        };
+        let cap = if buffered { PEEK_LIMIT as u64 } else { u64::MAX };
+        if direct_leg_fits(&routes, routed, declared, cap) {
+            let body = super::direct::read_whole_body(session, buffered).await?;
             self.direct(session, ctx, body).await?;
             return Ok(true);
         }
@@ -156,34 +166,72 @@ impl Proxy {
     }
 }
 
-/// Whether a routed request goes out on our own upstream leg: a plain HTTP/1 backend, and a body
-/// of known length (`declared`; `None`: unknown) that may be held whole ([`held_body`]) and that the
-/// calling front can hold (`cap`).
+/// Whether a routed request goes out on our own upstream leg (HTTP/1, or HTTP/2 for gRPC and
+/// versions with `upstream.h2`): a cleartext backend, and a body of known length (`declared`;
+/// `None`: unknown) that may be held whole ([`held_body`]) and that the calling front can hold
+/// (`cap`).
 pub fn direct_leg_fits(routes: &Routes, routed: Routed, declared: Option<u64>, cap: u64) -> bool {
-    let entry = &routes.snap.models[routed.model];
-    let h2 = entry.versions[routed.version].upstream.h2 || routed.api == Api::Grpc;
-    if h2 || routes.version(routed.model, routed.version).tls.is_some() {
+    if routes.version(routed.model, routed.version).tls.is_some() {
         return false;
     }
+    let entry = &routes.snap.models[routed.model];
     declared.is_some_and(|n| n <= held_body(entry).min(cap))
 }
 
-/// The body length a pingora session's request declares: `None` when it streams one of unknown
-/// length, or asks for what our upstream leg does not do (`Expect`, an upgrade).
-fn declared_length(session: &mut Session) -> Option<u64> {
+/// What a pingora session's request says of its body's length.
+enum Length {
+    /// This many bytes (an HTTP/1 request without a length has none).
+    Known(u64),
+    /// An HTTP/2 body of no declared length: it ends with its stream.
+    StreamEnd,
+    /// A body our upstream leg does not take: it streams without a length over HTTP/1, or the
+    /// request asks for what the leg does not do (`Expect`, an upgrade).
+    Unknown,
+}
+
+fn declared_length(session: &mut Session) -> Length {
     let req = session.req_header();
     let h = &req.headers;
     if h.contains_key(http::header::EXPECT)
         || h.contains_key(http::header::UPGRADE)
         || h.contains_key(http::header::TRANSFER_ENCODING)
     {
-        return None;
+        return Length::Unknown;
     }
     match h.get(http::header::CONTENT_LENGTH) {
-        Some(v) => v.to_str().ok().and_then(|v| v.parse::<u64>().ok()),
-        // HTTP/1 without a length has no body; HTTP/2 may stream one until END_STREAM.
-        None if req.version == http::Version::HTTP_2 => session.as_mut().is_body_empty().then_some(0),
-        None => Some(0),
+        Some(v) => match v.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
+            Some(n) => Length::Known(n),
+            None => Length::Unknown,
+        },
+        None if req.version == http::Version::HTTP_2 => match session.as_mut().is_body_empty() {
+            true => Length::Known(0),
+            false => Length::StreamEnd,
+        },
+        None => Length::Known(0),
+    }
+}
+
+/// Largest HTTP/2 DATA frame a client sends us (RFC 9113's default `SETTINGS_MAX_FRAME_SIZE`,
+/// which pingora's server keeps): one body read returns at most this.
+const H2_FRAME: usize = 16 * 1024;
+
+/// Reads an HTTP/2 body of no declared length (a gRPC call's, whose one message usually comes
+/// with the end of its stream) into pingora's replay buffer until its stream ends, while a next
+/// read cannot overflow the buffer ([`PEEK_LIMIT`], its size): the body's length when it ended,
+/// else `None` and what was read stays replayable for pingora's leg.
+async fn read_to_stream_end(session: &mut Session) -> pingora::Result<Option<u64>> {
+    let mut read = session.as_ref().get_retry_buffer().map_or(0, |b| b.len());
+    loop {
+        if session.as_mut().is_body_done() {
+            return Ok(Some(read as u64));
+        }
+        if read + H2_FRAME > PEEK_LIMIT {
+            return Ok(None);
+        }
+        match session.as_mut().read_request_body().await? {
+            Some(chunk) => read += chunk.len(),
+            None => return Ok(Some(read as u64)),
+        }
     }
 }
 

@@ -125,8 +125,7 @@ impl Proxy {
         // gRPC goes to the endpoint's gRPC port over HTTP/2 when it has one; everything else to
         // its address, as the version's upstream says.
         let grpc = routed.api == Api::Grpc;
-        let grpc_at = attempt.pick.endpoint.grpc_address().filter(|_| grpc);
-        let address = grpc_at.unwrap_or(attempt.pick.endpoint.address);
+        let address = attempt.pick.endpoint.upstream_address(grpc);
         let mut peer = match &version.tls {
             None => HttpPeer::new(address, false, String::new()),
             Some(tls) => {
@@ -140,7 +139,7 @@ impl Proxy {
         peer.options.read_timeout = Some(t.first_byte.get().min(left));
         peer.options.write_timeout = Some(t.idle.get());
         peer.options.idle_timeout = Some(t.idle.get());
-        if grpc_at.is_some() || entry.versions[routed.version].upstream.h2 {
+        if super::direct::speaks_h2(routes, routed) {
             peer.options.set_http_version(2, 2);
             // Multiplex: gRPC streams share connections as they would from any gRPC client.
             peer.options.max_h2_streams = 100;
