@@ -252,6 +252,10 @@ fn grpc_unary_and_streaming_through_the_gateway() {
     };
     assert_eq!(count("v1"), 3.0, "{metrics}");
     assert_eq!(count("v2"), 2.0, "{metrics}");
+    // The watch the client dropped while the backend held it open ended on the gateway too
+    // (counted above), and as no error of the gateway's.
+    let log = std::fs::read_to_string(cfg.with_extension("r.log")).unwrap();
+    assert!(!log.contains("ERROR"), "{log}");
 }
 
 #[test]

@@ -20,6 +20,13 @@ use tokio::net::TcpStream;
 
 use crate::http1::client::{ConnectError, ExchangeError};
 
+/// How much of one response a backend may send ahead of the gateway's reading it: hyper's client
+/// default, not HTTP/2's 64 KiB, which would hold a large tensor or a long token stream to 64 KiB
+/// per round trip to a backend in another zone.
+const STREAM_WINDOW: u32 = 2 << 20;
+/// The same for all the connection's responses together (hyper's default too).
+const CONNECTION_WINDOW: u32 = 5 << 20;
+
 /// A thread's connection to one backend and when a request last went out on it.
 struct Shared {
     send: SendRequest<Bytes>,
@@ -76,7 +83,12 @@ pub async fn connect(addr: SocketAddr, timeout: Duration, now: Nanos) -> Result<
     let handshake = async {
         let stream = TcpStream::connect(addr).await.map_err(io)?;
         let _ = stream.set_nodelay(true);
-        h2::client::handshake(stream).await.map_err(|e| io(h2_io(e)))
+        h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .handshake(stream)
+            .await
+            .map_err(|e| io(h2_io(e)))
     };
     let (send, connection) = match tokio::time::timeout(timeout, handshake).await {
         Ok(r) => r?,

@@ -167,6 +167,12 @@ impl ProxyHttp for Proxy {
         Ok(None)
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        // A client that closed its stream (a cancelled gRPC watch) is no error of the gateway's:
+        // its access log line stands for it.
+        e.esource == pingora::ErrorSource::Downstream && e.etype == pingora::ErrorType::ConnectionClosed
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         self.finish(session, ctx);
     }
