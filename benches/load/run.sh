@@ -9,7 +9,8 @@
 #   - both backends: `meridian sim-backend` and an NGINX fixed response (`return 200`), routed by
 #     path (/v2/models/bench/... and /v2/models/fixed/...) by all three proxies;
 #   - rows for HTTP/2 downstream (h2c, h2load) and TLS 1.3 downstream (HTTP/1.1, wrk) to the fixed
-#     backend.
+#     backend, and for gRPC (h2c on both legs: h2load to each proxy, an NGINX h2c backend answering
+#     with a grpc-status trailer; NGINX by grpc_pass, HAProxy by `proto h2`).
 #
 #   benches/load/run.sh [seconds-per-run] [rounds] [connections]
 #
@@ -32,6 +33,7 @@ trap 'rc=$?; kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; exit
 
 sim=127.50.1.1:8000
 fixed=127.50.1.2:8000
+grpcb=127.50.1.3:8000
 body='{"id":"1","inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
 answer='{"model_name":"fixed","model_version":"v1","outputs":[{"name":"output-0","shape":[1],"datatype":"FP32","data":[1.0]}]}'
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.local -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
@@ -48,6 +50,10 @@ http {
   access_log off;
   keepalive_requests 1000000;
   server { listen $fixed; location / { default_type application/json; return 200 '$answer'; } }
+  server {
+    listen $grpcb http2;
+    location / { default_type application/grpc; add_trailer grpc-status 0; return 200 '$answer'; }
+  }
 }
 CONF
 nginx -c "$work/fixed.conf" -g 'daemon off;' &
@@ -72,6 +78,8 @@ models:
     versions: [{ name: v1, endpoints: [{ address: $sim, region: r, zone: r-a }] }]
   - name: fixed
     versions: [{ name: v1, endpoints: [{ address: $fixed, region: r, zone: r-a }] }]
+  - name: grpc
+    versions: [{ name: v1, endpoints: [{ address: $grpcb, region: r, zone: r-a }] }]
 YAML
 MERIDIAN_LOG=warn $bin gateway --config "$work/meridian.yaml" --threads 1 > "$work/gw.log" 2>&1 &
 meridian_pid=$!
@@ -86,6 +94,7 @@ http {
   keepalive_requests 1000000;
   upstream sim { server $sim; keepalive 128; }
   upstream fixed { server $fixed; keepalive 128; }
+  upstream grpcb { server $grpcb; keepalive 128; }
   server {
     listen 127.50.0.2:8080;
     listen 127.50.0.2:8082 http2;
@@ -97,6 +106,7 @@ http {
     proxy_set_header Connection "";
     location /v2/models/bench/ { proxy_pass http://sim; }
     location /v2/models/fixed/ { proxy_pass http://fixed; }
+    location /inference.GRPCInferenceService/ { grpc_pass grpc://grpcb; }
   }
 }
 CONF
@@ -117,11 +127,14 @@ frontend fe
   bind 127.50.0.3:8082 proto h2
   bind 127.50.0.3:8443 ssl crt $work/both.pem ssl-min-ver TLSv1.3
   use_backend fixed if { path_beg /v2/models/fixed/ }
+  use_backend grpc if { path_beg /inference.GRPCInferenceService/ }
   default_backend sim
 backend sim
   server s1 $sim
 backend fixed
   server f1 $fixed
+backend grpc
+  server g1 $grpcb proto h2
 CONF
 haproxy -f "$work/haproxy.cfg" &
 haproxy_pid=$!
@@ -132,6 +145,8 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '$body'
 LUA
 printf '%s' "$body" > "$work/body.json"
+# A gRPC message of the same 96 bytes: the 5-byte prefix (uncompressed, length 91), then 91 bytes.
+printf '\x00\x00\x00\x00\x5b%s' "$(printf 'a%.0s' $(seq 1 91))" > "$work/grpc.bin"
 
 # Each proxy: HTTP/1.1 on :8080, h2c (prior knowledge) on :8082, TLS 1.3 on :8443.
 declare -A h1=([meridian]=http://127.50.0.1:8080 [nginx]=http://127.50.0.2:8080 [haproxy]=http://127.50.0.3:8080)
@@ -206,7 +221,8 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-declare -A h2rps tlsrps
+declare -A h2rps tlsrps grpcrps grpccpu
+grpc_call=/inference.GRPCInferenceService/ModelInfer
 for round in $(seq 1 "$rounds"); do
   for t in meridian nginx haproxy; do
     n=$((secs * 20000))
@@ -219,6 +235,16 @@ for round in $(seq 1 "$rounds"); do
     r=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     tlsrps[$t]+="$r "
     echo "  round $round tls1.3 $t: $r req/s" >&2
+    before=$(cpu_of "${pid[$t]}")
+    out=$(h2load -n "$n" -c "$conns" -m 8 -d "$work/grpc.bin" -H 'content-type: application/grpc' -H 'te: trailers' \
+      -H 'x-model-name: grpc' "${h2[$t]}$grpc_call" 2>&1)
+    after=$(cpu_of "${pid[$t]}")
+    r=$(awk '/^finished in/ {gsub(",", ""); print $4}' <<<"$out")
+    grep -q "^status codes: $n 2xx" <<<"$out" || echo "  grpc $t: $(grep '^status codes' <<<"$out")" >&2
+    grpcrps[$t]+="$r "
+    grpccpu[$t]+="$(awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {split(a, x, " "); split(b, y, " ");
+      printf "%.1f", (y[1] + y[2] - x[1] - x[2]) * 1e6 / n}') "
+    echo "  round $round grpc $t: $r req/s ($(grep '^requests:' <<<"$out"))" >&2
   done
 done
 
@@ -250,10 +276,10 @@ for b in bench fixed; do
   done
 done
 echo
-echo "Downstream protocols, fixed backend (median of $rounds): h2c is h2load -c $conns -m 8; TLS 1.3 is wrk -c $conns over HTTP/1.1."
+echo "Other protocols (median of $rounds): h2c is h2load -c $conns -m 8 to the fixed backend; TLS 1.3 is wrk -c $conns over HTTP/1.1 to the fixed backend; gRPC is h2load -c $conns -m 8 of a 96-byte unary call to an h2c backend, with the proxy's CPU per request."
 echo
-echo "| proxy | h2c req/s | TLS 1.3 req/s |"
-echo "| --- | --- | --- |"
+echo "| proxy | h2c req/s | TLS 1.3 req/s | gRPC req/s | gRPC CPU us/req |"
+echo "| --- | --- | --- | --- | --- |"
 for t in meridian nginx haproxy; do
-  echo "| $t | $(echo "${h2rps[$t]}" | median) | $(echo "${tlsrps[$t]}" | median) |"
+  echo "| $t | $(echo "${h2rps[$t]}" | median) | $(echo "${tlsrps[$t]}" | median) | $(echo "${grpcrps[$t]}" | median) | $(echo "${grpccpu[$t]}" | median) |"
 done

@@ -1,7 +1,8 @@
 //! HTTP/2 connections to backends (cleartext, prior knowledge: how gRPC model servers listen) for
 //! our own upstream leg, on the h2 crate. Each worker thread keeps one multiplexed connection per
 //! backend address, its requests sharing it as streams, as any gRPC client's would; the
-//! connection is driven by a task of its own and retired after `idle_timeout` without a request.
+//! connection is driven by a task of its own and retired once idle past `idle_timeout` (found so
+//! by the next request to its backend, or by the thread's next new connection).
 //!
 //! A request goes out whole: its head, and its body queued behind it with the end of the stream,
 //! in one step. Its response is then awaited whatever became of the upload, so a backend that
@@ -73,12 +74,19 @@ pub async fn checkout(
             addr,
             reused: true,
         }),
-        None => connect(addr, connect_timeout, now).await,
+        None => connect(addr, connect_timeout, idle_timeout, now).await,
     }
 }
 
-/// A new connection to `addr`, which becomes the thread's shared one.
-pub async fn connect(addr: SocketAddr, timeout: Duration, now: Nanos) -> Result<Conn, ConnectError> {
+/// A new connection to `addr` within `timeout`, which becomes the thread's shared one. The
+/// thread's connections idle longer than `idle_timeout` (to endpoints no longer in use, say) are
+/// closed then.
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    idle_timeout: Duration,
+    now: Nanos,
+) -> Result<Conn, ConnectError> {
     let io = |source| ConnectError::Io { addr, source };
     let handshake = async {
         let stream = TcpStream::connect(addr).await.map_err(io)?;
@@ -104,7 +112,9 @@ pub async fn connect(addr: SocketAddr, timeout: Duration, now: Nanos) -> Result<
             send: send.clone(),
             used: now,
         };
-        pool.borrow_mut().insert(addr, shared);
+        let mut pool = pool.borrow_mut();
+        pool.retain(|_, s| now.saturating_sub(s.used) <= nanos(idle_timeout));
+        pool.insert(addr, shared);
     });
     Ok(Conn {
         send,

@@ -61,7 +61,7 @@ impl Proxy {
         let mut answer = conn.exchange(request, body, first_byte).await;
         if conn.reused() && answer.as_ref().err() == Some(&ExchangeError::Closed) {
             // The backend closed this connection while it idled: once more on a fresh one.
-            conn = match client::connect(addr, t.connect.get(), self.routing.clock.now()).await {
+            conn = match client::connect(addr, t.connect.get(), t.idle.get(), self.routing.clock.now()).await {
                 Ok(c) => c,
                 Err(e) => return self.connect_failure(d, ctx, e.kind()),
             };
