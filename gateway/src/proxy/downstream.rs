@@ -12,6 +12,7 @@ use http::request::Parts;
 use meridian_gateway_core::head::RequestHead;
 use meridian_gateway_core::reply::Reply;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::HttpTask;
 use pingora::proxy::Session;
 
 use crate::http1::client::ResponseHead;
@@ -87,7 +88,22 @@ async fn write_framed(s: &mut Session, mut h: ResponseHeader, framed: bool, end:
     if !framed && s.req_header().version == http::Version::HTTP_11 {
         h.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
-    s.write_response_header(Box::new(h), end).await
+    write_response_head(s, Box::new(h), end).await
+}
+
+/// Sends a response head on a pingora session; with `end`, as the whole response. pingora's
+/// `Session::write_response_header` leaves an HTTP/2 stream open whatever its `end` says (that
+/// flag only informs its modules), and a session that then closes without `finish` (a failure's
+/// answer) resets the stream with CANCEL: a trailers-only gRPC status would be lost. Its task
+/// interface ends the stream with the head.
+pub(super) async fn write_response_head(s: &mut Session, h: Box<ResponseHeader>, end: bool) -> pingora::Result<()> {
+    if end && s.req_header().version == http::Version::HTTP_2 {
+        s.write_response_tasks(vec![HttpTask::Header(h, true)])
+            .await
+            .map(|_| ())
+    } else {
+        s.write_response_header(h, end).await
+    }
 }
 
 impl Downstream for Session {

@@ -8,6 +8,8 @@ use meridian_gateway_core::reply::{Content, Reply};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use super::downstream::write_response_head;
+
 /// Writes `reply` to the client in the shape its protocol expects.
 pub async fn send(session: &mut Session, reply: &Reply) -> pingora::Result<()> {
     let grpc = is_grpc(&**session.req_header());
@@ -29,7 +31,7 @@ async fn send_http(session: &mut Session, reply: &Reply) -> pingora::Result<()> 
         h.insert_header("retry-after", s.to_string())?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(h), head_only).await?;
+    write_response_head(session, Box::new(h), head_only).await?;
     if !head_only {
         session.write_response_body(Some(Bytes::from(body)), true).await?;
     }
@@ -50,7 +52,7 @@ async fn send_grpc_status(
     if let Some(s) = retry_after {
         h.insert_header("retry-after", s.to_string())?;
     }
-    session.write_response_header(Box::new(h), true).await
+    write_response_head(session, Box::new(h), true).await
 }
 
 /// A unary answer: one message, then `grpc-status: 0` in the trailers.
