@@ -1,7 +1,8 @@
 //! gRPC through the gateway over HTTP/2 cleartext: real tonic servers behind it, a real tonic
 //! client in front. Unary and server-streaming calls pass through with their statuses (trailers)
 //! intact; the model is named by `x-model-name` or, for the KServe V2 service, read from the
-//! request message; the gateway's own answers are gRPC statuses.
+//! request message; the gateway's own answers are gRPC statuses. The gateway's connection to an
+//! HTTP/2 backend ends in order once idle past the idle timeout, never under a request.
 
 mod common;
 
@@ -320,19 +321,28 @@ fn rest_and_grpc_of_one_model_reach_their_own_ports() {
 /// that can have arrived when it answers. A gRPC call is answered at once, by path alone, with a
 /// trailers-only status; dropping the stream's handles then resets it with `NO_ERROR`, as RFC
 /// 9113 8.1 has a server do when it answered before reading the whole request. Any other request
-/// is read whole (its window released as it goes) and answered with the length it read.
-async fn early_answerer(addr: &str) {
+/// is read whole (its window released as it goes) and answered with the length it read, its body
+/// held back `x-hold-ms` after its head. Returns each connection's end as it comes: `true` when
+/// the client ended it in order (GOAWAY, then close).
+async fn early_answerer(addr: &str) -> tokio::sync::mpsc::UnboundedReceiver<bool> {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let (ended, ends) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
+            let ended = ended.clone();
             tokio::spawn(async move {
                 let mut conn = h2::server::Builder::new()
                     .initial_window_size(16)
                     .handshake::<_, bytes::Bytes>(tcp)
                     .await
                     .unwrap();
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                let in_order = loop {
+                    let (req, mut respond) = match conn.accept().await {
+                        Some(Ok(stream)) => stream,
+                        Some(Err(_)) => break false,
+                        None => break true,
+                    };
                     if req
                         .headers()
                         .get("content-type")
@@ -348,6 +358,11 @@ async fn early_answerer(addr: &str) {
                         continue;
                     }
                     tokio::spawn(async move {
+                        let hold = req
+                            .headers()
+                            .get("x-hold-ms")
+                            .and_then(|v| v.to_str().ok()?.parse().ok())
+                            .unwrap_or(0);
                         let mut body = req.into_body();
                         let mut read = 0;
                         while let Some(data) = body.data().await {
@@ -357,12 +372,15 @@ async fn early_answerer(addr: &str) {
                         }
                         let head = http::Response::builder().header("x-read-by", "h2").body(()).unwrap();
                         let mut out = respond.send_response(head, false).unwrap();
+                        tokio::time::sleep(Duration::from_millis(hold)).await;
                         out.send_data(format!("{{\"read\":{read}}}").into(), true).unwrap();
                     });
-                }
+                };
+                let _ = ended.send(in_order);
             });
         }
     });
+    ends
 }
 
 #[test]
@@ -383,7 +401,7 @@ fn a_status_sent_before_the_request_body_is_read_reaches_the_client() {
     w.version(MODEL, "v1").upstream.h2 = true;
     let cfg = w.write(&dir);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(early_answerer(&at));
+    let _ends = rt.block_on(early_answerer(&at));
     let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
     let _gw = gateway(&cfg, "r", None, admin, public);
 
@@ -437,4 +455,56 @@ fn a_status_sent_before_the_request_body_is_read_reaches_the_client() {
         &[&format!("model_name=\"{MODEL}\"")],
     );
     assert_eq!(served, 7.0, "{metrics}");
+}
+
+#[test]
+fn an_idle_backend_connection_ends_in_order_and_never_under_a_request() {
+    const MODEL: &str = "h2-model";
+    let dir = scratch("grpc-idle");
+    let mut w = World::new(126);
+    let gw = w.gateway("r", &["r-a"]);
+    w.config.gateway.health_check.enabled = false;
+    w.config.gateway.timeouts.idle = secs(1);
+    let at = w.backend_on(MODEL, "v1", "e1", "r", "r-a", 50051);
+    w.version(MODEL, "v1").upstream.h2 = true;
+    let cfg = w.write(&dir);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut ends = rt.block_on(early_answerer(&at));
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
+    let _gw = gateway(&cfg, "r", None, admin, public);
+    let infer = |hold_ms: u64| {
+        client()
+            .post(format!("http://{public}/v2/models/{MODEL}/infer"))
+            .header("x-hold-ms", hold_ms.to_string())
+            .body("{}")
+            .send()
+            .unwrap()
+    };
+    let ended = |ends: &mut tokio::sync::mpsc::UnboundedReceiver<bool>| {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), ends.recv()).await })
+            .expect("the gateway ends its idle connection to the backend")
+            .unwrap()
+    };
+
+    // A response held 3 s, three times the idle timeout, on the connection's only stream: the
+    // connection idles in the pool meanwhile, and is retired, but not under the request.
+    let r = infer(3000);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), r#"{"read":2}"#);
+    // Then, with no request to find it, it ends in order: GOAWAY, then close.
+    assert!(ended(&mut ends), "the gateway closed its connection without a GOAWAY");
+    assert!(ends.try_recv().is_err(), "one connection served the request");
+
+    // The next request opens a fresh connection, unharmed.
+    let r = infer(0);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), r#"{"read":2}"#);
+    assert!(ended(&mut ends));
+    let metrics = scrape(admin);
+    let failures = metric_sum(
+        &metrics,
+        "meridian_upstream_attempts_total",
+        &["outcome=\"gateway_failure\""],
+    );
+    assert_eq!(failures, 0.0, "{metrics}");
 }

@@ -1,14 +1,16 @@
 //! HTTP/1 on the wire through the gateway's own HTTP/1 path: keep-alive and pipelined requests,
 //! upstream connections reused, every response framing a backend may use (length, chunked, until
 //! close, none), hop-by-hop fields dropped and field case kept, a backend closing an idle
-//! connection, and the requests the path hands to pingora (HTTP/1.0, chunked bodies, `Expect`)
-//! served on the same connection. The backend is a scripted one in this file, so the test sees
+//! connection, idle upstream connections closed on their own (past the idle timeout, or once the
+//! backend closed them), and the requests the path hands to pingora (HTTP/1.0, chunked bodies,
+//! `Expect`) served on the same connection. The backend is a scripted one in this file, so the test sees
 //! which upstream connection carried each request.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,9 +28,13 @@ struct Seen {
 /// A backend answering by the request's `x-mode` field:
 /// `length` (default) a declared length with hop-by-hop fields to drop; `chunked` three chunks;
 /// `close` no length, body until the close; `nobody` 204; `drop` a normal answer, then the
-/// connection closes without a word (an idle keep-alive connection the backend gave up).
+/// connection closes without a word (an idle keep-alive connection the backend gave up);
+/// `giveup` the same, but only the backend's sending side closes, so it sees when the gateway
+/// lets go of its end.
 struct Backend {
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// The connections the gateway closed, in order.
+    closed: Mutex<Receiver<usize>>,
 }
 
 impl Backend {
@@ -36,14 +42,32 @@ impl Backend {
         let listener = TcpListener::bind(addr).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
+        let (closed, closes) = channel();
         std::thread::spawn(move || {
             for (conn, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { continue };
-                let log = log.clone();
-                std::thread::spawn(move || serve(conn, stream, &log));
+                let (log, closed) = (log.clone(), closed.clone());
+                std::thread::spawn(move || serve(conn, stream, &log, &closed));
             }
         });
-        Backend { seen }
+        Backend {
+            seen,
+            closed: Mutex::new(closes),
+        }
+    }
+
+    /// Waits for the gateway to close connection `conn` (bounded: one it keeps fails the test).
+    fn await_close(&self, conn: &serde_json::Value) {
+        let closes = self.closed.lock().unwrap();
+        let limit = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = limit.saturating_duration_since(std::time::Instant::now());
+            match closes.recv_timeout(left) {
+                Ok(c) if serde_json::json!(c) == *conn => return,
+                Ok(_) => {} // another connection (the health checker's)
+                Err(_) => panic!("the gateway kept idle backend connection {conn} open"),
+            }
+        }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -51,8 +75,9 @@ impl Backend {
     }
 }
 
-/// One backend connection: requests in order until the client closes or a mode ends it.
-fn serve(conn: usize, stream: TcpStream, log: &Mutex<Vec<Seen>>) {
+/// One backend connection: requests in order until the client closes (reported on `closed`) or a
+/// mode ends it.
+fn serve(conn: usize, stream: TcpStream, log: &Mutex<Vec<Seen>>, closed: &Sender<usize>) {
     let mut out = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     while let Some((path, headers, body)) = read_request(&mut r, &mut out) {
@@ -95,7 +120,13 @@ fn serve(conn: usize, stream: TcpStream, log: &Mutex<Vec<Seen>>) {
             let _ = out.shutdown(std::net::Shutdown::Both);
             return;
         }
+        if mode == "giveup" {
+            let _ = out.shutdown(std::net::Shutdown::Write);
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+            break;
+        }
     }
+    let _ = closed.send(conn);
 }
 
 /// A request's path, fields and body.
@@ -237,10 +268,26 @@ fn post(mode: &str, body: &str) -> String {
     )
 }
 
+/// Tries the gateway counted as the endpoint's failure.
+fn gateway_failures(gw: &Gw) -> f64 {
+    let metrics = scrape(&gw.admin);
+    metric_sum(
+        &metrics,
+        "meridian_upstream_attempts_total",
+        &["outcome=\"gateway_failure\""],
+    )
+}
+
 /// A gateway over one scripted backend for model `m`.
 fn world(net: u8, name: &str) -> (Gw, Backend, Proc) {
+    world_with(net, name, |_| {})
+}
+
+/// [`world`], with its config changed by `tweak` first.
+fn world_with(net: u8, name: &str, tweak: impl FnOnce(&mut World)) -> (Gw, Backend, Proc) {
     let dir = scratch(name);
     let mut w = World::new(net);
+    tweak(&mut w);
     let gw = w.gateway("r", &["r-a"]);
     let hc = &mut w.config.gateway.health_check;
     (hc.interval, hc.timeout) = (ms(200), ms(500));
@@ -367,14 +414,9 @@ fn handed_over_requests_and_idle_backend_closes() {
         assert_eq!(r.status, 200);
         assert_ne!(r.json()["conn"], first.json()["conn"]);
     }
-    let metrics = scrape(&gw.admin);
-    let failures = metric_sum(
-        &metrics,
-        "meridian_upstream_attempts_total",
-        &["outcome=\"gateway_failure\""],
-    );
     assert_eq!(
-        failures, 0.0,
+        gateway_failures(&gw),
+        0.0,
         "a connection closed while idle is not the endpoint's failure"
     );
 
@@ -404,4 +446,29 @@ fn handed_over_requests_and_idle_backend_closes() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["path"], "/v2/models/m/infer");
     assert!(backend.seen().iter().all(|s| s.path == "/v2/models/m/infer"));
+
+    // The backend gives up on a kept connection while it idles, and no request follows: the
+    // gateway lets go of its end on its own (not left half-closed until some next request).
+    let mut c = Client::connect(&gw.public);
+    c.send(&post("giveup", "{}"));
+    let r = c.read("POST");
+    assert_eq!(r.status, 200);
+    backend.await_close(&r.json()["conn"]);
+}
+
+#[test]
+fn idle_backend_connections_close_past_the_idle_timeout() {
+    let (gw, backend, _gw) = world_with(125, "http1-idle", |w| w.config.gateway.timeouts.idle = secs(1));
+    let mut c = Client::connect(&gw.public);
+    c.send(&post("length", "{}"));
+    let first = c.read("POST");
+    assert_eq!(first.status, 200);
+    // No more requests: the kept connection closes once idle past 1 s, with no request to find it.
+    backend.await_close(&first.json()["conn"]);
+    // The next request opens a fresh one, unharmed.
+    c.send(&post("length", "{}"));
+    let next = c.read("POST");
+    assert_eq!(next.status, 200);
+    assert_ne!(next.json()["conn"], first.json()["conn"]);
+    assert_eq!(gateway_failures(&gw), 0.0);
 }

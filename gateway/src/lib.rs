@@ -15,7 +15,8 @@
 //! Off the request path: [`health`] (active checks), [`tasks`] (outlier interval, reload triggers,
 //! the admin listener, graceful stop), [`admin`], [`subscription`] (the state feed), [`exposition`]
 //! (Prometheus text over [`metrics`]' families), [`telemetry`] and [`accesslog`], [`shadow`],
-//! [`tls`]/[`certs`]/[`upstream_tls`], [`lifecycle`] and [`signals`].
+//! [`tls`]/[`certs`]/[`upstream_tls`], [`lifecycle`] and [`signals`], and [`pool_sweep`] (idle
+//! backend connections of our own upstream legs let go on a timer).
 //!
 //! What may import what: nothing here is imported by the core; [`metrics`], [`feed`], [`lifecycle`],
 //! [`tls`] and [`upstream_tls`] import no other module of this crate but each other's leaves;
@@ -36,6 +37,7 @@ pub mod lifecycle;
 pub mod listener;
 pub mod metrics;
 pub mod outliers;
+pub mod pool_sweep;
 pub mod proxy;
 pub mod reloader;
 pub mod routes;

@@ -5,10 +5,10 @@
 //!
 //! Keep-alive connections live in a pool per worker thread: the gateway runs pingora's per-thread
 //! runtimes (no work stealing), so a connection and the requests on it stay on one thread and
-//! checking one out or in takes no lock. Idle connections are not watched; one the backend closed
-//! while idle shows as a failure before any response byte, and the caller sends the request again
-//! on a fresh connection ([`Conn::reused`]). Idle connections older than the idle timeout are
-//! dropped when met.
+//! checking one out or in takes no lock. Idle connections are swept once a second
+//! ([`crate::pool_sweep`]): those past their idle timeout, and those the backend closed, are let go.
+//! One the backend closed since the last sweep shows as a failure before any response byte, and the
+//! caller sends the request again on a fresh connection ([`Conn::reused`]).
 //!
 //! Each connection keeps one timer for its reads, re-armed per request: moving a timer's expiry
 //! later costs an atomic store, where a timer made per request would be registered with the
@@ -32,10 +32,6 @@ use super::request::MAX_HEADERS;
 /// Idle connections kept per backend and thread, at most (NGINX's `keepalive` is per worker too).
 const MAX_IDLE: usize = 128;
 
-/// Check-ins between sweeps of the whole pool for stale entries (backends that left the table are
-/// never asked for again, so their idle connections would otherwise stay).
-const SWEEP_EVERY: u32 = 4096;
-
 /// Most bytes of a response header block.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -50,7 +46,8 @@ pub struct Conn {
 
 struct Idle {
     conn: Conn,
-    since: Nanos,
+    /// When it has idled past its idle timeout.
+    expires: Nanos,
 }
 
 #[derive(Default)]
@@ -58,7 +55,6 @@ struct Pool {
     /// foldhash: std's SipHash costs more than the rest of a checkout (keys are backend addresses
     /// from the config, not chosen by clients).
     idle: foldhash::HashMap<SocketAddr, Vec<Idle>>,
-    checkins: u32,
 }
 
 thread_local! {
@@ -187,15 +183,10 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
-/// A connection to `addr`: an idle one of this thread, else a new one within `connect_timeout`.
-/// `idle_timeout` retires idle connections older than it; `now` is the clock's reading.
-pub async fn checkout(
-    addr: SocketAddr,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-    now: Nanos,
-) -> Result<Conn, ConnectError> {
-    if let Some(conn) = take_idle(addr, idle_timeout, now) {
+/// A connection to `addr`: an idle one of this thread not past its idle timeout at `now` (the
+/// clock's reading), else a new one within `connect_timeout`.
+pub async fn checkout(addr: SocketAddr, connect_timeout: Duration, now: Nanos) -> Result<Conn, ConnectError> {
+    if let Some(conn) = take_idle(addr, now) {
         return Ok(conn);
     }
     connect(addr, connect_timeout).await
@@ -218,8 +209,8 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, Connec
     })
 }
 
-/// Returns a connection whose response was read whole, for the next request to its backend;
-/// `idle_timeout` bounds how long any idle connection of this thread is kept.
+/// Returns a connection whose response was read whole, for the next request to its backend within
+/// `idle_timeout` of `now`.
 pub fn checkin(mut conn: Conn, idle_timeout: Duration, now: Nanos) {
     if !conn.buf.is_empty() {
         return; // bytes past the response: the backend is not speaking HTTP/1 as we think
@@ -227,36 +218,47 @@ pub fn checkin(mut conn: Conn, idle_timeout: Duration, now: Nanos) {
     conn.reused = true;
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        pool.checkins += 1;
-        if pool.checkins >= SWEEP_EVERY {
-            pool.checkins = 0;
-            let oldest = now.saturating_sub(meridian_gateway_core::clock::nanos(idle_timeout));
-            pool.idle.retain(|_, list| {
-                list.retain(|i| i.since >= oldest);
-                !list.is_empty()
-            });
-        }
         let list = pool.idle.entry(conn.addr).or_default();
         if list.len() < MAX_IDLE {
-            list.push(Idle { conn, since: now });
+            let expires = now.saturating_add(meridian_gateway_core::clock::nanos(idle_timeout));
+            list.push(Idle { conn, expires });
         }
     });
 }
 
-/// The most recently used idle connection to `addr`, dropping stale ones on the way.
-fn take_idle(addr: SocketAddr, idle_timeout: Duration, now: Nanos) -> Option<Conn> {
-    let oldest = now.saturating_sub(meridian_gateway_core::clock::nanos(idle_timeout));
+/// The most recently used idle connection to `addr`, dropping expired ones on the way.
+fn take_idle(addr: SocketAddr, now: Nanos) -> Option<Conn> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.idle.get_mut(&addr)?;
-        // The list is in check-in order: anything older than the idle timeout is at the front.
-        let stale = list.iter().take_while(|i| i.since < oldest).count();
+        // The list is in check-in order: what expired is at the front.
+        let stale = list.iter().take_while(|i| i.expires < now).count();
         list.drain(..stale);
         list.pop().map(|i| i.conn)
     })
 }
 
+/// Drops this thread's idle connections that expired by `now` or that their backend closed (or
+/// wrote to unasked); returns how many stay.
+pub fn sweep(now: Nanos) -> usize {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        pool.idle.retain(|_, list| {
+            list.retain(|i| i.expires >= now && i.conn.quiet());
+            !list.is_empty()
+        });
+        pool.idle.values().map(Vec::len).sum()
+    })
+}
+
 impl Conn {
+    /// Whether an idle connection is still as it was left: open, nothing to read. A backend's close
+    /// (or reset) makes the socket readable, which the runtime's driver has noted, so a quiet one
+    /// costs no syscall.
+    fn quiet(&self) -> bool {
+        matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// Whether it served a request before (a failure before any response byte may then be the
     /// backend having closed it while idle, not the backend failing).
     pub fn reused(&self) -> bool {

@@ -1,8 +1,10 @@
 //! HTTP/2 connections to backends (cleartext, prior knowledge: how gRPC model servers listen) for
 //! our own upstream leg, on the h2 crate. Each worker thread keeps one multiplexed connection per
 //! backend address, its requests sharing it as streams, as any gRPC client's would; the
-//! connection is driven by a task of its own and retired once idle past `idle_timeout` (found so
-//! by the next request to its backend, or by the thread's next new connection).
+//! connection is driven by a task of its own and retired once idle past `idle_timeout`: by the
+//! next request to its backend, or by the thread's sweep ([`crate::pool_sweep`]). Retiring drops
+//! the pool's handle, and once no request holds one either, h2 ends the connection (GOAWAY, then
+//! close); a request still streaming on it keeps it until the request ends.
 //!
 //! A request goes out whole: its head, and its body queued behind it with the end of the stream,
 //! in one step. Its response is then awaited whatever became of the upload, so a backend that
@@ -28,10 +30,11 @@ const STREAM_WINDOW: u32 = 2 << 20;
 /// The same for all the connection's responses together (hyper's default too).
 const CONNECTION_WINDOW: u32 = 5 << 20;
 
-/// A thread's connection to one backend and when a request last went out on it.
+/// A thread's connection to one backend, and when it has idled past its idle timeout (a request
+/// going out on it moves that on).
 struct Shared {
     send: SendRequest<Bytes>,
-    used: Nanos,
+    expires: Nanos,
 }
 
 thread_local! {
@@ -46,8 +49,8 @@ pub struct Conn {
     reused: bool,
 }
 
-/// The thread's connection to `addr` when one was used within `idle_timeout` of `now`, else a new
-/// one within `connect_timeout`.
+/// The thread's connection to `addr` unless it idled past its idle timeout by `now`, else a new one
+/// within `connect_timeout`; either is kept until `idle_timeout` past `now`.
 pub async fn checkout(
     addr: SocketAddr,
     connect_timeout: Duration,
@@ -56,16 +59,14 @@ pub async fn checkout(
 ) -> Result<Conn, ConnectError> {
     let shared = POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let fresh = pool
-            .get(&addr)
-            .is_some_and(|s| now.saturating_sub(s.used) <= nanos(idle_timeout));
+        let fresh = pool.get(&addr).is_some_and(|s| now <= s.expires);
         if !fresh {
             // Dropping the last handle of an idle connection ends it (GOAWAY, then close).
             pool.remove(&addr);
             return None;
         }
         let s = pool.get_mut(&addr)?;
-        s.used = now;
+        s.expires = now.saturating_add(nanos(idle_timeout));
         Some(s.send.clone())
     });
     match shared {
@@ -78,9 +79,8 @@ pub async fn checkout(
     }
 }
 
-/// A new connection to `addr` within `timeout`, which becomes the thread's shared one. The
-/// thread's connections idle longer than `idle_timeout` (to endpoints no longer in use, say) are
-/// closed then.
+/// A new connection to `addr` within `timeout`, which becomes the thread's shared one, kept until
+/// `idle_timeout` past `now`.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
@@ -110,11 +110,9 @@ pub async fn connect(
     POOL.with(|pool| {
         let shared = Shared {
             send: send.clone(),
-            used: now,
+            expires: now.saturating_add(nanos(idle_timeout)),
         };
-        let mut pool = pool.borrow_mut();
-        pool.retain(|_, s| now.saturating_sub(s.used) <= nanos(idle_timeout));
-        pool.insert(addr, shared);
+        pool.borrow_mut().insert(addr, shared);
     });
     Ok(Conn {
         send,
@@ -179,6 +177,16 @@ impl Conn {
             ExchangeError::Malformed
         }
     }
+}
+
+/// Retires this thread's connections that idled past their idle timeout by `now`; returns how many
+/// stay.
+pub fn sweep(now: Nanos) -> usize {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        pool.retain(|_, s| now <= s.expires);
+        pool.len()
+    })
 }
 
 /// Drops the thread's shared connection to `addr`: the next request connects afresh.

@@ -93,7 +93,7 @@ impl Proxy {
         let head_request = *d.head().method() == http::Method::HEAD;
         let first_byte = t.first_byte.get().min(left);
         // The try started a moment ago: its start is "now" for the pool's idle bookkeeping.
-        let mut conn = match client::checkout(addr, t.connect.get(), t.idle.get(), now).await {
+        let mut conn = match client::checkout(addr, t.connect.get(), now).await {
             Ok(c) => c,
             Err(e) => return self.connect_failure(d, ctx, e.kind()),
         };
@@ -185,6 +185,7 @@ impl Proxy {
         }
         if head.keep_alive {
             client::checkin(conn, idle, self.routing.clock.now());
+            crate::pool_sweep::watch(&self.routing.clock);
         }
         Ok(())
     }

@@ -58,6 +58,9 @@ impl Proxy {
             Ok(c) => c,
             Err(e) => return self.connect_failure(d, ctx, e.kind()),
         };
+        if !conn.reused() {
+            crate::pool_sweep::watch(&self.routing.clock);
+        }
         let mut answer = conn.exchange(request, body, first_byte).await;
         if conn.reused() && answer.as_ref().err() == Some(&ExchangeError::Closed) {
             // The backend closed this connection while it idled: once more on a fresh one.
@@ -65,6 +68,7 @@ impl Proxy {
                 Ok(c) => c,
                 Err(e) => return self.connect_failure(d, ctx, e.kind()),
             };
+            crate::pool_sweep::watch(&self.routing.clock);
             let Ok(request) = head() else {
                 return Tried::Refuse(Reply::error(400, "the request cannot be sent over HTTP/2"));
             };
