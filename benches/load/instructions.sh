@@ -38,22 +38,29 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 nginx -c "$work/backend.conf" -g 'daemon off;' &
 
-# Sends N requests to URL (plus a warm-up of 500), zeroing PID's counters in between, and prints
-# instructions per request from the dump.
+# Sends N requests to URL (plus a warm-up of 500) with h2load's FLAGS (the client protocol),
+# zeroing PID's counters in between, and prints instructions per request from the dump.
 count() {
-  local name=$1 url=$2 pid=$3 out=$4
+  local name=$1 url=$2 pid=$3 out=$4 flags=$5
   for _ in $(seq 100); do curl -s -o /dev/null -X POST --data-binary @"$work/body.json" "$url" && break; sleep 0.2; done
-  h2load --h1 -n 500 -c 8 -d "$work/body.json" "$url" > /dev/null
+  h2load $flags -n 500 -c 8 -d "$work/body.json" "$url" > /dev/null
   callgrind_control -z "$pid" > /dev/null 2>&1
-  h2load --h1 -n "$n" -c 8 -d "$work/body.json" "$url" | grep -E "^requests:" | sed "s|^|  $name: |"
+  h2load $flags -n "$n" -c 8 -d "$work/body.json" "$url" | grep -E "^requests:" | sed "s|^|  $name: |"
   callgrind_control -d "$pid" > /dev/null 2>&1
   sleep 1
   local ir
   ir=$(grep -h "^summary:" "$out".* 2>/dev/null | tail -1 | awk '{print $2}')
-  printf '%-40s %8.0f instructions/request\n' "$name" "$(echo "$ir / $n" | bc -l)"
+  printf '%-48s %8.0f instructions/request\n' "$name" "$(echo "$ir / $n" | bc -l)"
   # CALLGRIND_KEEP=dir keeps the dumps, for callgrind_annotate.
   if [ -n "${CALLGRIND_KEEP:-}" ]; then cp "$out".* "$CALLGRIND_KEEP"/; fi
   rm -f "$out".*
+}
+
+# Both client protocols through one proxy: HTTP/1.1 to H1, h2c to H2C.
+both() {
+  local name=$1 h1=$2 h2c=$3 pid=$4 out=$5
+  count "$name, HTTP/1.1" "$h1" "$pid" "$out" --h1
+  count "$name, h2c" "$h2c" "$pid" "$out" "-m 8"
 }
 
 i=0
@@ -64,7 +71,9 @@ regions:
   - name: r
     zones: [r-a]
     gateway:
-      listeners: [{ name: public, address: 127.51.0.1:808$i, protocols: [http1] }]
+      listeners:
+        - { name: public, address: 127.51.0.1:808$i, protocols: [http1] }
+        - { name: h2c, address: 127.51.0.1:818$i, protocols: [h2c] }
       admin: { address: 127.51.0.1:990$i }
 observability: { access_log: { enabled: false } }
 models:
@@ -74,7 +83,8 @@ YAML
   MERIDIAN_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/meridian$i.out" \
     "$bin" gateway --config "$work/meridian.yaml" --threads 1 > "$work/gw$i.log" 2>&1 &
   pid=$!
-  count "meridian ($bin)" "http://127.51.0.1:808$i/v2/models/fixed/infer" $pid "$work/meridian$i.out"
+  both "meridian ($bin)" "http://127.51.0.1:808$i/v2/models/fixed/infer" \
+    "http://127.51.0.1:818$i/v2/models/fixed/infer" $pid "$work/meridian$i.out"
   kill $pid; wait $pid 2>/dev/null || true
 done
 
@@ -83,12 +93,13 @@ worker_processes 1; master_process off; daemon off; pid $work/nginx.pid; error_l
 events { worker_connections 1024; }
 http { access_log off; keepalive_requests 1000000;
   upstream fixed { server $backend; keepalive 64; }
-  server { listen 127.51.0.2:8080; proxy_http_version 1.1; proxy_set_header Connection "";
+  server { listen 127.51.0.2:8080; listen 127.51.0.2:8082 http2; proxy_http_version 1.1; proxy_set_header Connection "";
            location / { proxy_pass http://fixed; } } }
 CONF
 valgrind --tool=callgrind --callgrind-out-file="$work/nginx.out" nginx -c "$work/nginx.conf" > "$work/nginx.log" 2>&1 &
 pid=$!
-count "nginx $(nginx -v 2>&1 | sed 's/.*\///')" http://127.51.0.2:8080/v2/models/fixed/infer $pid "$work/nginx.out"
+both "nginx $(nginx -v 2>&1 | sed 's/.*\///')" http://127.51.0.2:8080/v2/models/fixed/infer \
+  http://127.51.0.2:8082/v2/models/fixed/infer $pid "$work/nginx.out"
 kill $pid; wait $pid 2>/dev/null || true
 
 cat > "$work/haproxy.cfg" <<CONF
@@ -102,10 +113,12 @@ defaults
   http-reuse always
 frontend fe
   bind 127.51.0.3:8080
+  bind 127.51.0.3:8082 proto h2
   default_backend fixed
 backend fixed
   server f1 $backend
 CONF
 valgrind --tool=callgrind --callgrind-out-file="$work/haproxy.out" haproxy -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
 pid=$!
-count "haproxy $(haproxy -v | head -1 | awk '{print $3}')" http://127.51.0.3:8080/v2/models/fixed/infer $pid "$work/haproxy.out"
+both "haproxy $(haproxy -v | head -1 | awk '{print $3}')" http://127.51.0.3:8080/v2/models/fixed/infer \
+  http://127.51.0.3:8082/v2/models/fixed/infer $pid "$work/haproxy.out"

@@ -5,7 +5,9 @@
 #   - closed loop (wrk): requests per second, and for the proxy process alone CPU time per request
 #     (perf task-clock) and syscalls per request (perf raw_syscalls:sys_enter), over the same window;
 #   - open loop (benches/openloop.rs): latency percentiles at a fixed rate, half of NGINX's
-#     closed-loop rate in the first round, the same rate for every proxy;
+#     closed-loop rate in the first round, the same rate for every proxy, with the proxy's CPU per
+#     request over the same run and each round's p99 ratio (Meridian's over the peer's, measured
+#     seconds apart, so the machine's drift between rounds cancels);
 #   - both backends: `meridian sim-backend` and an NGINX fixed response (`return 200`), routed by
 #     path (/v2/models/bench/... and /v2/models/fixed/...) by all three proxies;
 #   - rows for HTTP/2 downstream (h2c, h2load) and TLS 1.3 downstream (HTTP/1.1, wrk) to the fixed
@@ -197,7 +199,7 @@ for b in bench fixed; do
   for t in meridian nginx haproxy; do syscalls $t $b "${h1[$t]}"; done
 done
 
-declare -A p50 p99 p999
+declare -A p50 p99 p999 olcpu p99pair
 rate=""
 for round in $(seq 1 "$rounds"); do
   for b in bench fixed; do
@@ -212,11 +214,20 @@ for round in $(seq 1 "$rounds"); do
   [ -n "$rate" ] || rate=$(awk -v r="$(echo "${rps[nginx/bench]}" | median)" 'BEGIN {printf "%d", r/2}')
   for b in bench fixed; do
     for t in meridian nginx haproxy; do
+      before=$(cpu_of "${pid[$t]}")
       line=$("$openloop" --url "${h1[$t]}$(path_of $b)" --rate "$rate" --seconds "$secs" --connections 64 --body "$body")
+      after=$(cpu_of "${pid[$t]}")
       echo "  round $round open loop $t/$b at $rate/s: $line" >&2
-      p50[$t/$b]+="$(awk '{for (i=1;i<NF;i++) if ($i=="p50") print $(i+1)}' <<<"$line") "
-      p99[$t/$b]+="$(awk '{for (i=1;i<NF;i++) if ($i=="p99") print $(i+1)}' <<<"$line") "
-      p999[$t/$b]+="$(awk '{for (i=1;i<NF;i++) if ($i=="p999") print $(i+1)}' <<<"$line") "
+      field() { awk -v f="$1" '{for (i=1;i<NF;i++) if ($i==f) print $(i+1)}' <<<"$line"; }
+      p50[$t/$b]+="$(field p50) "
+      p99[$t/$b]+="$(field p99) "
+      p999[$t/$b]+="$(field p999) "
+      olcpu[$t/$b]+="$(awk -v a="$before" -v b="$after" -v n="$(field ok)" 'BEGIN {split(a, x, " "); split(b, y, " ");
+        printf "%.1f", (y[1] + y[2] - x[1] - x[2]) * 1e6 / n}') "
+    done
+    # This round's p99 ratios: Meridian's over each peer's, measured seconds apart.
+    for t in nginx haproxy; do
+      p99pair[$t/$b]+="$(ratio "$(echo "${p99[meridian/$b]}" | awk '{print $NF}')" "$(echo "${p99[$t/$b]}" | awk '{print $NF}')") "
     done
   done
 done
@@ -266,13 +277,18 @@ for b in bench fixed; do
   done
 done
 echo
-echo "Open loop at $rate req/s (half of NGINX's closed-loop rate), 64 connections, latency in ms (median of $rounds):"
+echo "Open loop at $rate req/s (half of NGINX's closed-loop rate), 64 connections, latency in ms (median of $rounds), the proxy's CPU per request over the same runs, and Meridian's p99 over the proxy's as the median of each round's ratio (with the range):"
 echo
-echo "| backend | proxy | p50 | p99 | p99.9 |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| backend | proxy | p50 | p99 | p99.9 | CPU us/req | p99 ratio: median of rounds (min-max) |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
 for b in bench fixed; do
   for t in meridian nginx haproxy; do
-    echo "| $b | $t | $(echo "${p50[$t/$b]}" | median) | $(echo "${p99[$t/$b]}" | median) | $(echo "${p999[$t/$b]}" | median) |"
+    rounds_ratio=""
+    if [ -n "${p99pair[$t/$b]:-}" ]; then
+      sorted=$(tr ' ' '\n' <<<"${p99pair[$t/$b]}" | grep -v '^$' | sort -g)
+      rounds_ratio="$(echo "${p99pair[$t/$b]}" | median) ($(head -1 <<<"$sorted")-$(tail -1 <<<"$sorted"))"
+    fi
+    echo "| $b | $t | $(echo "${p50[$t/$b]}" | median) | $(echo "${p99[$t/$b]}" | median) | $(echo "${p999[$t/$b]}" | median) | $(echo "${olcpu[$t/$b]}" | median) | $rounds_ratio |"
   done
 done
 echo
