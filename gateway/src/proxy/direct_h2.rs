@@ -58,9 +58,6 @@ impl Proxy {
             Ok(c) => c,
             Err(e) => return self.connect_failure(d, ctx, e.kind()),
         };
-        if !conn.reused() {
-            crate::pool_sweep::watch(&self.routing.clock);
-        }
         let mut answer = conn.exchange(request, body, first_byte).await;
         if conn.reused() && answer.as_ref().err() == Some(&ExchangeError::Closed) {
             // The backend closed this connection while it idled: once more on a fresh one.
@@ -68,12 +65,13 @@ impl Proxy {
                 Ok(c) => c,
                 Err(e) => return self.connect_failure(d, ctx, e.kind()),
             };
-            crate::pool_sweep::watch(&self.routing.clock);
             let Ok(request) = head() else {
                 return Tried::Refuse(Reply::error(400, "the request cannot be sent over HTTP/2"));
             };
             answer = conn.exchange(request, body, first_byte).await;
         }
+        // The connection this try used is in the thread's pool: its sweep runs.
+        crate::pool_sweep::watch(&self.routing.clock);
         match answer {
             Ok(resp) if self.response_status(d, resp.status().as_u16(), ctx) => Tried::Again,
             Ok(resp) => Tried::Done(self.deliver_h2(d, ctx, resp, left).await),
