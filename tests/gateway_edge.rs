@@ -187,33 +187,6 @@ fn bytes_of(s: &str) -> Vec<u8> {
     s.as_bytes().to_vec()
 }
 
-/// A body of unknown length, so the client sends it chunked.
-struct ChunkReader {
-    chunks: std::collections::VecDeque<Vec<u8>>,
-}
-
-impl ChunkReader {
-    fn new(chunks: Vec<Vec<u8>>) -> Self {
-        ChunkReader { chunks: chunks.into() }
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self.chunks.pop_front() {
-            Some(c) => {
-                let n = c.len().min(buf.len());
-                buf[..n].copy_from_slice(&c[..n]);
-                if n < c.len() {
-                    self.chunks.push_front(c[n..].to_vec());
-                }
-                Ok(n)
-            }
-            None => Ok(0),
-        }
-    }
-}
-
 /// The TLS test's world: a TLS listener (api.example.com, and other.example.com unless left
 /// out) with a client CA, beside a plain one.
 fn tls_world(pki: &Path, with_other: bool) -> (World, Gw, String, String) {

@@ -4,12 +4,13 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use meridian_config::schema::Protocol;
 use serde_json::{json, Value};
 
 /// One gateway with a minute of shutdown grace and one backend.
@@ -27,8 +28,24 @@ fn readyz(admin: &str) -> Option<Value> {
 
 #[test]
 fn sigterm_lets_a_stream_in_progress_finish() {
-    let dir = scratch("sigterm");
-    let (w, at, backend) = world(96);
+    sigterm_with_a_stream_in_progress(96, client());
+}
+
+/// Over HTTP/2 the stream's connection stays open until the stream ends, and the gateway exits.
+#[test]
+fn sigterm_lets_an_http2_stream_in_progress_finish() {
+    let h2 = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    sigterm_with_a_stream_in_progress(128, h2);
+}
+
+fn sigterm_with_a_stream_in_progress(net: u8, c: reqwest::blocking::Client) {
+    let dir = scratch(&format!("sigterm-{net}"));
+    let (mut w, at, backend) = world(net);
+    w.gateway_of("r").listeners[0].protocols = vec![Protocol::Http1, Protocol::H2c];
     let cfg = w.write(&dir);
     let (public, admin) = (at.public.as_str(), at.admin.as_str());
     let _sim = sim(&backend, "s1", "llm", "v1", &["--latency", "1ms"]);
@@ -36,12 +53,18 @@ fn sigterm_lets_a_stream_in_progress_finish() {
 
     // A token stream held by the backend after its first event.
     sim_control(&backend, json!({"stream_gate": true}));
-    let mut resp = client()
+    let mut resp = c
         .post(format!("http://{public}/v2/models/llm/generate_stream"))
         .body("{}")
         .send()
         .unwrap();
     first_event(&mut resp);
+    // An idle HTTP/2 connection, past its handshake.
+    let mut idle = TcpStream::connect(public).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    assert_eq!(next_frame(&mut idle), Some(FRAME_SETTINGS));
 
     gw.signal("TERM");
     // Draining: readiness turns false, the public listener closes, the process stays up.
@@ -55,6 +78,20 @@ fn sigterm_lets_a_stream_in_progress_finish() {
         gw.child.try_wait().unwrap().is_none(),
         "the gateway exited with a stream in progress"
     );
+    // The idle connection is told to go (GOAWAY) by the stop, not dropped by the exit.
+    let mut frames = Vec::new();
+    while !frames.contains(&FRAME_GOAWAY) {
+        match next_frame(&mut idle) {
+            Some(kind) => frames.push(kind),
+            None => panic!("closed without GOAWAY after {frames:?}"),
+        }
+    }
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "GOAWAY came with the exit, not the stop"
+    );
+    // Told to go, the client closes its idle connection (a stop waits for open ones).
+    drop(idle);
 
     // The stream finishes whole, then the gateway exits on its own, cleanly.
     sim_control(&backend, json!({"stream_gate": false}));
@@ -70,6 +107,25 @@ fn sigterm_lets_a_stream_in_progress_finish() {
         status.is_some()
     });
     assert!(status.unwrap().success(), "{status:?}");
+}
+
+const FRAME_SETTINGS: u8 = 0x4;
+const FRAME_GOAWAY: u8 = 0x7;
+
+/// The type of the next HTTP/2 frame read from `s` (its payload skipped); `None` once the
+/// connection is closed. A read that times out fails the test.
+fn next_frame(s: &mut TcpStream) -> Option<u8> {
+    let mut head = [0u8; 9];
+    match s.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+        Err(e) => panic!("reading an HTTP/2 frame: {e}"),
+    }
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    Some(head[3])
 }
 
 #[test]

@@ -19,7 +19,8 @@ pub struct Lifecycle {
     idle: Notify,
 }
 
-/// Held by a request from its first byte to its last log line.
+/// Held by a request from its first byte to its last log line, and by an HTTP/2 connection
+/// until it closes (its streams' last frames leave after their requests end).
 pub struct InProgress(Arc<Lifecycle>);
 
 impl Lifecycle {

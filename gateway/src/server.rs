@@ -81,11 +81,13 @@ pub fn run(config: &Path, opts: &Options) -> anyhow::Result<()> {
     let mut opts = HttpServerOptions::default();
     opts.h2c = h2c;
     app.server_options = Some(opts);
+    let app = Arc::new(app);
     let mut proxy = pingora::services::listening::Service::new(
         "meridian gateway".into(),
         crate::listener::Listener {
-            http1: crate::proxy::Http1::new(proxy),
-            pingora: Arc::new(app),
+            http1: crate::proxy::Http1::new(proxy.clone()),
+            http2: Arc::new(crate::proxy::Http2::new(proxy, app.clone())),
+            pingora: app,
         },
     );
     for l in &spec.listeners {

@@ -490,3 +490,31 @@ pub fn test_pki(dir: &Path) -> PathBuf {
     }
     dir.to_path_buf()
 }
+
+/// A body of unknown length: an HTTP/1.1 client sends it chunked, an HTTP/2 one without a
+/// `content-length`.
+pub struct ChunkReader {
+    chunks: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl ChunkReader {
+    pub fn new(chunks: Vec<Vec<u8>>) -> Self {
+        ChunkReader { chunks: chunks.into() }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.chunks.pop_front() {
+            Some(c) => {
+                let n = c.len().min(buf.len());
+                buf[..n].copy_from_slice(&c[..n]);
+                if n < c.len() {
+                    self.chunks.push_front(c[n..].to_vec());
+                }
+                Ok(n)
+            }
+            None => Ok(0),
+        }
+    }
+}

@@ -138,8 +138,8 @@ pub enum Parsed {
     Malformed(&'static str),
 }
 
-/// The HTTP/2 connection preface (prior knowledge h2c), which is pingora's to serve.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// The start of the HTTP/2 connection preface (prior knowledge h2c): the HTTP/2 front serves it.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// Reads the request head at the start of `buf`, if it is whole, and lowercases its field names
 /// in place (HTTP/1 names are case-insensitive; the gateway reads and forwards them lowercase).

@@ -8,7 +8,7 @@ use meridian_gateway_core::clock::Nanos;
 use meridian_gateway_core::cluster::Pick;
 use meridian_gateway_core::outlier::Outcome;
 use meridian_gateway_core::reply::Reply;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use super::context::{Attempt, Ctx};
@@ -154,7 +154,7 @@ impl Proxy {
     }
 
     /// The pingora leg's response header: a 503 retried elsewhere becomes a retryable error.
-    pub(super) fn response_header(&self, session: &Session, status: u16, ctx: &mut Ctx) -> pingora::Result<()> {
+    pub(super) fn response_header(&self, session: &ServerSession, status: u16, ctx: &mut Ctx) -> pingora::Result<()> {
         if self.response_status(session, status, ctx) {
             let mut e = Error::explain(ErrorType::HTTPStatus(503), "backend unavailable, retrying elsewhere");
             e.set_retry(true);
@@ -164,7 +164,7 @@ impl Proxy {
     }
 
     /// The try could not connect.
-    pub(super) fn connect_failed(&self, session: &Session, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    pub(super) fn connect_failed(&self, session: &ServerSession, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
         self.record(ctx, Outcome::GatewayFailure);
         if let Some(a) = ctx.attempt.as_mut() {
             a.in_flight = None;
@@ -176,7 +176,7 @@ impl Proxy {
     }
 
     /// The try failed after connecting (a reset, a read error, our own refusal).
-    pub(super) fn proxy_failed(&self, peer: &str, session: &Session, e: Box<Error>, ctx: &mut Ctx) -> Box<Error> {
+    pub(super) fn proxy_failed(&self, peer: &str, session: &ServerSession, e: Box<Error>, ctx: &mut Ctx) -> Box<Error> {
         let mut e = e.more_context(format!("endpoint {peer}"));
         if ctx.attempt.as_ref().is_some_and(|a| a.retrying_503) {
             e.set_retry(true);

@@ -4,7 +4,7 @@
 //! so the client reads the refusal instead of a reset.
 
 use meridian_gateway_core::reply::Reply;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType};
 
 use super::context::Ctx;
@@ -40,10 +40,10 @@ impl Proxy {
 }
 
 /// Reads and drops the rest of the request body, up to `limit` bytes.
-pub(super) async fn drain_body(session: &mut Session, limit: u64) {
+pub(super) async fn drain_body(session: &mut ServerSession, limit: u64) {
     let mut drained = 0u64;
     while drained <= limit {
-        match session.as_mut().read_request_body().await {
+        match session.read_request_body().await {
             Ok(Some(chunk)) => drained += chunk.len() as u64,
             _ => break,
         }

@@ -22,7 +22,7 @@ use meridian_config::schema::RetryOn;
 use meridian_gateway_core::head::RequestHead;
 use meridian_gateway_core::outlier::Outcome;
 use meridian_gateway_core::reply::Reply;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType};
 
 use super::context::Ctx;
@@ -247,20 +247,20 @@ pub(super) fn read_failed(ctx: &mut Ctx, e: impl Into<Box<dyn std::error::Error 
 /// The whole request body of a pingora session (bounded by the caller's eligibility check). After
 /// a body peek, pingora's replay buffer holds what the peek read, and the rest joins it; otherwise
 /// the chunks are taken as read (usually one, and no copy).
-pub(super) async fn read_whole_body(session: &mut Session, peeked: bool) -> pingora::Result<Bytes> {
+pub(super) async fn read_whole_body(session: &mut ServerSession, peeked: bool) -> pingora::Result<Bytes> {
     if peeked {
-        while session.as_mut().read_request_body().await?.is_some() {}
-        return Ok(session.as_ref().get_retry_buffer().unwrap_or_default());
+        while session.read_request_body().await?.is_some() {}
+        return Ok(session.get_retry_buffer().unwrap_or_default());
     }
-    let Some(first) = session.as_mut().read_request_body().await? else {
+    let Some(first) = session.read_request_body().await? else {
         return Ok(Bytes::new());
     };
-    let Some(second) = session.as_mut().read_request_body().await? else {
+    let Some(second) = session.read_request_body().await? else {
         return Ok(first);
     };
     let mut all = bytes::BytesMut::from(&first[..]);
     all.extend_from_slice(&second);
-    while let Some(more) = session.as_mut().read_request_body().await? {
+    while let Some(more) = session.read_request_body().await? {
         all.extend_from_slice(&more);
     }
     Ok(all.freeze())

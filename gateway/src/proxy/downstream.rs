@@ -1,6 +1,7 @@
 //! The client's side of a request as the stages see it. Two kinds of connection carry requests:
-//! pingora's sessions (HTTP/2, and the HTTP/1 requests our own path leaves to pingora) and the
-//! gateway's own HTTP/1 path ([`crate::http1`]). The stages that decide, retry, proxy over our own
+//! pingora's server sessions (HTTP/2 streams, whether our own HTTP/2 front or pingora's proxy
+//! serves them, and the HTTP/1 requests our own path leaves to pingora) and the gateway's own
+//! HTTP/1 path ([`crate::http1`]). The stages that decide, retry, proxy over our own
 //! upstream client and account are written once, over this trait; each kind of connection says how
 //! it reads its head and writes an answer.
 
@@ -12,8 +13,7 @@ use http::request::Parts;
 use meridian_gateway_core::head::RequestHead;
 use meridian_gateway_core::reply::Reply;
 use pingora::http::ResponseHeader;
-use pingora::protocols::http::HttpTask;
-use pingora::proxy::Session;
+use pingora::protocols::http::{HttpTask, ServerSession};
 
 use crate::http1::client::ResponseHead;
 use crate::http1::framing::Framing;
@@ -82,7 +82,7 @@ pub(super) fn framed_for_http1(head: &mut http::response::Parts, end: bool, meth
 }
 
 /// Sends a backend's response head `h` on a pingora session; `framed`: it has a length.
-async fn write_framed(s: &mut Session, mut h: ResponseHeader, framed: bool, end: bool) -> pingora::Result<()> {
+async fn write_framed(s: &mut ServerSession, mut h: ResponseHeader, framed: bool, end: bool) -> pingora::Result<()> {
     // pingora frames an HTTP/1.1 body by its fields: without a length, chunked (as the backend
     // sent it) rather than until the close. HTTP/2 frames its own.
     if !framed && s.req_header().version == http::Version::HTTP_11 {
@@ -92,25 +92,30 @@ async fn write_framed(s: &mut Session, mut h: ResponseHeader, framed: bool, end:
 }
 
 /// Sends a response head on a pingora session; with `end`, as the whole response. pingora's
-/// `Session::write_response_header` leaves an HTTP/2 stream open whatever its `end` says (that
-/// flag only informs its modules), and a session that then closes without `finish` (a failure's
-/// answer) resets the stream with CANCEL: a trailers-only gRPC status would be lost. Its task
-/// interface ends the stream with the head.
-pub(super) async fn write_response_head(s: &mut Session, h: Box<ResponseHeader>, end: bool) -> pingora::Result<()> {
+/// `write_response_header` leaves an HTTP/2 stream open, and a session that then closes without
+/// `finish` (a failure's answer) resets the stream with CANCEL: a trailers-only gRPC status would
+/// be lost. Its task interface ends the stream with the head.
+///
+/// Writes go to the server session itself, not through pingora_proxy's `Session`, whose only
+/// addition is its downstream modules: the gateway adds none, and the one pingora adds
+/// (compression) is off.
+pub(super) async fn write_response_head(
+    s: &mut ServerSession,
+    h: Box<ResponseHeader>,
+    end: bool,
+) -> pingora::Result<()> {
     if end && s.req_header().version == http::Version::HTTP_2 {
-        s.write_response_tasks(vec![HttpTask::Header(h, true)])
-            .await
-            .map(|_| ())
+        s.response_duplex_vec(vec![HttpTask::Header(h, true)]).await.map(|_| ())
     } else {
-        s.write_response_header(h, end).await
+        s.write_response_header(h).await
     }
 }
 
-impl Downstream for Session {
+impl Downstream for ServerSession {
     type Head = Parts;
 
     fn head(&self) -> &Parts {
-        self.req_header()
+        ServerSession::req_header(self)
     }
 
     fn client(&self) -> Option<SocketAddr> {
@@ -126,7 +131,7 @@ impl Downstream for Session {
     }
 
     fn truncated(&self) -> bool {
-        self.as_ref().retry_buffer_truncated()
+        self.retry_buffer_truncated()
     }
 
     fn bytes_sent(&self) -> usize {
@@ -153,14 +158,14 @@ impl Downstream for Session {
 
     async fn write_trailers(&mut self, trailers: http::HeaderMap) -> pingora::Result<()> {
         if self.req_header().version == http::Version::HTTP_2 {
-            self.as_mut().write_response_trailers(trailers).await
+            self.write_response_trailers(trailers).await
         } else {
-            self.write_response_body(None, true).await
+            self.write_response_body(Bytes::new(), true).await
         }
     }
 
     async fn gone(&mut self) {
-        match self.as_mut().watch_h2_stream_close() {
+        match self.watch_h2_stream_close() {
             Some(reset) => {
                 let _ = reset.await;
             }
@@ -169,7 +174,7 @@ impl Downstream for Session {
     }
 
     async fn write_body(&mut self, data: Bytes, end: bool) -> pingora::Result<()> {
-        self.write_response_body((!data.is_empty()).then_some(data), end).await
+        self.write_response_body(data, end).await
     }
 
     async fn reply(&mut self, reply: &Reply) -> pingora::Result<()> {

@@ -9,10 +9,11 @@
 //! Between requests a connection may idle for [`KEEPALIVE`]; a graceful stop closes idle ones at
 //! once and ends busy ones after their response (`Connection: close`).
 //!
-//! A request this path does not take ([`crate::http1::request::Parsed::Other`], an HTTP/2 preface, a body
-//! too large to hold, a version whose backend speaks HTTP/2 or TLS) is handed, with the connection
-//! and every byte read so far, to pingora's HTTP session, which serves it and the rest of the
-//! connection. Nothing has happened to the request by then but a pure decision.
+//! A request this path does not take ([`crate::http1::request::Parsed::Other`], a body too large
+//! to hold, a version whose backend speaks HTTP/2 or TLS) is handed, with the connection and every
+//! byte read so far, to pingora's HTTP session, which serves it and the rest of the connection;
+//! an HTTP/2 preface goes the same way to our HTTP/2 front ([`super::Http2`]). Nothing has
+//! happened to the request by then but a pure decision.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -93,6 +94,8 @@ pub enum Served {
     Done,
     /// pingora serves it from here.
     Handoff(Stream),
+    /// It is an HTTP/2 connection (the h2c preface, prior knowledge).
+    Http2(Stream),
 }
 
 /// What reading a head came to.
@@ -140,6 +143,7 @@ impl Http1 {
         loop {
             let head = match read_head(&mut c, &mut waits).await {
                 Read::Head(h) => h,
+                Read::Other if c.buf.starts_with(request::H2_PREFACE) => return Served::Http2(c.hand_over()),
                 Read::Other => return Served::Handoff(c.hand_over()),
                 Read::Gone => return Served::Done,
                 Read::Late => {

@@ -33,6 +33,7 @@ mod downstream;
 mod exchange;
 mod forward;
 mod h1;
+mod h2;
 pub(crate) mod prompt;
 mod reply;
 mod request;
@@ -51,6 +52,7 @@ use pingora::Error;
 pub use context::Ctx;
 pub use downstream::Downstream;
 pub use h1::{Http1, Served};
+pub use h2::Http2;
 pub use request::direct_leg_fits;
 
 use crate::accesslog::AccessLog;
@@ -145,9 +147,9 @@ impl ProxyHttp for Proxy {
         if ctx.refusal.as_ref().is_some_and(|r| r.status == 413) && session.response_written().is_none() {
             // The client may still be sending: read the rest (bounded) so it can read the answer
             // instead of hitting a reset.
-            body::drain_body(session, body::DRAIN_LIMIT).await;
+            body::drain_body(session.as_mut(), body::DRAIN_LIMIT).await;
         }
-        let status = self.fail(session, ctx, e).await;
+        let status = self.fail(session.as_mut(), ctx, e).await;
         FailToProxy {
             error_code: status,
             can_reuse_downstream: false,
@@ -174,6 +176,6 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        self.finish(session, ctx);
+        self.finish(session.as_downstream(), ctx);
     }
 }

@@ -2,9 +2,11 @@
 //! a bounded peek at the body first), then admission. What is decided is the core's
 //! ([`meridian_gateway_core::decide`]); this stage reads, waits and answers.
 //!
-//! [`Proxy::env`], [`Proxy::open`] and [`Proxy::settle`] serve both kinds of connection;
-//! [`Proxy::arrive`] is pingora's `request_filter`, which peeks by reading pingora's body stream.
-//! Our own HTTP/1 path ([`crate::http1`]) has the whole body in its buffer and peeks there.
+//! [`Proxy::env`], [`Proxy::open`] and [`Proxy::settle`] serve both kinds of connection.
+//! [`Proxy::read_decision`] decides a request on pingora's server session, peeking by reading its
+//! body stream into the replay buffer; both pingora's `request_filter` ([`Proxy::arrive`]) and our
+//! own HTTP/2 front ([`super::h2`]) start with it. Our own HTTP/1 path ([`crate::http1`]) has the
+//! whole body in its buffer and peeks there.
 
 use std::sync::Arc;
 
@@ -13,6 +15,7 @@ use meridian_gateway_core::decide::{decide, Decision, Env, Refusal, Routed};
 use meridian_gateway_core::peek::{BodyPeek, Named, Step};
 use meridian_gateway_core::prefix::PEEK_LIMIT;
 use meridian_gateway_core::reply::Reply;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 use rand::Rng;
 
@@ -121,48 +124,95 @@ impl Proxy {
     /// (by the gateway, or proxied whole on our own upstream leg).
     pub(super) async fn arrive(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         let routes = self.routing.routes.load_full();
-        self.open(session, ctx, routes.clone());
-        let env = self.env(session.client_ip());
-        let mut decided = decide(&routes.snap, &**session.req_header(), None, &env);
-        // Whether what was read of the body is in pingora's replay buffer (bounded by its fixed
-        // size), to be replayed to the backend.
+        let s = session.as_mut();
+        self.open(s, ctx, routes.clone());
+        let arrival = self.read_decision(s, &routes).await?;
+        let (cap, buffered) = (arrival.cap(), arrival.buffered);
+        let Some(routed) = self.settle(s, ctx, arrival.decided).await? else {
+            return Ok(true);
+        };
+        if direct_leg_fits(&routes, routed, arrival.declared, cap) {
+            let body = super::direct::read_whole_body(s, buffered).await?;
+            self.direct(s, ctx, body).await?;
+            return Ok(true);
+        }
+        s.enable_retry_buffering();
+        Ok(false)
+    }
+
+    /// Decides a pingora session's request: from its head, else from the body's first bytes
+    /// (a peek), and for a routed one the body's length. Nothing is committed: what is read of the
+    /// body stays in pingora's replay buffer, so pingora's own leg can still take the request
+    /// whole (and decide it again the same way, from the buffer). A body that fails the peek is
+    /// read out (bounded) and its refusal becomes the answer.
+    pub(super) async fn read_decision(&self, s: &mut ServerSession, routes: &Routes) -> pingora::Result<Arrival> {
+        let env = self.env(s.client_ip());
+        let mut decided = decide(&routes.snap, &**s.req_header(), None, &env);
         let mut buffered = false;
         if let Ok(Decision::ReadBody(peek)) = decided {
-            session.as_mut().enable_retry_buffering();
+            s.enable_retry_buffering();
             buffered = true;
-            match read_model(session, peek).await? {
-                Ok(named) => decided = decide(&routes.snap, &**session.req_header(), Some(&named), &env),
+            decided = match read_model(s, peek).await? {
+                Ok(named) => decide(&routes.snap, &**s.req_header(), Some(&named), &env),
                 Err(reply) => {
                     // Read what the client is still sending, so it can read our answer (bounded).
-                    drain_body(session, routes.snap.config.gateway.limits.max_request_body.bytes()).await;
-                    session.set_keepalive(None);
-                    super::reply::send(session, &reply).await?;
-                    return Ok(true);
+                    drain_body(s, routes.snap.config.gateway.limits.max_request_body.bytes()).await;
+                    s.set_keepalive(None);
+                    Ok(Decision::Answer(reply))
                 }
-            }
+            };
         }
-        let Some(routed) = self.settle(session, ctx, decided).await? else {
-            return Ok(true);
-        };
-        let declared = match declared_length(session) {
-            Length::Known(n) => Some(n),
-            Length::StreamEnd if direct_leg_fits(&routes, routed, Some(0), u64::MAX) => {
-                if !buffered {
-                    session.as_mut().enable_retry_buffering();
-                    buffered = true;
+        let mut declared = None;
+        if let Ok(Decision::Route(routed)) = &decided {
+            declared = match declared_length(s) {
+                Length::Known(n) => Some(n),
+                Length::StreamEnd if direct_leg_fits(routes, *routed, Some(0), u64::MAX) => {
+                    if !buffered {
+                        s.enable_retry_buffering();
+                        buffered = true;
+                    }
+                    read_to_stream_end(s).await?
                 }
-                read_to_stream_end(session).await?
-            }
-            Length::StreamEnd | Length::Unknown => None,
-        };
-        let cap = if buffered { PEEK_LIMIT as u64 } else { u64::MAX };
-        if direct_leg_fits(&routes, routed, declared, cap) {
-            let body = super::direct::read_whole_body(session, buffered).await?;
-            self.direct(session, ctx, body).await?;
-            return Ok(true);
+                Length::StreamEnd | Length::Unknown => None,
+            };
         }
-        session.as_mut().enable_retry_buffering();
-        Ok(false)
+        Ok(Arrival {
+            decided,
+            buffered,
+            declared,
+        })
+    }
+}
+
+/// A request's decision, before anything is committed to it ([`Proxy::read_decision`]).
+pub(super) struct Arrival {
+    /// What the request comes to.
+    pub decided: Result<Decision, Refusal>,
+    /// Whether what was read of the body is in pingora's replay buffer (bounded by its fixed
+    /// size), to be replayed to the backend.
+    pub buffered: bool,
+    /// The body's length, for a routed request whose length is known.
+    pub declared: Option<u64>,
+}
+
+impl Arrival {
+    /// The most body the calling front can hold for our own leg: the replay buffer's size once
+    /// the body goes through it.
+    pub fn cap(&self) -> u64 {
+        if self.buffered {
+            PEEK_LIMIT as u64
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// Whether the request is routed, and to pingora's upstream leg rather than our own
+    /// ([`direct_leg_fits`]).
+    pub fn proxied(&self, routes: &Routes) -> bool {
+        match &self.decided {
+            Ok(Decision::Route(routed)) => !direct_leg_fits(routes, *routed, self.declared, self.cap()),
+            _ => false,
+        }
     }
 }
 
@@ -189,7 +239,7 @@ enum Length {
     Unknown,
 }
 
-fn declared_length(session: &mut Session) -> Length {
+fn declared_length(session: &mut ServerSession) -> Length {
     let req = session.req_header();
     let h = &req.headers;
     if h.contains_key(http::header::EXPECT)
@@ -203,7 +253,7 @@ fn declared_length(session: &mut Session) -> Length {
             Some(n) => Length::Known(n),
             None => Length::Unknown,
         },
-        None if req.version == http::Version::HTTP_2 => match session.as_mut().is_body_empty() {
+        None if req.version == http::Version::HTTP_2 => match session.is_body_empty() {
             true => Length::Known(0),
             false => Length::StreamEnd,
         },
@@ -219,16 +269,16 @@ const H2_FRAME: usize = 16 * 1024;
 /// with the end of its stream) into pingora's replay buffer until its stream ends, while a next
 /// read cannot overflow the buffer ([`PEEK_LIMIT`], its size): the body's length when it ended,
 /// else `None` and what was read stays replayable for pingora's leg.
-async fn read_to_stream_end(session: &mut Session) -> pingora::Result<Option<u64>> {
-    let mut read = session.as_ref().get_retry_buffer().map_or(0, |b| b.len());
+async fn read_to_stream_end(session: &mut ServerSession) -> pingora::Result<Option<u64>> {
+    let mut read = session.get_retry_buffer().map_or(0, |b| b.len());
     loop {
-        if session.as_mut().is_body_done() {
+        if session.is_body_done() {
             return Ok(Some(read as u64));
         }
         if read + H2_FRAME > PEEK_LIMIT {
             return Ok(None);
         }
-        match session.as_mut().read_request_body().await? {
+        match session.read_request_body().await? {
             Some(chunk) => read += chunk.len(),
             None => return Ok(Some(read as u64)),
         }
@@ -236,16 +286,18 @@ async fn read_to_stream_end(session: &mut Session) -> pingora::Result<Option<u64
 }
 
 /// Reads the request body (bounded by what pingora can replay) until the body names its model.
-async fn read_model(session: &mut Session, peek: BodyPeek) -> pingora::Result<Result<Named, Reply>> {
-    let mut read: Vec<u8> = Vec::new();
-    let mut ended = false;
+/// What an earlier decision of the same request read is in the replay buffer, and the peek
+/// starts from it.
+async fn read_model(session: &mut ServerSession, peek: BodyPeek) -> pingora::Result<Result<Named, Reply>> {
+    let mut read: Vec<u8> = session.get_retry_buffer().map_or_else(Vec::new, |b| b.to_vec());
+    let mut ended = session.is_body_done();
     loop {
-        match peek.step(&read, ended, PEEK_LIMIT, session.as_ref().retry_buffer_truncated()) {
+        match peek.step(&read, ended, PEEK_LIMIT, session.retry_buffer_truncated()) {
             Step::Named(named) => return Ok(Ok(named)),
             Step::Refuse(reply) => return Ok(Err(reply)),
             Step::ReadMore => {}
         }
-        match session.as_mut().read_request_body().await? {
+        match session.read_request_body().await? {
             Some(chunk) => read.extend_from_slice(&chunk),
             None => ended = true,
         }
