@@ -656,3 +656,84 @@ fn tls_versions_and_certificates_renewed_on_disk() {
     });
     assert!(live("other.example.com"));
 }
+
+/// A client connection with nothing in progress for `timeouts.keepalive` is closed: HTTP/1
+/// after its last response, HTTP/2 with a GOAWAY naming the last stream served. One with a
+/// request in progress is not idle, however long the request takes.
+#[test]
+fn idle_connections_close_after_the_keepalive() {
+    use std::io::Write;
+    let dir = scratch("keepalive");
+    let mut w = World::new(129);
+    let gw = w.gateway("r", &["r-a"]);
+    w.gateway_of("r").listeners[0].protocols = vec![Protocol::Http1, Protocol::H2c];
+    w.config.gateway.timeouts.keepalive = secs(1);
+    let s1 = w.backend("llm", "v1", "s1", "r", "r-a");
+    let cfg = w.write(&dir);
+    let _sim = sim(&s1, "s1", "llm", "v1", &[]);
+    let (public, admin) = (gw.public.as_str(), gw.admin.as_str());
+    let _gw = gateway(&cfg, "r", None, admin, public);
+    let connect = || {
+        let s = std::net::TcpStream::connect(public).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    };
+
+    // HTTP/1: two requests on one connection (kept alive), then the gateway closes it.
+    let mut h1 = connect();
+    let mut answers = String::new();
+    for _ in 0..2 {
+        h1.write_all(b"GET /v2/health/live HTTP/1.1\r\nhost: gw\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = h1.read(&mut buf).unwrap();
+        answers.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(answers.matches("HTTP/1.1 200 ").count(), 2, "{answers}");
+    let mut rest = Vec::new();
+    h1.read_to_end(&mut rest).expect("closed by the gateway, not timed out");
+    assert!(rest.is_empty(), "{rest:?}");
+
+    // HTTP/2: a token stream held open past the keep-alive is not cut (its connection is busy).
+    sim_control(&s1, json!({"stream_gate": true}));
+    let h2c = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut resp = h2c
+        .post(format!("http://{public}/v2/models/llm/generate_stream"))
+        .body("{}")
+        .send()
+        .unwrap();
+    first_event(&mut resp);
+    // Not a synchronisation: the keep-alive (1s) has to pass with the stream open.
+    std::thread::sleep(Duration::from_secs(3));
+    sim_control(&s1, json!({"stream_gate": false}));
+    let mut tokens = String::new();
+    resp.read_to_string(&mut tokens).unwrap();
+    assert!(tokens.trim_end().ends_with("data: [DONE]"), "{tokens}");
+
+    // HTTP/2: one stream (GET /v2/health/live, HPACK literals), its answer, then GOAWAY with
+    // no error and stream 1 as the last served, then the close.
+    let mut h2 = connect();
+    h2.write_all(H2_CLIENT_START).unwrap();
+    let path = b"/v2/health/live";
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x01, 0x02, b'g', b'w']);
+    let mut headers = vec![0, 0, block.len() as u8, FRAME_HEADERS, 0x5, 0, 0, 0, 1];
+    headers.extend_from_slice(&block);
+    h2.write_all(&headers).unwrap();
+    let mut frames = Vec::new();
+    while let Some(frame) = next_frame(&mut h2) {
+        frames.push(frame);
+    }
+    let kinds: Vec<u8> = frames.iter().map(|f| f.0).collect();
+    assert!(kinds.contains(&FRAME_HEADERS), "no answer: {kinds:?}");
+    let goaway = frames
+        .iter()
+        .find(|f| f.0 == FRAME_GOAWAY)
+        .expect("closed without GOAWAY");
+    assert_eq!(goaway.1[..8], [0, 0, 0, 1, 0, 0, 0, 0], "last stream 1, NO_ERROR");
+}

@@ -62,9 +62,8 @@ fn sigterm_with_a_stream_in_progress(net: u8, c: reqwest::blocking::Client) {
     // An idle HTTP/2 connection, past its handshake.
     let mut idle = TcpStream::connect(public).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .unwrap();
-    assert_eq!(next_frame(&mut idle), Some(FRAME_SETTINGS));
+    idle.write_all(H2_CLIENT_START).unwrap();
+    assert_eq!(next_frame(&mut idle).map(|f| f.0), Some(FRAME_SETTINGS));
 
     gw.signal("TERM");
     // Draining: readiness turns false, the public listener closes, the process stays up.
@@ -82,7 +81,7 @@ fn sigterm_with_a_stream_in_progress(net: u8, c: reqwest::blocking::Client) {
     let mut frames = Vec::new();
     while !frames.contains(&FRAME_GOAWAY) {
         match next_frame(&mut idle) {
-            Some(kind) => frames.push(kind),
+            Some((kind, _)) => frames.push(kind),
             None => panic!("closed without GOAWAY after {frames:?}"),
         }
     }
@@ -107,25 +106,6 @@ fn sigterm_with_a_stream_in_progress(net: u8, c: reqwest::blocking::Client) {
         status.is_some()
     });
     assert!(status.unwrap().success(), "{status:?}");
-}
-
-const FRAME_SETTINGS: u8 = 0x4;
-const FRAME_GOAWAY: u8 = 0x7;
-
-/// The type of the next HTTP/2 frame read from `s` (its payload skipped); `None` once the
-/// connection is closed. A read that times out fails the test.
-fn next_frame(s: &mut TcpStream) -> Option<u8> {
-    let mut head = [0u8; 9];
-    match s.read_exact(&mut head) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-        Err(e) => panic!("reading an HTTP/2 frame: {e}"),
-    }
-    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-    let mut payload = vec![0u8; len];
-    s.read_exact(&mut payload).unwrap();
-    Some(head[3])
 }
 
 #[test]

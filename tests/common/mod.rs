@@ -518,3 +518,26 @@ impl std::io::Read for ChunkReader {
         }
     }
 }
+
+/// The client's side of an HTTP/2 connection's start: the preface and an empty SETTINGS frame.
+pub const H2_CLIENT_START: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+pub const FRAME_HEADERS: u8 = 0x1;
+pub const FRAME_SETTINGS: u8 = 0x4;
+pub const FRAME_GOAWAY: u8 = 0x7;
+
+/// The type and payload of the next HTTP/2 frame read from `s`; `None` once the connection is
+/// closed. A read that times out fails the test.
+pub fn next_frame(s: &mut std::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut head = [0u8; 9];
+    match s.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+        Err(e) => panic!("reading an HTTP/2 frame: {e}"),
+    }
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    Some((head[3], payload))
+}

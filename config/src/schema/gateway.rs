@@ -377,6 +377,10 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Time a client has to send its request headers (slow-client protection).
     pub client_header: Duration,
+    /// How long a client connection stays open with no request in progress: HTTP/1 between
+    /// requests, HTTP/2 with no open stream (NGINX's `keepalive_timeout`, Envoy's `idle_timeout`).
+    /// An idle connection holds a socket and buffers; closing it bounds what clients can hold.
+    pub keepalive: Duration,
 }
 
 impl Default for Timeouts {
@@ -388,6 +392,7 @@ impl Default for Timeouts {
             stream: Duration::secs(3600),
             idle: Duration::secs(60),
             client_header: Duration::secs(10),
+            keepalive: Duration::secs(60),
         }
     }
 }

@@ -71,6 +71,7 @@ pub(super) fn timeouts(cx: &mut Ctx<'_>, at: &str, t: &Timeouts) {
         ("stream", t.stream),
         ("idle", t.idle),
         ("client_header", t.client_header),
+        ("keepalive", t.keepalive),
     ] {
         positive(cx, at, name, d);
     }

@@ -6,8 +6,8 @@
 //! Slow clients: the connection's first header block must arrive whole within
 //! `timeouts.client_header` of the accept (HAProxy's `timeout http-request`), counted across reads,
 //! not per read; past it the client gets a 408 with a KServe-style body and the connection closes.
-//! Between requests a connection may idle for [`KEEPALIVE`]; a graceful stop closes idle ones at
-//! once and ends busy ones after their response (`Connection: close`).
+//! Between requests a connection may idle for `timeouts.keepalive`; a graceful stop closes idle
+//! ones at once and ends busy ones after their response (`Connection: close`).
 //!
 //! A request this path does not take ([`crate::http1::request::Parsed::Other`], a body too large
 //! to hold, a version whose backend speaks HTTP/2 or TLS) is handed, with the connection and every
@@ -33,9 +33,6 @@ use super::{direct_leg_fits, Ctx, Proxy};
 use crate::http1;
 use crate::http1::request::{self, Head, Parsed};
 use crate::http1::rewind::Rewind;
-
-/// How long a connection may idle between requests (pingora's HTTP/1 keep-alive default).
-pub const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Most bytes of a request header block this path reads; a longer one is pingora's to refuse.
 const MAX_HEAD: usize = 64 * 1024;
@@ -131,7 +128,8 @@ impl Http1 {
 
     /// Serves a newly accepted connection.
     pub async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) -> Served {
-        let limit = self.timeouts().client_header.get();
+        let timeouts = self.timeouts();
+        let limit = timeouts.client_header.get();
         let mut c = Connection::new(stream);
         // One timer and one stop signal per connection, re-armed for each wait for a head: a
         // timer made per request costs the runtime's driver a wake-up (a syscall) each time.
@@ -139,6 +137,7 @@ impl Http1 {
             timer: Box::pin(tokio::time::sleep_until(Instant::now() + limit)),
             stop: Box::pin(stopped(shutdown.clone())),
             first: true,
+            keepalive: timeouts.keepalive.get(),
         };
         loop {
             let head = match read_head(&mut c, &mut waits).await {
@@ -234,6 +233,8 @@ struct Waits<S> {
     stop: Pin<Box<S>>,
     /// Whether the connection's first head is awaited.
     first: bool,
+    /// How long the connection may idle between requests.
+    keepalive: Duration,
 }
 
 /// Completes once the gateway stops.
@@ -246,12 +247,12 @@ async fn stopped(mut shutdown: ShutdownWatch) {
 }
 
 /// Reads until a head is whole (or the bytes are not one this path takes). The first head must
-/// be whole by the deadline the timer was made with; later ones wait up to [`KEEPALIVE`], and a
+/// be whole by the deadline the timer was made with; later ones wait up to the keep-alive, and a
 /// connection idle between requests gives way to a graceful stop.
 async fn read_head<S: Future<Output = ()>>(c: &mut Connection, waits: &mut Waits<S>) -> Read {
     if !waits.first {
         // Later than the last deadline: the timer only moves its expiry, it is not registered again.
-        waits.timer.as_mut().reset(Instant::now() + KEEPALIVE);
+        waits.timer.as_mut().reset(Instant::now() + waits.keepalive);
     }
     loop {
         if !c.buf.is_empty() {

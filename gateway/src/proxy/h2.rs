@@ -13,15 +13,20 @@
 //!
 //! The accept loop keeps pingora's connection handling: on a graceful stop, GOAWAY with the
 //! highest stream id, then streams already opened are still served until the client's last one
-//! ends; a client's malformed streams are refused one by one, up to a per-connection bound.
+//! ends; a client's malformed streams are refused one by one, up to a per-connection bound. A
+//! connection with no open stream for `timeouts.keepalive` gets a GOAWAY naming the last stream
+//! it served, and closes (Envoy's `idle_timeout`): nothing is in progress, so nothing is lost.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora::apps::HttpServerApp;
 use pingora::protocols::http::v2::server::{handshake, H2Accept, HttpSession};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Digest, Stream};
 use pingora::server::ShutdownWatch;
+use tokio::sync::Notify;
 
 use super::direct::read_whole_body;
 use super::{Ctx, Proxy};
@@ -57,6 +62,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> Http2<A> {
         // written by this loop after the stream's task has ended, and an exit before then
         // would cut them. After GOAWAY the connection closes once its streams are out.
         let _open = self.proxy.lifecycle.enter();
+        let keepalive = self
+            .proxy
+            .routing
+            .routes
+            .load()
+            .snap
+            .config
+            .gateway
+            .timeouts
+            .keepalive
+            .get();
+        let streams = Arc::new(Streams::default());
         let mut stop = shutdown.clone();
         let mut stopping = false;
         let mut malformed = 0;
@@ -76,6 +93,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> Http2<A> {
                         continue;
                     }
                     accepted = HttpSession::from_h2_conn(&mut conn, digest.clone()) => accepted,
+                    () = streams.idle_for(keepalive) => {
+                        // No stream is open: the GOAWAY names the last one served, and the
+                        // connection closes once it is written.
+                        conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                        stopping = true;
+                        continue;
+                    }
                 }
             };
             match accepted {
@@ -92,7 +116,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> Http2<A> {
                     // On this thread, beside the connection and its upstream pools. Boxed here,
                     // the stream's future is copied once; handed to the runtime unboxed, it
                     // would be moved whole through the task's construction.
-                    let served = self.clone().stream(ServerSession::new_http2(session), shutdown.clone());
+                    let served =
+                        self.clone()
+                            .stream(ServerSession::new_http2(session), shutdown.clone(), streams.open());
                     tokio::spawn(Box::pin(served));
                 }
             }
@@ -100,7 +126,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Http2<A> {
     }
 
     /// Serves one stream, or hands it to pingora's proxy.
-    async fn stream(self: Arc<Self>, mut s: ServerSession, shutdown: ShutdownWatch) {
+    async fn stream(self: Arc<Self>, mut s: ServerSession, shutdown: ShutdownWatch, _open: StreamOpen) {
         let p = &self.proxy;
         let arrived = p.routing.clock.now();
         // Counted in progress from here, so a graceful stop waits for a body being read.
@@ -137,6 +163,41 @@ impl<A: HttpServerApp + Send + Sync + 'static> Http2<A> {
             // Ends the stream if the response left it open; after a failure the stream is
             // dropped as pingora drops it (a reset, unless the answer ended it).
             let _ = s.finish().await;
+        }
+    }
+}
+
+/// The streams open on one connection, for its keep-alive: idle is when none is.
+#[derive(Default)]
+struct Streams {
+    open: AtomicUsize,
+    none_open: Notify,
+}
+
+/// Held by a stream's task, so its connection is not idle while the stream is served.
+struct StreamOpen(Arc<Streams>);
+
+impl Streams {
+    fn open(self: &Arc<Self>) -> StreamOpen {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        StreamOpen(self.clone())
+    }
+
+    /// Completes once no stream has been open for `keepalive`; a stream opening meanwhile
+    /// cancels it (the accept loop makes a new one after each stream).
+    async fn idle_for(&self, keepalive: Duration) {
+        while self.open.load(Ordering::Acquire) != 0 {
+            // A stream ending between the load and here leaves a permit: no wake-up is lost.
+            self.none_open.notified().await;
+        }
+        tokio::time::sleep(keepalive).await;
+    }
+}
+
+impl Drop for StreamOpen {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_open.notify_one();
         }
     }
 }
