@@ -45,8 +45,22 @@ fn http2_streams_are_served_decided_and_handed_over_whole() {
     };
     let served = |v: &Value| (v["served_by"].as_str().map(str::to_owned), v["request_bytes"].as_u64());
 
-    // A V2 call with a declared length, and one without (its stream's end ends it).
+    // The backend's fields reach the client (names in lower case, as HTTP/2 has them), its
+    // connection's hop-by-hop ones do not.
     let small = r#"{"inputs":[]}"#;
+    let r = c
+        .post(format!("http://{public}/v2/models/llm/infer"))
+        .body(small)
+        .send()
+        .unwrap();
+    let field = |name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        (field("x-served-by"), field("x-model-version"), field("content-type")),
+        (Some("s1".into()), Some("v1".into()), Some("application/json".into()))
+    );
+    assert_eq!((field("connection"), field("keep-alive")), (None, None));
+
+    // A V2 call with a declared length, and one without (its stream's end ends it).
     let (status, v) = post("/v2/models/llm/infer", small.into());
     assert_eq!(
         (status, served(&v)),
@@ -99,5 +113,5 @@ fn http2_streams_are_served_decided_and_handed_over_whole() {
             &[&format!("model_name=\"{model}\""), "status=\"200\""],
         )
     };
-    assert_eq!((ok("llm"), ok("llama")), (3.0, 2.0), "{m}");
+    assert_eq!((ok("llm"), ok("llama")), (4.0, 2.0), "{m}");
 }

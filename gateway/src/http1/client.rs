@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::framing::{content_length, lists, Decoder, Framing, FramingError, Step};
-use super::lines::{bytes, copy_kept, status_line, Span};
+use super::lines::{bytes, copy_kept, shared, status_line, Span};
 use super::request::MAX_HEADERS;
 
 /// Idle connections kept per backend and thread, at most: a bound for safety, not a tuning. A thread
@@ -150,12 +150,13 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     /// The fields that go on to the client: all but the hop-by-hop ones and the framing (the
-    /// writer of each client protocol frames the body itself). `Content-Length` stays.
-    pub fn end_to_end(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    /// writer of each client protocol frames the body itself). `Content-Length` stays. Each value
+    /// shares the head's buffer, so a header map holds it without a copy.
+    pub fn end_to_end(&self) -> impl Iterator<Item = (&[u8], Bytes)> + '_ {
         self.fields
             .iter()
-            .map(|&(n, v)| (bytes(&self.block, n), bytes(&self.block, v)))
-            .filter(|(name, _)| !is_hop_by_hop(name))
+            .filter(|&&(n, _)| !is_hop_by_hop(bytes(&self.block, n)))
+            .map(|&(n, v)| (bytes(&self.block, n), shared(&self.block, v)))
     }
 
     /// Appends to `out` this response as an HTTP/1.1 head to the client, less its framing and

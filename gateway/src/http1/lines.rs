@@ -4,6 +4,7 @@
 //! per field. A line in any other form (no space or several after the colon, a bare LF) is
 //! rewritten in the usual form.
 
+use bytes::Bytes;
 use meridian_gateway_core::head::field_line;
 
 /// Where a piece of a header block lies: offset and length.
@@ -62,6 +63,16 @@ pub fn status_line(out: &mut Vec<u8>, status: u16) {
 /// The bytes of `span` in `block` (none if it lies outside).
 pub fn bytes(block: &[u8], (at, len): Span) -> &[u8] {
     block.get(at as usize..(at + len) as usize).unwrap_or_default()
+}
+
+/// [`bytes`] as a handle on `block`'s buffer, for keeping past the borrow without a copy.
+pub fn shared(block: &Bytes, span: Span) -> Bytes {
+    let (at, len) = (span.0 as usize, span.1 as usize);
+    if at + len <= block.len() {
+        block.slice(at..at + len)
+    } else {
+        Bytes::new()
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use meridian_gateway_core::head::RequestHead;
 use meridian_gateway_core::reply::Reply;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::{HttpTask, ServerSession};
+use pingora::ErrorType::InvalidHTTPHeader;
+use pingora::OrErr;
 
 use crate::http1::client::ResponseHead;
 use crate::http1::framing::Framing;
@@ -111,6 +113,11 @@ pub(super) async fn write_response_head(
     }
 }
 
+/// A backend's field value, kept in the buffer it arrived in.
+fn value_of(value: Bytes) -> pingora::Result<http::HeaderValue> {
+    http::HeaderValue::from_maybe_shared(value).or_err(InvalidHTTPHeader, "field value")
+}
+
 impl Downstream for ServerSession {
     type Head = Parts;
 
@@ -143,10 +150,26 @@ impl Downstream for ServerSession {
     }
 
     async fn write_head(&mut self, head: &ResponseHead, end: bool) -> pingora::Result<()> {
-        let mut h = ResponseHeader::build(head.status, Some(16))?;
-        for (name, value) in head.end_to_end() {
-            h.append_header(Bytes::copy_from_slice(name), value)?;
-        }
+        let h = if self.req_header().version == http::Version::HTTP_2 {
+            // HTTP/2 names go in lower case: no map of the names as they came, one insertion per
+            // field instead of two.
+            let mut parts = http::Response::new(()).into_parts().0;
+            parts.status = http::StatusCode::from_u16(head.status).or_err(InvalidHTTPHeader, "status")?;
+            for (name, value) in head.end_to_end() {
+                let name = http::HeaderName::from_bytes(name).or_err(InvalidHTTPHeader, "field name")?;
+                parts
+                    .headers
+                    .try_append(name, value_of(value)?)
+                    .or_err(InvalidHTTPHeader, "fields")?;
+            }
+            ResponseHeader::from(parts)
+        } else {
+            let mut h = ResponseHeader::build(head.status, Some(16))?;
+            for (name, value) in head.end_to_end() {
+                h.append_header(Bytes::copy_from_slice(name), value_of(value)?)?;
+            }
+            h
+        };
         let framed = matches!(head.framing, Framing::Length(_));
         write_framed(self, h, framed, end).await
     }
