@@ -106,6 +106,10 @@ http {
     ssl_protocols TLSv1.3;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
+    # The forwarding fields Meridian adds to every request (the sim backend echoes them back).
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header Forwarded "for=\$remote_addr;proto=\$scheme";
     location /v2/models/bench/ { proxy_pass http://sim; }
     location /v2/models/fixed/ { proxy_pass http://fixed; }
     location /inference.GRPCInferenceService/ { grpc_pass grpc://grpcb; }
@@ -124,10 +128,14 @@ defaults
   timeout client 30s
   timeout server 30s
   http-reuse always
+  # The forwarding fields Meridian adds to every request (the sim backend echoes them back).
+  option forwardfor
 frontend fe
   bind 127.50.0.3:8080
   bind 127.50.0.3:8082 proto h2
   bind 127.50.0.3:8443 ssl crt $work/both.pem ssl-min-ver TLSv1.3
+  http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]
+  http-request set-header Forwarded for=%[src];proto=%[ssl_fc,iif(https,http)]
   use_backend fixed if { path_beg /v2/models/fixed/ }
   use_backend grpc if { path_beg /inference.GRPCInferenceService/ }
   default_backend sim
