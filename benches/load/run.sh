@@ -17,12 +17,15 @@
 #   benches/load/run.sh [seconds-per-run] [rounds] [connections]
 #
 # MERIDIAN_BIN=path measures another build of the gateway (an earlier commit's, say) in the same way.
+# OPEN_RATE=n runs the open loop alone, at n req/s: more rounds of the latency comparison, which
+# needs them (its p99 ratios spread widest from round to round).
 #
 # Prints markdown tables for benches/README.md. Needs: nginx haproxy wrk nghttp2-client (h2load)
 # linux-perf openssl (apt-get install ...).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}; rounds=${2:-3}; conns=${3:-32}
+open_rate=${OPEN_RATE:-}
 for t in nginx haproxy wrk h2load perf openssl; do
   command -v $t >/dev/null || { echo "missing $t (apt-get install nginx haproxy wrk nghttp2-client linux-perf openssl)" >&2; exit 1; }
 done
@@ -203,14 +206,14 @@ syscalls() { # target backend url -> syscalls per request under a short wrk run 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 
-for b in bench fixed; do
+[ -n "$open_rate" ] || for b in bench fixed; do
   for t in meridian nginx haproxy; do syscalls $t $b "${h1[$t]}"; done
 done
 
 declare -A p50 p99 p999 olcpu p99pair
-rate=""
+rate=$open_rate
 for round in $(seq 1 "$rounds"); do
-  for b in bench fixed; do
+  [ -n "$open_rate" ] || for b in bench fixed; do
     for t in meridian nginx haproxy; do closed $t $b "${h1[$t]}"; done
     # This round's ratios: Meridian against each peer measured seconds apart (a pair drifts less
     # than the machine does between rounds).
@@ -242,7 +245,7 @@ done
 
 declare -A h2rps tlsrps grpcrps grpccpu
 grpc_call=/inference.GRPCInferenceService/ModelInfer
-for round in $(seq 1 "$rounds"); do
+[ -n "$open_rate" ] || for round in $(seq 1 "$rounds"); do
   for t in meridian nginx haproxy; do
     n=$((secs * 20000))
     out=$(h2load -n "$n" -c "$conns" -m 8 -d "$work/body.json" -H 'content-type: application/json' "${h2[$t]}$(path_of fixed)" 2>&1)
@@ -267,6 +270,7 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
+if [ -z "$open_rate" ]; then
 echo
 echo "Closed loop (wrk, $conns connections, ${secs}s, median of $rounds); the proxy process's own CPU per request (/proc: user + system, and user alone) over the same runs, and its syscalls per request (perf, a separate 3 s run). The last two columns: Meridian's req/s over the proxy's as the ratio of the medians, and the median of each round's ratio (with the range):"
 echo
@@ -284,8 +288,9 @@ for b in bench fixed; do
     echo "| $b | $t | $r | $(echo "${cpu[$t/$b]}" | median) | $(echo "${user[$t/$b]}" | median) | ${sys[$t/$b]} | $(ratio "$m" "$r") | $rounds_ratio |"
   done
 done
+fi
 echo
-echo "Open loop at $rate req/s (half of NGINX's closed-loop rate), 64 connections, latency in ms (median of $rounds), the proxy's CPU per request over the same runs, and Meridian's p99 over the proxy's as the median of each round's ratio (with the range):"
+echo "Open loop at $rate req/s ($([ -n "$open_rate" ] && echo "OPEN_RATE" || echo "half of NGINX's closed-loop rate")), 64 connections, latency in ms (median of $rounds), the proxy's CPU per request over the same runs, and Meridian's p99 over the proxy's as the median of each round's ratio (with the range):"
 echo
 echo "| backend | proxy | p50 | p99 | p99.9 | CPU us/req | p99 ratio: median of rounds (min-max) |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
@@ -299,6 +304,7 @@ for b in bench fixed; do
     echo "| $b | $t | $(echo "${p50[$t/$b]}" | median) | $(echo "${p99[$t/$b]}" | median) | $(echo "${p999[$t/$b]}" | median) | $(echo "${olcpu[$t/$b]}" | median) | $rounds_ratio |"
   done
 done
+[ -n "$open_rate" ] && exit 0
 echo
 echo "Other protocols (median of $rounds): h2c is h2load -c $conns -m 8 to the fixed backend; TLS 1.3 is wrk -c $conns over HTTP/1.1 to the fixed backend; gRPC is h2load -c $conns -m 8 of a 96-byte unary call to an h2c backend, with the proxy's CPU per request."
 echo
