@@ -694,6 +694,24 @@ fn idle_connections_close_after_the_keepalive() {
     h1.read_to_end(&mut rest).expect("closed by the gateway, not timed out");
     assert!(rest.is_empty(), "{rest:?}");
 
+    // HTTP/1 on pingora's leg (a chunked body is handed to it): the same keep-alive, not pingora's.
+    let mut handed = connect();
+    handed
+        .write_all(
+            b"POST /v2/models/llm/infer HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n\
+              d\r\n{\"inputs\":[]}\r\n0\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = Vec::new();
+    handed
+        .read_to_end(&mut answer)
+        .expect("closed by the gateway, not timed out");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 ") && answer.contains("\"served_by\":\"s1\""),
+        "{answer}"
+    );
+
     // HTTP/2: a token stream held open past the keep-alive is not cut (its connection is busy).
     sim_control(&s1, json!({"stream_gate": true}));
     let h2c = reqwest::blocking::Client::builder()

@@ -125,6 +125,11 @@ impl Proxy {
     pub(super) async fn arrive(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         let routes = self.routing.routes.load_full();
         let s = session.as_mut();
+        // pingora keeps an HTTP/1.1 connection open with no limit between requests (its 60s is
+        // replaced as each request is read); ours is the same on both fronts. A client's
+        // `Connection: close` still wins, and a draining gateway closes after the response.
+        let keepalive = routes.snap.config.gateway.timeouts.keepalive.get();
+        s.set_keepalive(Some(keepalive.as_secs().max(1)));
         self.open(s, ctx, routes.clone());
         let arrival = self.read_decision(s, &routes).await?;
         let (cap, buffered) = (arrival.cap(), arrival.buffered);
