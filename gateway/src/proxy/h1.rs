@@ -164,21 +164,6 @@ impl Http1 {
         }
     }
 
-    /// How long a client connection may idle between requests (`timeouts.keepalive`), on this
-    /// path and on pingora's for the connections handed to it.
-    pub fn keepalive(&self) -> Duration {
-        self.proxy
-            .routing
-            .routes
-            .load()
-            .snap
-            .config
-            .gateway
-            .timeouts
-            .keepalive
-            .get()
-    }
-
     fn timeouts(&self) -> meridian_config::schema::Timeouts {
         self.proxy.routing.routes.load().snap.config.gateway.timeouts.clone()
     }
