@@ -61,7 +61,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Http2<A> {
         // A stop waits for the connection, not only its streams: a stream's last frames are
         // written by this loop after the stream's task has ended, and an exit before then
         // would cut them. After GOAWAY the connection closes once its streams are out.
-        let _open = self.proxy.lifecycle.enter();
+        let _in_progress = self.proxy.lifecycle.enter();
         let keepalive = self
             .proxy
             .routing
